@@ -1,0 +1,207 @@
+"""The frozen data that flows through monitor: sources, items, rules, matches.
+
+Only the standard library is used here, so every stage can depend on this module and nothing
+in it can reach the network or the clock.  Raw feedparser dictionaries and YAML mappings never
+travel past the module that parsed them; these classes do.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+class Severity(enum.IntEnum):
+    """How urgent a match is; ordered so that routes and escalation can compare levels."""
+
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(s.label for s in cls)
+            raise ValueError(f"unknown severity {text!r}; use one of {names}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A feed (or page) the daemon polls, as the config describes it."""
+
+    name: str
+    url: str
+    interval: timedelta = timedelta(minutes=10)
+    tags: tuple[str, ...] = ()
+    timeout: timedelta = timedelta(seconds=30)
+    max_bytes: int = 10 * 1024 * 1024
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One news item, cleaned: plain text, canonical link, UTC time.
+
+    ``id`` is the item's identity across polls (see ``dedup.item_identity``); ``source`` is the
+    name of the feed it came from and ``source_tags`` that feed's tags from the config, so that
+    rules can be scoped to feeds or tags.
+    """
+
+    id: str
+    source: str
+    title: str
+    summary: str
+    link: str
+    published: datetime
+    lang: str | None = None
+    guid: str | None = None
+    tags: tuple[str, ...] = ()
+    source_tags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "title": self.title,
+            "summary": self.summary,
+            "link": self.link,
+            "published": self.published.astimezone(UTC).isoformat(),
+            "lang": self.lang,
+            "guid": self.guid,
+            "tags": list(self.tags),
+            "source_tags": list(self.source_tags),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Item:
+        return cls(
+            id=str(data["id"]),
+            source=str(data.get("source") or ""),
+            title=str(data.get("title") or ""),
+            summary=str(data.get("summary") or ""),
+            link=str(data.get("link") or ""),
+            published=parse_timestamp(data.get("published")),
+            lang=data.get("lang") or None,
+            guid=data.get("guid") or None,
+            tags=tuple(data.get("tags") or ()),
+            source_tags=tuple(data.get("source_tags") or ()),
+        )
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Read an ISO-8601 timestamp as an aware UTC datetime; naive times are taken as UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip():
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"expected an ISO-8601 timestamp, got {value!r}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TermHit:
+    """Where one rule term occurred: enough for an alert to quote and highlight it.
+
+    ``start``/``end`` index into the item's field as stored on ``Item`` (``title`` or
+    ``summary``), so ``getattr(item, field)[start:end] == text``.
+    """
+
+    term: str
+    field: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule matched an item: the unit that is queued and delivered.
+
+    ``rule_version`` identifies the rule set that produced it, so an alert can be traced back
+    to the exact rule text.  ``route`` is the rule's own channel list, when it names one.
+    """
+
+    rule_id: str
+    rule_title: str
+    severity: Severity
+    rule_version: str
+    item: Item
+    hits: tuple[TermHit, ...] = ()
+    route: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The distinct terms that matched, in the order they first occurred."""
+        return tuple(dict.fromkeys(hit.term for hit in self.hits))
+
+    @property
+    def key(self) -> str:
+        """Identity of this match for idempotent delivery: one rule, one item."""
+        return f"{self.rule_id}|{self.item.id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule_id,
+            "rule_title": self.rule_title,
+            "severity": self.severity.label,
+            "rule_version": self.rule_version,
+            "item": self.item.to_dict(),
+            "hits": [
+                {"term": h.term, "field": h.field, "start": h.start, "end": h.end, "text": h.text}
+                for h in self.hits
+            ],
+            "route": list(self.route),
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Match:
+        return cls(
+            rule_id=str(data["rule"]),
+            rule_title=str(data.get("rule_title") or data["rule"]),
+            severity=Severity.parse(str(data.get("severity") or "info")),
+            rule_version=str(data.get("rule_version") or ""),
+            item=Item.from_dict(data["item"]),
+            hits=tuple(
+                TermHit(
+                    term=str(h["term"]),
+                    field=str(h["field"]),
+                    start=int(h["start"]),
+                    end=int(h["end"]),
+                    text=str(h["text"]),
+                )
+                for h in data.get("hits") or ()
+            ),
+            route=tuple(data.get("route") or ()),
+            tags=tuple(data.get("tags") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """What one poll of one feed did, for logs, the --once summary and feed health."""
+
+    source: str
+    status: str  # "ok", "not-modified" or "error"
+    http_status: int | None = None
+    entries: int = 0
+    new_items: int = 0
+    matches: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    warnings: tuple[str, ...] = field(default=())
