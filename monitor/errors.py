@@ -6,6 +6,7 @@ The tree::
     ├── SourceFileError               a YAML file (config or rules) that cannot be used
     │   ├── ConfigError               the config file: unknown key, bad value, missing ${VAR}
     │   └── RuleFileError             a rule file: schema error, duplicate id, bad term
+    ├── RuleSetError                  a rule set was refused; holds every RuleFileError found
     ├── FeedError                     one feed failed to poll; never fatal to the daemon
     │   ├── FetchError                transport: DNS, refused, timeout, HTTP status, too large
     │   └── FeedParseError            the body is not a feed we can read
@@ -70,6 +71,17 @@ class ConfigError(SourceFileError):
 
 class RuleFileError(SourceFileError):
     """A rule file cannot be used as written."""
+
+
+class RuleSetError(MonitorError):
+    """A rule set was refused as a whole: a bad edit never replaces a good running set."""
+
+    def __init__(self, problems: list[RuleFileError] | tuple[RuleFileError, ...]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        first = f": {self.problems[0]}" if self.problems else ""
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        super().__init__(f"{count} problem(s) in the rule files{first}{more}")
 
 
 class FeedError(MonitorError):
