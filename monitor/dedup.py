@@ -1,0 +1,44 @@
+"""Identity of items, so that each news item alerts once across polls and across feeds.
+
+Pure: these functions only compute keys; ``store`` remembers which keys were seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+from monitor.model import Item
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=12).hexdigest()
+
+
+def content_fingerprint(title: str, summary: str) -> str:
+    """Case- and spacing-insensitive digest of the text, for items with neither GUID nor link."""
+    folded = " ".join(unicodedata.normalize("NFKC", f"{title} {summary}").casefold().split())
+    return _digest("text", folded)
+
+
+def item_identity(source: str, guid: str | None, link: str, title: str, summary: str) -> str:
+    """The item's id within its feed: the GUID when there is one, else the canonical link,
+    else a fingerprint of its text.  Stable across polls as long as the publisher is."""
+    if guid and guid.strip():
+        return f"{source}:{_digest('guid', guid.strip())}"
+    if link:
+        return f"{source}:{_digest('link', link)}"
+    return f"{source}:{content_fingerprint(title, summary)}"
+
+
+def seen_keys(item: Item) -> tuple[str, ...]:
+    """Every key under which this item counts as already seen.
+
+    The per-feed identity catches the same item on the next poll; the canonical-link key
+    catches the same article arriving through a second feed (Miniflux dedups only per feed,
+    and analysts then get the same story twice).
+    """
+    keys = [f"id:{item.id}"]
+    if item.link:
+        keys.append(f"url:{_digest('link', item.link)}")
+    return tuple(keys)

@@ -1,0 +1,149 @@
+"""Run a private redis-server as a child process, so a newcomer needs no Redis of their own.
+
+The server listens on a free loopback port, keeps an append-only file in the data directory
+(so queued alerts survive a restart), and is stopped with the daemon.  A lock file stops two
+daemons from sharing one data directory, which would corrupt the AOF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+from monitor.errors import EmbeddedRedisError
+
+INSTALL_HINT = (
+    "install Redis (Debian/Ubuntu: sudo apt-get install redis-server) "
+    "or set redis.url in the config to a redis://host:6379/0 URL"
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A redis-server child: ``start()``, ``url``, ``restart_if_dead()``, ``stop()``."""
+
+    def __init__(self, data_dir: Path, *, binary: str = "redis-server", port: int | None = None):
+        self.data_dir = data_dir
+        self.binary = binary
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock: IO[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        executable = shutil.which(self.binary)
+        if executable is None:
+            raise EmbeddedRedisError(f"'{self.binary}' was not found on PATH", hint=INSTALL_HINT)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, binary from config
+            [
+                executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "redis.log",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_until_ready(timeout)
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        handle = (self.data_dir / "monitor.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise EmbeddedRedisError(
+                f"another monitor is already using the Redis data directory {self.data_dir}",
+                hint="stop it, or give this one another redis.data_dir",
+            ) from None
+        self._lock = handle
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                log = self.data_dir / "redis.log"
+                tail = (
+                    log.read_text(errors="replace").strip().splitlines()[-1:]
+                    if log.exists()
+                    else []
+                )
+                raise EmbeddedRedisError(
+                    f"redis-server exited with status {self._process.returncode}"
+                    + (f": {tail[0]}" if tail else ""),
+                    hint=f"see {log}",
+                )
+            if _answers_ping(self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedRedisError(f"redis-server did not answer within {timeout:g}s")
+
+    def restart_if_dead(self) -> bool:
+        """Supervision step: start the server again if it died; True when it had to."""
+        if self._process is None or self.running:
+            return False
+        self.start()
+        return True
+
+    def kill(self) -> None:
+        """Stop the server abruptly, as a crash would (for tests of recovery)."""
+        if self.running and self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _answers_ping(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(16).startswith(b"+PONG")
+    return False

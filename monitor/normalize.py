@@ -1,0 +1,160 @@
+"""Raw feed entries -> clean ``Item``s: plain text, canonical links, UTC times.
+
+Pure: the current time is an argument, so tests can freeze it and a far-future date can be
+clamped deterministically.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from bs4 import BeautifulSoup
+from bs4.element import NavigableString, Tag
+
+from monitor.dedup import item_identity
+from monitor.model import Item, Source
+from monitor.parse import RawEntry
+
+FUTURE_TOLERANCE = timedelta(days=1)
+"""A publish date further ahead than this is a publisher's clock or timezone bug: use now."""
+
+_TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "_hsenc",
+        "_hsmi",
+        "spm",
+        "from",
+        "ref_src",
+        "cmpid",
+    }
+)
+_BLOCK_TAGS = frozenset(
+    {
+        "p",
+        "div",
+        "br",
+        "li",
+        "ul",
+        "ol",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "pre",
+        "table",
+        "tr",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "figure",
+        "figcaption",
+        "hr",
+    }
+)
+_DROP_TAGS = ("script", "style", "noscript", "template", "iframe", "object", "svg")
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\s*\n\s*\n\s*")
+_SINGLE_NEWLINE = re.compile(r" *\n *")
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), None)
+
+
+def normalize_entry(entry: RawEntry, source: Source, now: datetime) -> Item:
+    """Build the ``Item`` the rest of the flow sees from one raw entry of ``source``."""
+    title = clean_text(html_to_text(entry.title) if "<" in entry.title else entry.title)
+    summary = clean_text(html_to_text(entry.summary_html))
+    link = canonical_url(entry.link, base=entry.base or source.url) if entry.link else ""
+    published = clamp_published(entry.published, now)
+    return Item(
+        id=item_identity(source.name, entry.guid, link, title, summary),
+        source=source.name,
+        title=title.replace("\n", " "),
+        summary=summary,
+        link=link,
+        published=published,
+        lang=entry.lang,
+        guid=entry.guid,
+        tags=entry.tags,
+        source_tags=source.tags,
+    )
+
+
+def clamp_published(published: datetime | None, now: datetime) -> datetime:
+    """A missing date becomes ``now`` (first seen); a far-future one is clamped to ``now``."""
+    if published is None or published > now + FUTURE_TOLERANCE:
+        return now
+    return published
+
+
+def html_to_text(markup: str) -> str:
+    """HTML to readable text, keeping paragraph breaks and dropping scripts and styles."""
+    if "<" not in markup and "&" not in markup:
+        return markup
+    soup = BeautifulSoup(markup, "html.parser")
+    for tag in soup.find_all(_DROP_TAGS):
+        tag.decompose()
+    pieces: list[str] = []
+    _collect_text(soup, pieces)
+    return "".join(pieces)
+
+
+def _collect_text(node: Tag, pieces: list[str]) -> None:
+    for child in node.children:
+        if isinstance(child, NavigableString):
+            if type(child) is NavigableString:  # skips comments, CDATA markers, doctypes
+                pieces.append(str(child))
+        elif isinstance(child, Tag):
+            block = child.name in _BLOCK_TAGS
+            if block:
+                pieces.append("\n" if child.name == "br" else "\n\n")
+            _collect_text(child, pieces)
+            if block and child.name != "br":
+                pieces.append("\n\n")
+
+
+def clean_text(text: str) -> str:
+    """NFKC, invisible characters removed, spaces collapsed, at most one blank line in a row."""
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    text = "".join(ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    text = _SPACES.sub(" ", text)
+    text = _BLANK_LINES.sub("\n\n", text)
+    return _SINGLE_NEWLINE.sub("\n", text).strip()
+
+
+def canonical_url(url: str, base: str | None = None) -> str:
+    """One spelling per article: absolute, lowercase host, no fragment, no tracking parameters.
+
+    Only http(s) links survive; anything else (``javascript:``, ``data:``) becomes ``""`` so it
+    can never reach an alert as a link.
+    """
+    absolute = urljoin(base, url.strip()) if base else url.strip()
+    parts = urlsplit(absolute)
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+        return ""
+    host = parts.hostname.lower().rstrip(".")
+    port = parts.port
+    default_port = {"http": 80, "https": 443}[parts.scheme.lower()]
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _tracking(k)]
+    )
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, ""))
+
+
+def _tracking(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith("utm_") or lowered in _TRACKING_PARAMS

@@ -1,0 +1,397 @@
+"""The config file: read once, ${VAR}-interpolated, validated, with errors at path:line:col.
+
+The daemon refuses to start on a config it does not fully understand (unknown keys included)
+rather than run with a guess; secrets come from the environment through ``${VAR}`` so the file
+itself can live in git.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.errors import ConfigError
+from monitor.model import Source
+from monitor.yamlsrc import YamlDocument, YamlPath, YamlSourceError, load_yaml_file
+
+DEFAULT_CONFIG = "monitor.yaml"
+CONFIG_ENV = "MONITOR_CONFIG"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read ``90s``, ``10m``, ``1.5h``, ``30d`` (or a bare number of seconds)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 10m, 2h or 7d")
+    number, unit = match.groups()
+    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently switch a feature off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RedisSettings(_Strict):
+    url: str = Field(
+        default="embedded",
+        description="'embedded' for a private redis-server, or a redis://, rediss://, unix:// URL",
+    )
+    data_dir: Path = Field(default=Path("data/redis"), description="embedded Redis: AOF directory")
+    binary: str = Field(default="redis-server", description="embedded Redis: the server command")
+    key_prefix: str = Field(default="monitor", description="prefix of every key monitor writes")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url == "embedded" or urlsplit(url).scheme in {"redis", "rediss", "unix"}:
+            return url
+        raise ValueError("use 'embedded' or a redis://host:6379/0 (rediss://, unix://) URL")
+
+
+class FeedSettings(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    url: str
+    interval: Duration = timedelta(minutes=10)
+    tags: tuple[str, ...] = ()
+    timeout: Duration = timedelta(seconds=30)
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _fetchable(cls, url: str) -> str:
+        if urlsplit(url).scheme not in {"http", "https", "file"}:
+            raise ValueError("feed URLs must be http://, https:// or file:")
+        return url
+
+    @field_validator("interval")
+    @classmethod
+    def _not_too_often(cls, interval: timedelta) -> timedelta:
+        if interval < timedelta(seconds=10):
+            raise ValueError("poll at most every 10s; publishers block aggressive pollers")
+        return interval
+
+
+class RulesSettings(_Strict):
+    paths: tuple[Path, ...] = (Path("rules"),)
+
+
+class ConsoleChannelSettings(_Strict):
+    enabled: bool = True
+
+
+class SlackChannelSettings(_Strict):
+    webhook_url: SecretStr = SecretStr("")
+    enabled: bool = True
+    timeout: Duration = timedelta(seconds=10)
+
+    @property
+    def active(self) -> bool:
+        """An empty webhook (``${SLACK_WEBHOOK_URL:-}`` with the variable unset) switches it off."""
+        return self.enabled and bool(self.webhook_url.get_secret_value())
+
+
+class EmailChannelSettings(_Strict):
+    host: str = ""
+    port: int = Field(default=587, gt=0, lt=65536)
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field(default="", alias="from")
+    to: tuple[str, ...] = ()
+    enabled: bool = True
+    timeout: Duration = timedelta(seconds=30)
+
+    @property
+    def active(self) -> bool:
+        """An empty host (``${SMTP_HOST:-}`` unset) switches the channel off."""
+        return self.enabled and bool(self.host)
+
+    @model_validator(mode="after")
+    def _complete_when_active(self) -> EmailChannelSettings:
+        if self.active and (not self.sender or not self.to):
+            raise ValueError("an email channel needs 'from' and at least one address in 'to'")
+        if self.ssl and self.starttls:
+            raise ValueError("choose one of 'ssl' (implicit TLS, port 465) and 'starttls'")
+        return self
+
+
+class ChannelsSettings(_Strict):
+    console: ConsoleChannelSettings | None = None
+    slack: SlackChannelSettings | None = None
+    email: EmailChannelSettings | None = None
+
+    def active_names(self) -> tuple[str, ...]:
+        names = []
+        if self.console is not None and self.console.enabled:
+            names.append("console")
+        if self.slack is not None and self.slack.active:
+            names.append("slack")
+        if self.email is not None and self.email.active:
+            names.append("email")
+        return tuple(names)
+
+    def configured_names(self) -> tuple[str, ...]:
+        return tuple(name for name in ("console", "slack", "email") if getattr(self, name))
+
+
+class RouteSettings(_Strict):
+    channels: tuple[str, ...] = Field(min_length=1)
+
+
+class LogSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class HttpSettings(_Strict):
+    user_agent: str = "monitor/{version} (+https://github.com/monitor-news/monitor)"
+    max_concurrency: int = Field(default=50, gt=0)
+
+
+class DedupSettings(_Strict):
+    ttl: Duration = timedelta(days=30)
+
+
+class DeliverySettings(_Strict):
+    retry_after: Duration = Field(
+        default=timedelta(seconds=60),
+        description="an alert a channel refused is retried after this idle time",
+    )
+
+
+class HealthSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, lt=65536, description="0 switches the endpoint off")
+
+
+class Settings(_Strict):
+    redis: RedisSettings = RedisSettings()
+    feeds: tuple[FeedSettings, ...] = ()
+    rules: RulesSettings = RulesSettings()
+    channels: ChannelsSettings = ChannelsSettings(console=ConsoleChannelSettings())
+    routes: tuple[RouteSettings, ...] = ()
+    log: LogSettings = LogSettings()
+    http: HttpSettings = HttpSettings()
+    dedup: DedupSettings = DedupSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    health: HealthSettings = HealthSettings()
+    base_dir: Path = Field(default=Path(), exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [feed.name for feed in self.feeds]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"feed names must be unique; repeated: {', '.join(duplicates)}")
+        configured = set(self.channels.configured_names())
+        for route in self.routes:
+            unknown = [name for name in route.channels if name not in configured]
+            if unknown:
+                raise ValueError(
+                    f"route names channel(s) {', '.join(unknown)} that are not configured "
+                    f"under 'channels' (configured: {', '.join(sorted(configured)) or 'none'})"
+                )
+        for number, channels in enumerate(self.effective_routes(), start=1):
+            if not channels:
+                raise ValueError(
+                    f"route {number} has no active channel, so its alerts could not be sent; "
+                    "set the channel's secrets or add 'console' to the route"
+                )
+        return self
+
+    def sources(self) -> tuple[Source, ...]:
+        return tuple(
+            Source(
+                name=feed.name,
+                url=resolve_feed_url(feed.url, self.base_dir),
+                interval=feed.interval,
+                tags=feed.tags,
+                timeout=feed.timeout,
+                max_bytes=feed.max_bytes,
+                headers=tuple(sorted(feed.headers.items())),
+            )
+            for feed in self.feeds
+        )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret, so logging can mask them wherever they turn up."""
+        found = []
+        if self.channels.slack is not None:
+            found.append(self.channels.slack.webhook_url.get_secret_value())
+        if self.channels.email is not None and self.channels.email.password is not None:
+            found.append(self.channels.email.password.get_secret_value())
+        password = urlsplit(self.redis.url).password
+        if password:
+            found.append(password)
+        return tuple(secret for secret in found if secret)
+
+    def rule_paths(self) -> tuple[Path, ...]:
+        return tuple(self.resolve_path(path) for path in self.rules.paths)
+
+    def resolve_path(self, path: Path) -> Path:
+        """Relative paths in the config are relative to the config file, not to the cwd."""
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    def effective_routes(self) -> tuple[tuple[str, ...], ...]:
+        """The channels each route sends to, keeping only active ones; no routes means every
+        active channel."""
+        active = set(self.channels.active_names())
+        if not self.routes:
+            return (self.channels.active_names(),)
+        return tuple(tuple(c for c in route.channels if c in active) for route in self.routes)
+
+
+def resolve_feed_url(url: str, base_dir: Path) -> str:
+    """``file:relative/path.xml`` is relative to the config file; other URLs pass unchanged."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or url.startswith("file:/"):
+        return url
+    return (base_dir / parts.path).resolve().as_uri()
+
+
+def interpolate_env(value: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``.
+
+    A missing variable without a default is an error rather than an empty string, because an
+    empty webhook or password would fail much later and far less clearly.
+    """
+
+    def substitute(found: re.Match[str]) -> str:
+        if found.group(0) == "$$":
+            return "$"
+        name, default = found.group(1), found.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise KeyError(name)
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _interpolate_tree(doc: YamlDocument, env: Mapping[str, str]) -> Any:
+    def walk(node: Any, path: YamlPath) -> Any:
+        if isinstance(node, dict):
+            return {key: walk(value, (*path, key)) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value, (*path, index)) for index, value in enumerate(node)]
+        if isinstance(node, str) and "$" in node:
+            try:
+                return interpolate_env(node, env)
+            except KeyError as missing:
+                raise ConfigError(
+                    doc.locate(path),
+                    f"environment variable {missing.args[0]} is not set",
+                    hint=f"export {missing.args[0]}=... or write ${{{missing.args[0]}:-default}}",
+                ) from None
+        return node
+
+    return walk(doc.data, ())
+
+
+def find_config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """``-c`` wins, then ``$MONITOR_CONFIG``, then ``./monitor.yaml``."""
+    environ = os.environ if env is None else env
+    return Path(explicit or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate the config; raise ``ConfigError`` at the first problem."""
+    try:
+        doc = load_yaml_file(path)
+    except YamlSourceError as exc:
+        hint = exc.hint
+        if "cannot read" in exc.message:
+            hint = "pass -c PATH, set MONITOR_CONFIG, or copy monitor.example.yaml to monitor.yaml"
+        raise ConfigError(exc.location, exc.message, hint=hint) from None
+    data = _interpolate_tree(doc, os.environ if env is None else env)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(doc.locate(()), "the config file must be a mapping of settings")
+    try:
+        return Settings.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise _first_config_error(doc, exc) from None
+
+
+def _first_config_error(doc: YamlDocument, exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    if error["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        parent_model = _model_at(loc[:-1])
+        known = list(parent_model.model_fields) if parent_model else []
+        known = [_alias(parent_model, name) for name in known if name != "base_dir"]
+        guess = get_close_matches(key, known, n=1)
+        hint = f"did you mean {guess[0]!r}?" if guess else f"known keys: {', '.join(known)}"
+        return ConfigError(doc.locate(loc, key=True), f"unknown key {key!r}", hint=hint)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in loc)
+    text = f"{where}: {message}" if where else message
+    return ConfigError(doc.locate(loc), text)
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and part.endswith("Settings")
+
+
+def _alias(model: type[BaseModel] | None, name: str) -> str:
+    if model is None:
+        return name
+    alias = model.model_fields[name].alias
+    return alias or name
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """Walk the schema along ``loc`` to find which model an unknown key was written in."""
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _inner_model(field.annotation)
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

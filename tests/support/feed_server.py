@@ -1,0 +1,120 @@
+"""A real local HTTP server that serves feeds the way publishers do, for ingestion tests.
+
+Each path serves a body with headers; ETag and Last-Modified are honoured (304 on a match),
+and every request is counted, so tests can check conditional GET and polling frequency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Resource:
+    body: bytes
+    content_type: str = "application/rss+xml; charset=utf-8"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    conditional: bool = True
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha1(self.body, usedforsecurity=False).hexdigest()[:16] + '"'
+
+
+class FeedServer:
+    """``with FeedServer() as server: server.put("/a.xml", body); server.url("/a.xml")``."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Resource] = {}
+        self.requests: Counter[str] = Counter()
+        self.request_headers: list[tuple[str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FeedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def put(self, path: str, body: bytes | str, **options: object) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        with self._lock:
+            self.resources[path] = Resource(data, **options)  # type: ignore[arg-type]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                """Silence the default stderr access log."""
+
+            def do_GET(self) -> None:
+                with server._lock:
+                    server.requests[self.path] += 1
+                    server.request_headers.append((self.path, dict(self.headers.items())))
+                    resource = server.resources.get(self.path)
+                if resource is None:
+                    self._reply(404, b"not found", {"Content-Type": "text/plain"})
+                    return
+                if resource.delay:
+                    time.sleep(resource.delay)
+                headers = {"Content-Type": resource.content_type, **resource.headers}
+                if resource.conditional and resource.status == 200:
+                    headers["ETag"] = resource.etag
+                    if self.headers.get("If-None-Match") == resource.etag:
+                        self._reply(304, b"", headers)
+                        return
+                self._reply(resource.status, resource.body, headers)
+
+            def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if status != 304:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if status != 304:
+                    self.wfile.write(body)
+
+        return Handler
+
+
+def rss(items: list[dict[str, str]], *, title: str = "Test feed", lang: str = "en") -> str:
+    """A small RSS 2.0 document; each item dict may hold title, link, guid, description, date."""
+    entries = []
+    for item in items:
+        parts = [f"<title>{item['title']}</title>"]
+        if "link" in item:
+            parts.append(f"<link>{item['link']}</link>")
+        if "guid" in item:
+            parts.append(f'<guid isPermaLink="false">{item["guid"]}</guid>')
+        if "description" in item:
+            parts.append(f"<description><![CDATA[{item['description']}]]></description>")
+        parts.append(f"<pubDate>{item.get('date', 'Sun, 22 Nov 2026 06:00:00 GMT')}</pubDate>")
+        entries.append("<item>" + "".join(parts) + "</item>")
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+        f"<title>{title}</title><link>https://example.org/</link><language>{lang}</language>"
+        + "".join(entries)
+        + "</channel></rss>\n"
+    )

@@ -1,0 +1,149 @@
+"""Turning raw entries into clean items: text, links, times, identity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitor.dedup import content_fingerprint, item_identity, seen_keys
+from monitor.model import Source
+from monitor.normalize import (
+    canonical_url,
+    clamp_published,
+    clean_text,
+    html_to_text,
+    normalize_entry,
+)
+from monitor.parse import RawEntry
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SOURCE = Source(name="wire", url="https://wire.example/feed.xml", tags=("kz",))
+
+
+@pytest.mark.parametrize(
+    ("markup", "expected"),
+    [
+        ("<p>One</p><p>Two</p>", "One\n\nTwo"),
+        ("Line<br>break", "Line\nbreak"),
+        ("<b>bold</b> &amp; <i>italic</i>", "bold & italic"),
+        ("<script>alert(1)</script><p>Safe</p><style>p{}</style>", "Safe"),
+        ("A&nbsp;&mdash;&nbsp;B", "A — B"),
+        ("<ul><li>one</li><li>two</li></ul>", "one\n\ntwo"),
+        ("plain text", "plain text"),
+        ("<!-- hidden --><p>shown</p>", "shown"),
+    ],
+)
+def test_html_to_text(markup: str, expected: str) -> None:
+    assert clean_text(html_to_text(markup)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ｆｕｌｌ　ｗｉｄｔｈ", "full width"),
+        ("soft\u00adhyphen zero\u200bwidth", "softhyphen zerowidth"),
+        ("  many   spaces\t\there ", "many spaces here"),
+        ("a\n\n\n\nb", "a\n\nb"),
+        ("bell\x07char", "bell char"),
+    ],
+)
+def test_clean_text(text: str, expected: str) -> None:
+    assert clean_text(text) == expected
+
+
+@given(st.text())
+def test_clean_text_is_idempotent(text: str) -> None:
+    once = clean_text(text)
+    assert clean_text(once) == once
+
+
+@pytest.mark.parametrize(
+    ("url", "base", "expected"),
+    [
+        ("https://News.Example.COM/a?id=1#top", None, "https://news.example.com/a?id=1"),
+        ("https://x.example/a?utm_source=rss&utm_medium=f&id=2", None, "https://x.example/a?id=2"),
+        ("https://x.example/a?fbclid=abc&gclid=d", None, "https://x.example/a"),
+        ("/news/1", "https://x.example/feed.xml", "https://x.example/news/1"),
+        ("news/1", "https://x.example/dir/feed.xml", "https://x.example/dir/news/1"),
+        ("http://x.example:80/a", None, "http://x.example/a"),
+        ("https://x.example:8443/a", None, "https://x.example:8443/a"),
+        ("https://x.example", None, "https://x.example/"),
+        ("javascript:alert(1)", None, ""),
+        ("data:text/html,hi", None, ""),
+        ("mailto:desk@example.org", None, ""),
+    ],
+)
+def test_canonical_url(url: str, base: str | None, expected: str) -> None:
+    assert canonical_url(url, base) == expected
+
+
+_hosts = st.from_regex(r"[a-z]{1,10}\.(example|test)", fullmatch=True)
+_paths = st.lists(st.from_regex(r"[a-z0-9-]{1,8}", fullmatch=True), max_size=4)
+_params = st.lists(
+    st.tuples(st.sampled_from(["id", "utm_source", "page", "fbclid", "q"]), st.text("ab12", max_size=3)),
+    max_size=4,
+)
+
+
+@given(_hosts, _paths, _params)
+def test_canonical_url_is_idempotent_and_drops_tracking(
+    host: str, path: list[str], params: list[tuple[str, str]]
+) -> None:
+    query = "&".join(f"{k}={v}" for k, v in params)
+    url = f"https://{host.upper()}/{'/'.join(path)}?{query}#frag"
+    once = canonical_url(url)
+    assert canonical_url(once) == once
+    assert "utm_" not in once and "fbclid" not in once and "#" not in once
+    assert once.startswith(f"https://{host}/")
+
+
+def test_dates_missing_or_far_in_the_future_become_now() -> None:
+    assert clamp_published(None, NOW) == NOW
+    assert clamp_published(NOW + timedelta(days=30), NOW) == NOW
+    soon = NOW + timedelta(hours=3)  # publishers' clocks and time zones drift a little
+    assert clamp_published(soon, NOW) == soon
+
+
+def entry(**overrides: object) -> RawEntry:
+    fields: dict[str, object] = {
+        "guid": "urn:1",
+        "title": "Kazakhstan <b>tungsten</b>",
+        "summary_html": "<p>First.</p><p>Second.</p>",
+        "link": "/news/1?utm_campaign=x",
+        "published": None,
+        "lang": "en",
+    }
+    fields.update(overrides)
+    return RawEntry(**fields)  # type: ignore[arg-type]
+
+
+def test_normalized_item_is_clean_and_complete() -> None:
+    item = normalize_entry(entry(), SOURCE, NOW)
+    assert item.title == "Kazakhstan tungsten"
+    assert item.summary == "First.\n\nSecond."
+    assert item.link == "https://wire.example/news/1"
+    assert item.published == NOW
+    assert item.source == "wire" and item.source_tags == ("kz",)
+    assert item.id == item_identity("wire", "urn:1", item.link, item.title, item.summary)
+
+
+def test_identity_prefers_guid_then_link_then_text() -> None:
+    by_guid = item_identity("f", "g", "https://a/", "t", "s")
+    assert by_guid == item_identity("f", "g", "https://b/", "other", "text")
+    by_link = item_identity("f", None, "https://a/", "t", "s")
+    assert by_link == item_identity("f", "  ", "https://a/", "changed", "text")
+    by_text = item_identity("f", None, "", "Title", "Body")
+    assert by_text == item_identity("f", None, "", "title", "  body ")
+    assert len({by_guid, by_link, by_text}) == 3
+    assert by_text.endswith(content_fingerprint("Title", "Body"))
+
+
+def test_the_same_article_in_two_feeds_shares_a_seen_key() -> None:
+    first = normalize_entry(entry(guid="a-1"), SOURCE, NOW)
+    other = Source(name="reprint", url="https://wire.example/other.xml")
+    second = normalize_entry(entry(guid="zz-9", link="https://WIRE.example/news/1#c"), other, NOW)
+    assert first.id != second.id
+    assert set(seen_keys(first)) & set(seen_keys(second))

@@ -1,0 +1,165 @@
+"""Parsing feed bytes: formats, encodings, broken feeds, and pages that are not feeds."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from monitor.model import Source
+from monitor.normalize import normalize_entry
+from monitor.parse import NotAFeedError, parse_feed
+
+REALFEEDS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "realfeeds"
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def manifest() -> list[dict[str, str]]:
+    path = REALFEEDS / "MANIFEST.tsv"
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+ROWS = manifest()
+FEEDS = [r for r in ROWS if r["format"].split("+")[0] not in {"csv", "html", "jsonfeed"}]
+READABLE = [r for r in FEEDS if int(r["entries"] or 0) > 0]
+CLEAN_CJK_CYRILLIC = [
+    r for r in READABLE if r["bozo"] == "0" and r["local_path"].startswith(("zh-news", "ru-news"))
+]
+JSON_FEEDS = [r for r in ROWS if r["format"] == "jsonfeed"]
+
+
+def corpus_bytes(row: dict[str, str]) -> bytes:
+    raw = (REALFEEDS / row["local_path"]).read_bytes()
+    return gzip.decompress(raw) if row["local_path"].endswith(".gz") else raw
+
+
+def ids(rows: list[dict[str, str]]) -> list[str]:
+    return [r["local_path"] for r in rows]
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("row", READABLE, ids=ids(READABLE))
+def test_real_feeds_yield_every_entry_the_manifest_counts(row: dict[str, str]) -> None:
+    feed = parse_feed(corpus_bytes(row), {}, "https://example.org/feed")
+    assert len(feed.entries) == int(row["entries"])
+    assert bool(feed.warnings) == (row["bozo"] == "1")
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("row", CLEAN_CJK_CYRILLIC, ids=ids(CLEAN_CJK_CYRILLIC))
+def test_chinese_and_russian_titles_decode_without_mojibake(row: dict[str, str]) -> None:
+    feed = parse_feed(corpus_bytes(row), {}, "https://example.org/feed")
+    source = Source(name="corpus", url="https://example.org/feed")
+    titles = [normalize_entry(entry, source, NOW).title for entry in feed.entries]
+    assert all("\ufffd" not in title for title in titles)
+    script = "\u4e00" if row["local_path"].startswith("zh") else "\u0400"
+    end = "\u9fff" if script == "\u4e00" else "\u04ff"
+    assert any(script <= ch <= end for title in titles for ch in title), titles[:3]
+
+
+@pytest.mark.corpus
+def test_newsru_gives_identical_titles_in_all_five_cyrillic_encodings() -> None:
+    files = sorted((REALFEEDS / "ru-news").glob("chardet_newsru_*"))
+    assert len(files) == 5
+    source = Source(name="newsru", url="https://example.org/feed")
+    titles = {
+        path.name: tuple(
+            normalize_entry(e, source, NOW).title
+            for e in parse_feed(path.read_bytes(), {}, source.url).entries
+        )
+        for path in files
+    }
+    assert len(set(titles.values())) == 1, titles.keys()
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("row", JSON_FEEDS, ids=ids(JSON_FEEDS))
+def test_json_feeds_are_read_or_refused_clearly(row: dict[str, str]) -> None:
+    raw = corpus_bytes(row)
+    document = json.loads(raw)
+    if "jsonfeed.org/version/" in str(document.get("version", "")):
+        assert len(parse_feed(raw, {}, "https://example.org/").entries) == int(row["entries"])
+    else:
+        with pytest.raises(NotAFeedError, match="not a JSON Feed"):
+            parse_feed(raw, {}, "https://example.org/")
+
+
+@pytest.mark.corpus
+def test_html_page_names_the_feeds_it_advertises() -> None:
+    pages = sorted((REALFEEDS / "html-pages").iterdir())
+    advertised = []
+    for page in pages:
+        with pytest.raises(NotAFeedError) as caught:
+            parse_feed(page.read_bytes(), {"Content-Type": "text/html"}, "https://blog.example/")
+        advertised.extend(caught.value.feed_links)
+    assert advertised, "at least one saved blog page advertises its feed"
+    assert all(link.startswith(("http://", "https://")) for link in advertised)
+
+
+def test_html_page_error_lists_alternate_links() -> None:
+    page = b"""<!DOCTYPE html><html><head>
+    <link rel="alternate" type="application/rss+xml" href="/feed.xml">
+    <link rel="alternate" type="application/atom+xml" href="https://x.example/atom">
+    <link rel="stylesheet" href="/s.css"></head><body>News</body></html>"""
+    with pytest.raises(NotAFeedError) as caught:
+        parse_feed(page, {"Content-Type": "text/html"}, "https://news.example/section/")
+    assert caught.value.feed_links == ("https://news.example/feed.xml", "https://x.example/atom")
+    assert "https://news.example/feed.xml" in str(caught.value)
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n\t ", b"\n"])
+def test_an_empty_body_is_not_a_feed(body: bytes) -> None:
+    with pytest.raises(NotAFeedError, match="empty"):
+        parse_feed(body, {}, "https://example.org/")
+
+
+def test_plain_text_is_not_a_feed() -> None:
+    with pytest.raises(NotAFeedError, match="not a feed"):
+        parse_feed(b"Service temporarily unavailable", {}, "https://example.org/")
+
+
+def test_atom_entries_carry_language_and_guid() -> None:
+    atom = """<?xml version="1.0" encoding="utf-8"?>
+    <feed xmlns="http://www.w3.org/2005/Atom" xml:lang="ru-RU">
+      <title>t</title><id>urn:feed</id><updated>2026-11-22T06:00:00Z</updated>
+      <entry><id>urn:x:1</id><title>Вольфрам</title><updated>2026-11-22T06:00:00+05:00</updated>
+        <link href="/news/1"/><summary type="html">&lt;p&gt;Текст&lt;/p&gt;</summary></entry>
+    </feed>""".encode()
+    (entry,) = parse_feed(atom, {}, "https://kz.example/atom").entries
+    assert entry.guid == "urn:x:1"
+    assert entry.lang == "ru"
+    assert entry.published == datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    assert entry.title == "Вольфрам"
+
+
+def test_charset_from_http_header_is_used_when_the_prolog_has_none() -> None:
+    body = "<rss version='2.0'><channel><title>t</title><item><title>Казахстан</title>"
+    body += "</item></channel></rss>"
+    feed = parse_feed(
+        body.encode("cp1251"), {"Content-Type": "application/rss+xml; charset=windows-1251"}, "u"
+    )
+    assert feed.entries[0].title == "Казахстан"
+
+
+def test_json_feed_items_become_entries() -> None:
+    document = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "language": "zh-CN",
+        "items": [
+            {"id": "1", "url": "https://j.example/1", "title": "稀土", "content_html": "<p>x</p>",
+             "date_published": "2026-11-22T08:00:00+08:00", "tags": ["minerals"]},
+            "not an item",
+        ],
+    }
+    feed = parse_feed(json.dumps(document).encode(), {"Content-Type": "application/feed+json"}, "u")
+    (entry,) = feed.entries
+    assert (entry.guid, entry.title, entry.lang, entry.tags) == ("1", "稀土", "zh", ("minerals",))
+    assert entry.published == datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
