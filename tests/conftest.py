@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from support.feed_server import FeedServer
 
 from monitor.embedded_redis import EmbeddedRedis
-from support.feed_server import FeedServer
 
 pytest_plugins = ["support.channel_fixtures"]
 
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def redis_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed; .ci/run installs it (apt-get install redis-server)")
+        pytest.fail("redis-server is not installed: apt-get install redis-server (.ci/run does)")
     return binary
 
 

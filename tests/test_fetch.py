@@ -9,11 +9,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support.feed_server import FeedServer, rss
 
 from monitor.errors import FetchError
 from monitor.fetch import Fetcher, Validators
 from monitor.model import Source
-from support.feed_server import FeedServer, rss
 
 FEED = rss([{"title": "Kazakhstan tungsten", "guid": "1"}])
 
@@ -61,7 +61,7 @@ async def test_gzip_bodies_are_decoded(feed_server: FeedServer, fetcher: Fetcher
 
 async def test_body_over_the_cap_is_cut(feed_server: FeedServer, fetcher: Fetcher) -> None:
     feed_server.put("/big.xml", b"x" * 300_000)
-    with pytest.raises(FetchError, match="larger than the 100000 byte limit"):
+    with pytest.raises(FetchError, match=r"larger than the 100000 byte limit"):
         await fetcher.fetch(source(feed_server.url("/big.xml"), max_bytes=100_000))
 
 
@@ -69,7 +69,7 @@ async def test_slow_server_hits_the_total_deadline(
     feed_server: FeedServer, fetcher: Fetcher
 ) -> None:
     feed_server.put("/slow.xml", FEED, delay=3.0)
-    with pytest.raises(FetchError, match="no complete response within 0.5s"):
+    with pytest.raises(FetchError, match=r"no complete response within 0\.5s"):
         await fetcher.fetch(source(feed_server.url("/slow.xml"), timeout=timedelta(seconds=0.5)))
 
 
@@ -82,7 +82,7 @@ async def test_429_carries_retry_after(feed_server: FeedServer, fetcher: Fetcher
 
 
 async def test_404_is_a_fetch_error_with_a_hint(feed_server: FeedServer, fetcher: Fetcher) -> None:
-    with pytest.raises(FetchError, match="HTTP 404.*URL is wrong"):
+    with pytest.raises(FetchError, match=r"HTTP 404.*URL is wrong"):
         await fetcher.fetch(source(feed_server.url("/missing.xml")))
 
 

@@ -83,7 +83,9 @@ def test_canonical_url(url: str, base: str | None, expected: str) -> None:
 _hosts = st.from_regex(r"[a-z]{1,10}\.(example|test)", fullmatch=True)
 _paths = st.lists(st.from_regex(r"[a-z0-9-]{1,8}", fullmatch=True), max_size=4)
 _params = st.lists(
-    st.tuples(st.sampled_from(["id", "utm_source", "page", "fbclid", "q"]), st.text("ab12", max_size=3)),
+    st.tuples(
+        st.sampled_from(["id", "utm_source", "page", "fbclid", "q"]), st.text("ab12", max_size=3)
+    ),
     max_size=4,
 )
 
@@ -96,7 +98,9 @@ def test_canonical_url_is_idempotent_and_drops_tracking(
     url = f"https://{host.upper()}/{'/'.join(path)}?{query}#frag"
     once = canonical_url(url)
     assert canonical_url(once) == once
-    assert "utm_" not in once and "fbclid" not in once and "#" not in once
+    assert "utm_" not in once
+    assert "fbclid" not in once
+    assert "#" not in once
     assert once.startswith(f"https://{host}/")
 
 
@@ -126,7 +130,7 @@ def test_normalized_item_is_clean_and_complete() -> None:
     assert item.summary == "First.\n\nSecond."
     assert item.link == "https://wire.example/news/1"
     assert item.published == NOW
-    assert item.source == "wire" and item.source_tags == ("kz",)
+    assert (item.source, item.source_tags) == ("wire", ("kz",))
     assert item.id == item_identity("wire", "urn:1", item.link, item.title, item.summary)
 
 

@@ -154,8 +154,14 @@ def test_json_feed_items_become_entries() -> None:
         "title": "J",
         "language": "zh-CN",
         "items": [
-            {"id": "1", "url": "https://j.example/1", "title": "稀土", "content_html": "<p>x</p>",
-             "date_published": "2026-11-22T08:00:00+08:00", "tags": ["minerals"]},
+            {
+                "id": "1",
+                "url": "https://j.example/1",
+                "title": "稀土",
+                "content_html": "<p>x</p>",
+                "date_published": "2026-11-22T08:00:00+08:00",
+                "tags": ["minerals"],
+            },
             "not an item",
         ],
     }

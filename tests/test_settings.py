@@ -68,7 +68,8 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
 def test_unknown_key_points_at_the_key_with_a_suggestion(tmp_path: Path) -> None:
     text = MINIMAL.replace("interval: 15m", "intervall: 15m")
     assert load_error(tmp_path, text) == (
-        f"{tmp_path / 'monitor.yaml'}:3:49: unknown key 'intervall' (hint: did you mean 'interval'?)"
+        f"{tmp_path / 'monitor.yaml'}:3:49: "
+        "unknown key 'intervall' (hint: did you mean 'interval'?)"
     )
 
 
@@ -135,9 +136,7 @@ def test_route_to_an_unconfigured_channel_is_refused(tmp_path: Path) -> None:
 
 
 def test_duplicate_feed_names_are_refused(tmp_path: Path) -> None:
-    text = MINIMAL.replace(
-        "rules:", '  - {name: a, url: "https://example.org/b.xml"}\nrules:'
-    )
+    text = MINIMAL.replace("rules:", '  - {name: a, url: "https://example.org/b.xml"}\nrules:')
     assert "feed names must be unique; repeated: a" in load_error(tmp_path, text)
 
 

@@ -1,0 +1,265 @@
+"""Email channel: one multipart alert per match over SMTP (stdlib smtplib, in a worker thread).
+
+SMTP replies map onto retry or not as RFC 5321 intends: 4xx and lost connections are
+transient, 5xx permanent.  smtplib's debug output is never enabled (it prints the AUTH
+exchange), and server replies are scrubbed of the password before they reach an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import smtplib
+import ssl as tls
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import parseaddr
+
+import structlog
+
+from monitor.deliver._secret import Secret
+from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from monitor.model import Match
+from monitor.render import clean_line, clip, email_message
+
+TLS_HINT = "check that the port matches the mode: 465 is implicit TLS (ssl), 587 is STARTTLS"
+AUTH_HINT = "check the SMTP username and password"
+_REPLY_CHARS = 300
+
+# Which step of the conversation each smtplib error comes from, for the operator.
+_STAGES: tuple[tuple[type[smtplib.SMTPResponseException], str], ...] = (
+    (smtplib.SMTPConnectError, "the greeting"),
+    (smtplib.SMTPHeloError, "EHLO"),
+    (smtplib.SMTPAuthenticationError, "AUTH"),
+    (smtplib.SMTPSenderRefused, "MAIL FROM"),
+    (smtplib.SMTPDataError, "DATA"),
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses: the only places a password may go in clear."""
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def classify(channel: str, code: int, message: str, *, hint: str | None = None) -> DeliveryError:
+    """SMTP reply code to error: 5xx permanent, everything else (4xx, odd codes) transient."""
+    if 500 <= code < 600:
+        return PermanentDeliveryError(channel, message, hint=hint)
+    return TransientDeliveryError(channel, message, hint=hint)
+
+
+class EmailChannel:
+    """Sends each alert as one email to a fixed list of recipients.
+
+    Each ``send`` opens a fresh SMTP connection in a worker thread: alerts are rare enough
+    that a pooled connection would mostly be a stale one.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        recipients: Sequence[str],
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        ssl: bool = False,
+        timeout: float = 30.0,
+        name: str = "email",
+        clock: Callable[[], datetime] = _utcnow,
+        tls_context: tls.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        if starttls and ssl:
+            raise ValueError("choose starttls (usually port 587) or ssl (port 465), not both")
+        if not recipients:
+            raise ValueError("an email channel needs at least one recipient")
+        if username and not (starttls or ssl) and not is_loopback(host):
+            raise ValueError(
+                f"refusing to send the SMTP password to {host} without TLS; set starttls or ssl"
+            )
+        self.name = name
+        self.host, self.port = host, port
+        self.sender = sender
+        self.recipients = tuple(recipients)
+        self.username = username
+        self._password = Secret(password or "")
+        self.starttls, self.ssl = starttls, ssl
+        self.timeout = timeout
+        self._clock = clock
+        self._tls_context = tls_context
+        self._local_hostname = local_hostname
+
+    def __repr__(self) -> str:
+        mode = "ssl" if self.ssl else "starttls" if self.starttls else "plain"
+        return (
+            f"EmailChannel(name={self.name!r}, server={self.host}:{self.port}, {mode}, "
+            f"recipients={len(self.recipients)})"
+        )
+
+    async def send(self, match: Match) -> None:
+        """Send one alert; return once the server accepted it for at least one recipient."""
+        message = email_message(
+            match,
+            sender=self.sender,
+            recipients=self.recipients,
+            now=self._clock(),
+            channel=self.name,
+        )
+        failure = await asyncio.to_thread(self._deliver, message)
+        if failure is not None:
+            # Raised outside any except block, so no smtplib exception is chained to it.
+            raise failure
+
+    async def close(self) -> None:
+        """Nothing to release: every send uses its own connection."""
+
+    # --- the blocking part, run in a worker thread ---------------------------------------
+
+    def _deliver(self, message: EmailMessage) -> DeliveryError | None:
+        """Run one SMTP conversation; return the error instead of raising it (see ``send``)."""
+        try:
+            refused = self._converse(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return self._all_refused(exc.recipients)
+        except smtplib.SMTPResponseException as exc:
+            return self._rejected(exc)
+        except smtplib.SMTPServerDisconnected as exc:
+            # smtplib reports a read timeout as a disconnection ("...closed: timed out").
+            if "timed out" in str(exc):
+                return self._timed_out()
+            return TransientDeliveryError(self.name, f"{self._where} closed the connection")
+        except smtplib.SMTPNotSupportedError as exc:
+            return PermanentDeliveryError(
+                self.name,
+                f"{self._where}: {self._scrub(str(exc))}",
+                hint="check the starttls, ssl and username settings against what the server offers",
+            )
+        except smtplib.SMTPException as exc:
+            return PermanentDeliveryError(self.name, f"{self._where}: {self._scrub(str(exc))}")
+        except tls.SSLCertVerificationError as exc:
+            return PermanentDeliveryError(
+                self.name,
+                f"TLS certificate of {self._where} not trusted: {exc.verify_message}",
+                hint="check the host name and the CA store",
+            )
+        except tls.SSLError as exc:
+            reason = exc.reason or type(exc).__name__
+            return TransientDeliveryError(
+                self.name, f"TLS with {self._where} failed: {reason}", hint=TLS_HINT
+            )
+        except TimeoutError:
+            return self._timed_out()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            return TransientDeliveryError(self.name, f"cannot connect to {self._where}: {reason}")
+        if refused:
+            structlog.get_logger(__name__).warning(
+                "email_recipients_refused", channel=self.name, refused=sorted(refused)
+            )
+        return None
+
+    def _converse(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        """Connect, secure, authenticate, send; return the recipients refused (if some were)."""
+        client = self._client()
+        # smtplib takes the TLS server name (for the certificate check) from ``_host``, which
+        # it sets only when its constructor connects; but a constructor that fails half way (a
+        # greeting that times out) leaves its socket open, so we connect separately.
+        client._host = self.host  # type: ignore[attr-defined]
+        try:
+            code, reply = client.connect(self.host, self.port)
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, reply)
+            if self.starttls:
+                client.starttls(context=self._context())
+            if self.username:
+                client.login(self.username, self._password.reveal())
+            refused = client.send_message(
+                message,
+                from_addr=parseaddr(self.sender)[1],
+                to_addrs=[parseaddr(r)[1] for r in self.recipients],
+            )
+            self._quit(client)
+            return refused
+        finally:
+            client.close()
+
+    def _client(self) -> smtplib.SMTP:
+        """An unconnected client: connecting separately lets ``finally`` close every socket."""
+        if self.ssl:
+            return smtplib.SMTP_SSL(
+                local_hostname=self._local_hostname, timeout=self.timeout, context=self._context()
+            )
+        return smtplib.SMTP(local_hostname=self._local_hostname, timeout=self.timeout)
+
+    @staticmethod
+    def _quit(client: smtplib.SMTP) -> None:
+        """Say goodbye politely; the message is already accepted, so a failure here is not one."""
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+
+    def _timed_out(self) -> DeliveryError:
+        return TransientDeliveryError(
+            self.name, f"no answer from {self._where} within {self.timeout:g}s"
+        )
+
+    def _context(self) -> tls.SSLContext:
+        return self._tls_context or tls.create_default_context()
+
+    @property
+    def _where(self) -> str:
+        return f"SMTP server {self.host}:{self.port}"
+
+    def _scrub(self, text: str) -> str:
+        """Remove the password (plain and as AUTH would encode it) from server-supplied text."""
+        password = self._password.reveal()
+        if password:
+            user = self.username or ""
+            encodings = (
+                password,
+                base64.b64encode(password.encode()).decode(),
+                base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
+            )
+            for secret in encodings:
+                text = text.replace(secret, "***")
+        return clip(clean_line(text), _REPLY_CHARS)
+
+    def _reply_text(self, reply: bytes | str) -> str:
+        raw = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        return self._scrub(raw)
+
+    def _rejected(self, exc: smtplib.SMTPResponseException) -> DeliveryError:
+        stage = next((name for kind, name in _STAGES if isinstance(exc, kind)), "a command")
+        said = f"{exc.smtp_code} {self._reply_text(exc.smtp_error)}".strip()
+        hint = AUTH_HINT if isinstance(exc, smtplib.SMTPAuthenticationError) else None
+        return classify(
+            self.name, exc.smtp_code, f"{self._where} answered {said} to {stage}", hint=hint
+        )
+
+    def _all_refused(self, refused: dict[str, tuple[int, bytes]]) -> DeliveryError:
+        """Every recipient was refused: transient if any refusal was, so a retry may reach them."""
+        details = "; ".join(
+            f"{clean_line(rcpt)}: {code} {self._reply_text(reply)}"
+            for rcpt, (code, reply) in sorted(refused.items())
+        )
+        code = min((code for code, _ in refused.values()), default=0)
+        return classify(
+            self.name,
+            code,
+            f"{self._where} refused every recipient ({details})",
+            hint="check the recipient addresses" if code >= 500 else None,
+        )

@@ -1,0 +1,583 @@
+"""Turn a Match into what each channel sends: Slack Block Kit, an email message, console text.
+
+Everything here is pure: no I/O and no clock (the email's Date is passed in).  Feed text is
+untrusted, so every renderer escapes it for its own medium and strips control characters, and
+links are only made from http(s) URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+from urllib.parse import quote as percent_quote
+from urllib.parse import urlsplit
+
+from monitor.model import Item, Match, Severity, TermHit
+
+ELLIPSIS = "…"
+QUOTE_CHARS = 300
+"""Longest quote (before escaping) an alert shows: a sentence, not the article."""
+
+# Limits Slack enforces on Block Kit; a payload over any of them is refused with 400.
+SLACK_HEADER_CHARS = 150
+SLACK_SECTION_CHARS = 3000
+SLACK_CONTEXT_CHARS = 2000
+SLACK_TEXT_CHARS = 3000
+SLACK_MAX_BLOCKS = 50
+SLACK_LINK_CHARS = 1500
+
+TITLE_CHARS = 300
+"""Longest headline shown; feeds occasionally put a whole article in the title."""
+SUBJECT_CHARS = 200
+HEADER_BYTES = 500
+"""Most UTF-8 bytes of text in one header: encoded, it stays on one line (see EMAIL_POLICY)."""
+EMAIL_POLICY = policy.default.clone(max_line_length=998)
+"""Fold headers only past RFC 5322's hard limit of 998.
+
+Python's folder (3.11) can drop the space between two encoded words when it folds a
+non-ASCII header at 78 columns ("Казахстан и вольфрамовое" arrives as "Казахстан
+ивольфрамовое"); headers kept under ``HEADER_BYTES`` never need folding at all.
+"""
+LIST_ID = "Monitor alerts <alerts.monitor.local>"
+
+SEVERITY_EMOJI = {
+    Severity.INFO: "\N{INFORMATION SOURCE}\N{VARIATION SELECTOR-16}",
+    Severity.LOW: "\N{LARGE BLUE CIRCLE}",
+    Severity.MEDIUM: "\N{LARGE YELLOW CIRCLE}",
+    Severity.HIGH: "\N{LARGE ORANGE CIRCLE}",
+    Severity.CRITICAL: "\N{LARGE RED CIRCLE}",
+}
+
+# C0/C1 controls (CR and LF included), line/paragraph separators and bidi overrides: none of
+# them belongs in a one-line field, and each can forge headers or disguise text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SPACES = re.compile(r"\s+")
+# Gaps between sentences: end punctuation (plus closing quotes) then space, CJK full stops,
+# or a line break.
+_BOUNDARY = re.compile(
+    r"[.!?…]+[\"'”’»)\]]*\s+"
+    r"|[。！？]+[”’」』）)]*\s*"
+    r"|\s*\n\s*"
+)
+_SNAP = 20
+"""How far a clipped quote may move its edge to avoid cutting a word in half."""
+
+
+# --- text helpers -------------------------------------------------------------------------
+
+
+def clean_line(text: str) -> str:
+    """Make untrusted text safe for a one-line field: no controls, single spaces, trimmed."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+
+
+def clip(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` characters, ending in "…" when it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)].rstrip() + ELLIPSIS
+
+
+def clip_bytes(text: str, limit: int) -> str:
+    """Cut ``text`` so its UTF-8 form is at most ``limit`` bytes, ending in "…" when cut."""
+    if len(text.encode()) <= limit:
+        return text
+    room = limit - len(ELLIPSIS.encode())
+    kept = text.encode()[: max(room, 0)].decode("utf-8", "ignore")
+    return kept.rstrip() + ELLIPSIS
+
+
+def format_time(moment: datetime) -> str:
+    """Render a timestamp the same way in every channel: UTC, minutes, labelled."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def safe_link(url: str) -> str | None:
+    """Return ``url`` if it is an absolute http(s) URL, percent-encoding unsafe characters.
+
+    Anything else (javascript:, mailto:, relative, malformed) is not linked: a feed must not be
+    able to make an alert link somewhere other than a web page.  Characters that would end a
+    Slack link or an HTML attribute (``<>|"`` and spaces) are percent-encoded.
+    """
+    candidate = _CONTROL.sub("", url).strip()
+    try:
+        parts = urlsplit(candidate)
+        hostname = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not hostname:
+        return None
+    netloc = _ascii_netloc(parts.netloc)
+    if netloc is None:
+        return None
+    rest = parts.path + (f"?{parts.query}" if parts.query else "")
+    rest += f"#{parts.fragment}" if parts.fragment else ""
+    encoded = percent_quote(rest, safe="/?#[]@!$&'()*+,;=:%~-._")
+    return f"{parts.scheme.lower()}://{netloc}{encoded}"
+
+
+def _ascii_netloc(netloc: str) -> str | None:
+    """The host part in ASCII (IDNA for international names), or None if it cannot be."""
+    if not netloc.isascii():
+        try:
+            netloc = netloc.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    if any(char in netloc for char in "<>|\"' \\`{}^"):
+        return None
+    return netloc
+
+
+# --- the quote ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of quote text; ``hit`` runs are the matched terms, to be highlighted."""
+
+    text: str
+    hit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The sentence around a hit, split into plain and highlighted runs, cleaned for display.
+
+    ``clipped_start``/``clipped_end`` say whether text was cut there, so renderers can show "…".
+    """
+
+    field: str
+    segments: tuple[Segment, ...]
+    clipped_start: bool = False
+    clipped_end: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(segment.text for segment in self.segments)
+
+
+def find_sentence(text: str, start: int, end: int) -> tuple[int, int]:
+    """Bounds of the sentence holding ``text[start:end]``, trailing spaces excluded.
+
+    Boundaries that fall inside the hit are ignored, so a term such as "U.S. Navy" does not cut
+    its own sentence in two.
+    """
+    begin, finish = 0, len(text)
+    for gap in _BOUNDARY.finditer(text):
+        if gap.end() <= start:
+            begin = gap.end()
+        elif gap.start() >= end:
+            finish = gap.end()
+            break
+    while finish > max(begin, end) and text[finish - 1].isspace():
+        finish -= 1
+    return begin, finish
+
+
+def _window(bounds: tuple[int, int], hit: tuple[int, int], limit: int) -> tuple[int, int]:
+    """Choose at most ``limit`` characters of a sentence around a hit, centred on it."""
+    begin, finish = bounds
+    start, end = hit
+    if finish - begin <= limit:
+        return begin, finish
+    end = min(end, start + limit)
+    room = limit - (end - start)
+    before = min(start - begin, room // 2)
+    after = min(finish - end, room - before)
+    before = min(start - begin, room - after)
+    return start - before, end + after
+
+
+def _snap(
+    text: str, window: tuple[int, int], bounds: tuple[int, int], hit: tuple[int, int]
+) -> tuple[int, int]:
+    """Move clipped edges to the nearest space so the quote does not start mid-word."""
+    lo, hi = window
+    if lo > bounds[0]:
+        space = text.find(" ", lo, min(lo + _SNAP, hit[0]))
+        lo = space + 1 if space >= 0 else lo
+    if hi < bounds[1]:
+        space = text.rfind(" ", max(hi - _SNAP, hit[1]), hi)
+        hi = space if space >= 0 else hi
+    return lo, hi
+
+
+def locate_hit(item: Item, hit: TermHit) -> tuple[str, int, int] | None:
+    """Find where a hit is in its item: trust its offsets when they check out, else search.
+
+    A match read back from the queue may have been made by another version of the normalizer;
+    a stale offset must not highlight the wrong words or crash the renderer.
+    """
+    if hit.field not in ("title", "summary"):
+        return None
+    text: str = getattr(item, hit.field)
+    if 0 <= hit.start < hit.end <= len(text) and text[hit.start : hit.end] == hit.text:
+        return hit.field, hit.start, hit.end
+    if not hit.text:
+        return None
+    found = re.search(re.escape(hit.text), text, re.IGNORECASE)
+    if found is None:
+        return None
+    return hit.field, found.start(), found.end()
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _segments(
+    text: str, window: tuple[int, int], spans: list[tuple[int, int]]
+) -> tuple[Segment, ...]:
+    """Split ``text[window]`` into plain and hit runs, each cleaned to one line."""
+    lo, hi = window
+    runs: list[Segment] = []
+    cursor = lo
+    for start, end in _merge([(max(s, lo), min(e, hi)) for s, e in spans if s < hi and e > lo]):
+        runs.append(Segment(text[cursor:start]))
+        runs.append(Segment(text[start:end], hit=True))
+        cursor = end
+    runs.append(Segment(text[cursor:hi]))
+    return _clean_segments(runs)
+
+
+def _clean_segments(runs: list[Segment]) -> tuple[Segment, ...]:
+    cleaned: list[Segment] = []
+    for run in runs:
+        body = _SPACES.sub(" ", _CONTROL.sub(" ", run.text))
+        if cleaned and cleaned[-1].text.endswith(" ") and body.startswith(" "):
+            body = body[1:]
+        if body:
+            cleaned.append(Segment(body, run.hit))
+    if cleaned:
+        cleaned[0] = Segment(cleaned[0].text.lstrip(), cleaned[0].hit)
+        cleaned[-1] = Segment(cleaned[-1].text.rstrip(), cleaned[-1].hit)
+    return tuple(run for run in cleaned if run.text)
+
+
+def _chosen_hit(match: Match) -> tuple[str, int, int] | None:
+    """The hit to quote: the first one in the summary, else the first one anywhere.
+
+    The headline is already shown in full, so a quote from the summary adds context where
+    a quote of the title would only repeat it.
+    """
+    located = [spot for spot in (locate_hit(match.item, hit) for hit in match.hits) if spot]
+    for spot in located:
+        if spot[0] == "summary":
+            return spot
+    return located[0] if located else None
+
+
+def _spans(match: Match, field: str) -> list[tuple[int, int]]:
+    spots = (locate_hit(match.item, hit) for hit in match.hits)
+    return [(spot[1], spot[2]) for spot in spots if spot is not None and spot[0] == field]
+
+
+def quote(match: Match, *, limit: int = QUOTE_CHARS) -> Quote | None:
+    """The sentence around the match's hit with every hit in it marked, at most ``limit`` chars.
+
+    Without a usable hit it falls back to the summary's first sentence; it is None when there
+    is nothing to quote.
+    """
+    chosen = _chosen_hit(match)
+    if chosen is None:
+        summary = match.item.summary
+        lead = len(summary) - len(summary.lstrip())
+        chosen = ("summary", lead, lead)
+    field, start, end = chosen
+    text: str = getattr(match.item, field)
+    bounds = find_sentence(text, start, end)
+    window = _snap(text, _window(bounds, (start, end), limit), bounds, (start, end))
+    segments = _segments(text, window, _spans(match, field))
+    if not segments:
+        return None
+    return Quote(field, segments, window[0] > bounds[0], window[1] < bounds[1])
+
+
+# --- Slack --------------------------------------------------------------------------------
+
+
+def slack_escape(text: str) -> str:
+    """Escape the three characters Slack treats as markup, so text cannot mention or link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(raw: str, limit: int) -> str:
+    """Clean, escape and clip untrusted text so the *escaped* result fits ``limit``.
+
+    Clipping happens before escaping is complete, so a cut never splits an entity like
+    ``&lt;`` or leaves half of one behind.
+    """
+    text = clean_line(raw)
+    escaped = slack_escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    out: list[str] = []
+    used = 0
+    for char in text:
+        piece = slack_escape(char)
+        if used + len(piece) > limit - 1:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out).rstrip() + ELLIPSIS
+
+
+def _slack_headline(item: Item) -> str:
+    title = slack_text(clip(clean_line(item.title), TITLE_CHARS) or "(untitled)", 4 * TITLE_CHARS)
+    link = safe_link(item.link)
+    target = slack_escape(link) if link is not None else ""
+    if not target or len(target) > SLACK_LINK_CHARS:
+        return f"*{title}*"
+    return f"*<{target}|{title}>*"
+
+
+def _slack_bold(text: str, before: str, after: str) -> str:
+    """Bold a run of text in mrkdwn, even in the middle of a word.
+
+    Slack only honours ``*`` next to a non-word character; a zero-width space supplies one
+    when the hit touches letters (a term "sanction" inside "sanctions").
+    """
+    core = text.strip()
+    if not core:
+        return text
+    lead = text[: len(text) - len(text.lstrip())] or ("\u200b" if before[-1:].isalnum() else "")
+    tail = text[len(text.rstrip()) :] or ("\u200b" if after[:1].isalnum() else "")
+    return f"{lead}*{core}*{tail}"
+
+
+def _slack_quote(found: Quote) -> str:
+    parts = [ELLIPSIS if found.clipped_start else ""]
+    runs = found.segments
+    for index, segment in enumerate(runs):
+        escaped = slack_escape(segment.text)
+        if segment.hit:
+            before = runs[index - 1].text if index > 0 else ""
+            after = runs[index + 1].text if index + 1 < len(runs) else ""
+            escaped = _slack_bold(escaped, before, after)
+        parts.append(escaped)
+    parts.append(ELLIPSIS if found.clipped_end else "")
+    return clip("> " + "".join(parts), SLACK_SECTION_CHARS)
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _slack_terms(match: Match) -> str:
+    """The matched terms, as many as fit, then how many more there were."""
+    text = "Matched:"
+    terms = match.terms
+    for shown, term in enumerate(terms):
+        piece = f" *{slack_text(term, 200)}*" + ("," if shown + 1 < len(terms) else "")
+        if len(text) + len(piece) > SLACK_CONTEXT_CHARS - 30:
+            return f"{text} {ELLIPSIS} (+{len(terms) - shown} more)"
+        text += piece
+    return text if terms else "Matched: (none)"
+
+
+def _slack_rule(match: Match) -> str:
+    rule = slack_text(match.rule_id, 200)
+    title = slack_text(match.rule_title, 300)
+    version = slack_text(match.rule_version, 100) or "unknown"
+    return clip(f"Rule {rule} ({title}) · rule set {version}", SLACK_CONTEXT_CHARS)
+
+
+def _slack_origin(match: Match) -> str:
+    source = slack_text(match.item.source, 300) or "unknown source"
+    when = format_time(match.item.published)
+    return f"*{source}* · {when} · severity *{match.severity.label}*"
+
+
+def _slack_fallback(match: Match) -> str:
+    """The notification text: what a phone or a screen reader shows instead of the blocks."""
+    title = clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)"
+    raw = f"[{match.severity.name}] {clean_line(match.rule_title)}: {title}"
+    return slack_text(raw, SLACK_TEXT_CHARS)
+
+
+def slack_header(match: Match) -> str:
+    """The header line: plain text (Slack parses no markup there), so it is only cleaned."""
+    rule = clean_line(match.rule_title) or clean_line(match.rule_id) or "alert"
+    emoji = SEVERITY_EMOJI.get(match.severity, "")
+    return clip(f"{emoji} {match.severity.name} · {rule}".strip(), SLACK_HEADER_CHARS)
+
+
+def slack_payload(match: Match) -> dict[str, Any]:
+    """Block Kit payload for an incoming webhook, within every Slack limit.
+
+    Item text is escaped (no ``<!channel>``, no spoofed ``<url|label>``), only http(s) links
+    are linked, and long text is cut visibly with "…" rather than refused by Slack.
+    """
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": slack_header(match)}},
+        {"type": "section", "text": _mrkdwn(_slack_headline(match.item))},
+        {"type": "context", "elements": [_mrkdwn(_slack_origin(match))]},
+    ]
+    found = quote(match)
+    if found is not None:
+        blocks.append({"type": "section", "text": _mrkdwn(_slack_quote(found))})
+    blocks.append(
+        {"type": "context", "elements": [_mrkdwn(_slack_terms(match)), _mrkdwn(_slack_rule(match))]}
+    )
+    return {
+        "text": _slack_fallback(match),
+        "blocks": blocks[:SLACK_MAX_BLOCKS],
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+# --- plain text (console and the email's text part) ---------------------------------------
+
+
+def _plain_quote(found: Quote) -> str:
+    body = "".join(f"*{s.text}*" if s.hit else s.text for s in found.segments)
+    before = ELLIPSIS if found.clipped_start else ""
+    after = ELLIPSIS if found.clipped_end else ""
+    return f"“{before}{body}{after}”"
+
+
+def _plain_lines(match: Match) -> list[str]:
+    item = match.item
+    link = safe_link(item.link)
+    found = quote(match)
+    lines = [
+        f"[{match.severity.name}] {clean_line(match.rule_title) or match.rule_id}",
+        f"  Title:   {clip(clean_line(item.title), TITLE_CHARS) or '(untitled)'}",
+        f"  Link:    {link or '(no web link)'}",
+        f"  Source:  {clean_line(item.source) or 'unknown'}",
+        f"  Time:    {format_time(item.published)}",
+        f"  Matched: {', '.join(clean_line(t) for t in match.terms) or '(none)'}",
+    ]
+    if found is not None:
+        lines.append(f"  Quote:   {_plain_quote(found)}")
+    version = clean_line(match.rule_version) or "unknown"
+    lines.append(f"  Rule:    {clean_line(match.rule_id)} (rule set {version})")
+    return lines
+
+
+def console_text(match: Match) -> str:
+    """A readable block for a terminal; control characters (ANSI escapes too) are removed."""
+    return "\n".join(_plain_lines(match))
+
+
+# --- email --------------------------------------------------------------------------------
+
+
+def _html_quote(found: Quote) -> str:
+    parts = [ELLIPSIS if found.clipped_start else ""]
+    for segment in found.segments:
+        escaped = html.escape(segment.text)
+        parts.append(f"<mark><strong>{escaped}</strong></mark>" if segment.hit else escaped)
+    parts.append(ELLIPSIS if found.clipped_end else "")
+    return "".join(parts)
+
+
+def _html_headline(item: Item) -> str:
+    title = html.escape(clip(clean_line(item.title), TITLE_CHARS) or "(untitled)")
+    link = safe_link(item.link)
+    if link is None:
+        return title
+    return f'<a href="{html.escape(link, quote=True)}">{title}</a>'
+
+
+def email_html(match: Match) -> str:
+    """The HTML part: every piece of text escaped, hits marked, inline styles only."""
+    esc = html.escape
+    item = match.item
+    found = quote(match)
+    terms = ", ".join(f"<strong>{esc(clean_line(t))}</strong>" for t in match.terms)
+    version = clean_line(match.rule_version) or "unknown"
+    lines = [
+        "<!DOCTYPE html>",
+        '<html><body style="font-family:sans-serif">',
+        f"<p><strong>{esc(match.severity.name)}</strong> · {esc(clean_line(match.rule_title))}</p>",
+        f'<h2 style="font-size:1.2em">{_html_headline(item)}</h2>',
+        f"<p>{esc(clean_line(item.source) or 'unknown source')} · "
+        f"{esc(format_time(item.published))}</p>",
+    ]
+    if found is not None:
+        lines.append(
+            '<blockquote style="border-left:3px solid #999;margin:0;padding:0 0 0 8px">'
+            f"{_html_quote(found)}</blockquote>"
+        )
+    lines += [
+        f"<p>Matched: {terms or '(none)'}</p>",
+        f'<p style="color:#666;font-size:0.9em">Rule {esc(clean_line(match.rule_id))} '
+        f"(rule set {esc(version)})</p>",
+        "</body></html>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def email_subject(match: Match) -> str:
+    """One header-safe line: severity, rule title, item title."""
+    title = clean_line(match.item.title) or "(untitled)"
+    rule = clean_line(match.rule_title) or clean_line(match.rule_id)
+    return clip_bytes(clip(f"[{match.severity.name}] {rule}: {title}", SUBJECT_CHARS), HEADER_BYTES)
+
+
+def _domain(sender: str) -> str:
+    domain = parseaddr(clean_line(sender))[1].rpartition("@")[2]
+    domain = re.sub(r"[^A-Za-z0-9.-]", "", domain).strip(".")
+    return domain or "monitor.local"
+
+
+def message_id(match: Match, *, channel: str, sender: str) -> str:
+    """A Message-ID that is the same every time this match goes to this channel.
+
+    A retry after a lost reply then carries the same id, so mail clients and archives can
+    recognise the duplicate.
+    """
+    digest = hashlib.sha256(f"{match.key}\x00{channel}".encode()).hexdigest()[:32]
+    return f"<{digest}@{_domain(sender)}>"
+
+
+def email_message(
+    match: Match,
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime,
+    channel: str = "email",
+) -> EmailMessage:
+    """A multipart/alternative alert (text and HTML) with header-safe, stable headers.
+
+    ``now`` becomes the Date header (pure: the caller owns the clock); ``channel`` feeds the
+    Message-ID so two email channels sending the same match produce distinct ids.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    message = EmailMessage(policy=EMAIL_POLICY)
+    message["Subject"] = email_subject(match)
+    message["From"] = clean_line(sender)
+    message["To"] = ", ".join(clean_line(r) for r in recipients)
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id(match, channel=channel, sender=sender)
+    message["List-Id"] = LIST_ID
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Monitor-Rule"] = clip_bytes(clean_line(match.rule_id), HEADER_BYTES)
+    message["X-Monitor-Severity"] = match.severity.label
+    version = clip_bytes(clean_line(match.rule_version), HEADER_BYTES) or "unknown"
+    message["X-Monitor-Rule-Version"] = version
+    text = "\n".join([*_plain_lines(match), "", "-- ", "Sent by monitor."]) + "\n"
+    # Quoted-printable keeps the raw message readable (and greppable) in mail logs.
+    message.set_content(text, cte="quoted-printable")
+    message.add_alternative(email_html(match), subtype="html", cte="quoted-printable")
+    return message
