@@ -1,0 +1,286 @@
+"""Find, read, validate and link rule files into a RuleSet, all or nothing.
+
+The only I/O in the rules package is here: reading the files.  Every problem in every file is
+collected (lint shows them all at once); ``load_rules`` refuses the whole set if there is even
+one, so a bad edit never replaces a good running rule set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from monitor.errors import Location, RuleFileError, RuleSetError
+from monitor.rules.expr import Group, Node, Rule, SetRef, TermSet
+from monitor.rules.match import check_example
+from monitor.rules.ruleset import RuleSet
+from monitor.rules.schema import (
+    FileDraft,
+    GroupDraft,
+    NodeDraft,
+    RefDraft,
+    RuleDraft,
+    TermSetDraft,
+    did_you_mean,
+    read_rule_file,
+)
+from monitor.yamlsrc import YamlSourceError, load_yaml_bytes
+
+RULE_SUFFIXES = (".yaml", ".yml")
+
+#: How many hex digits of the content hash make up ``RuleSet.version``.
+VERSION_LENGTH = 12
+
+
+def find_rule_files(paths: Sequence[Path]) -> list[Path]:
+    """Rule files under ``paths``: directories give their *.yaml/*.yml files, recursively and
+    sorted, skipping hidden ones; files are taken as given.  Each file appears once."""
+    found: dict[Path, None] = {}
+    for path in paths:
+        if path.is_dir():
+            found.update(dict.fromkeys(_directory_files(path)))
+        else:
+            found[path] = None
+    return list(found)
+
+
+def _directory_files(directory: Path) -> list[Path]:
+    files = (
+        path
+        for path in directory.rglob("*")
+        if path.suffix.lower() in RULE_SUFFIXES
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+    )
+    return sorted(files)
+
+
+def lint_rules(paths: Sequence[Path]) -> list[RuleFileError]:
+    """Every problem in the rule files under ``paths``, sorted by location; [] when clean."""
+    return _compile(paths).problems
+
+
+def load_rules(paths: Sequence[Path]) -> RuleSet:
+    """The rule set under ``paths``; raises ``RuleSetError`` holding every problem if there is
+    any, and then returns nothing: never a partial set."""
+    result = _compile(paths)
+    if result.problems or result.ruleset is None:
+        raise RuleSetError(result.problems)
+    return result.ruleset
+
+
+@dataclass
+class _Result:
+    ruleset: RuleSet | None = None
+    problems: list[RuleFileError] = field(default_factory=list)
+
+
+def _compile(paths: Sequence[Path]) -> _Result:
+    files = find_rule_files(paths)
+    problems: list[RuleFileError] = []
+    if not files:
+        where = ", ".join(str(path) for path in paths) or "."
+        problems.append(
+            RuleFileError(
+                Location(where),
+                "no rule files found",
+                hint="rule files end in .yaml or .yml; check the rules path in the config",
+            )
+        )
+    drafts: list[FileDraft] = []
+    digests: list[str] = []
+    for path in files:
+        draft, raw = _read(path, problems)
+        if raw is not None:
+            digests.append(hashlib.sha256(raw).hexdigest())
+        if draft is not None:
+            drafts.append(draft)
+    linker = _Linker(drafts, complete=len(drafts) == len(files))
+    problems.extend(linker.problems)
+    problems.sort(key=_sort_key)
+    if problems:
+        return _Result(None, problems)
+    ruleset = RuleSet(
+        rules=linker.rules,
+        version=rules_version(digests),
+        term_sets=MappingProxyType(dict(linker.term_sets)),
+        paths=tuple(str(path) for path in files),
+    )
+    return _Result(ruleset, [])
+
+
+def rules_version(digests: Iterable[str]) -> str:
+    """A short hash of the rule files' contents that ignores their names and order, so the same
+    rule text always has the same version wherever it is checked out."""
+    joined = "\n".join(sorted(digests)).encode("ascii")
+    return hashlib.sha256(joined).hexdigest()[:VERSION_LENGTH]
+
+
+def _read(path: Path, problems: list[RuleFileError]) -> tuple[FileDraft | None, bytes | None]:
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        problems.append(RuleFileError(Location(name), f"cannot read rule file: {exc.strerror}"))
+        return None, None
+    try:
+        doc = load_yaml_bytes(raw, name)
+    except YamlSourceError as exc:
+        problems.append(RuleFileError(exc.location, exc.message, hint=exc.hint))
+        return None, raw
+    draft, file_problems = read_rule_file(doc)
+    problems.extend(file_problems)
+    return draft, raw
+
+
+def _sort_key(problem: RuleFileError) -> tuple[str, int, int, str]:
+    where = problem.location
+    return where.path, where.line, where.column, problem.message
+
+
+class _Linker:
+    """Links the files' drafts: term sets are global, rule ids unique, references resolved,
+    and every rule's examples are run."""
+
+    def __init__(self, drafts: Sequence[FileDraft], *, complete: bool) -> None:
+        """``complete`` is False when some file could not be read as YAML at all: its
+        references are unknown, so no term set is reported unused."""
+        self.problems: list[RuleFileError] = []
+        self.incomplete: set[str] = set()
+        self.term_sets = self._term_sets(draft for file in drafts for draft in file.term_sets)
+        if complete:
+            self._unused(frozenset().union(*(file.referenced for file in drafts)))
+        self.rules = self._rules(draft for file in drafts for draft in file.rules)
+        for file in drafts:
+            for orphan in file.orphans:
+                self._group(orphan)
+
+    def _term_sets(self, drafts: Iterable[TermSetDraft]) -> dict[str, TermSet]:
+        sets: dict[str, TermSet] = {}
+        for draft in drafts:
+            first = sets.get(draft.name)
+            if first is not None:
+                self.problems.append(
+                    RuleFileError(
+                        draft.location,
+                        f"term set '{draft.name}' is defined twice",
+                        hint=f"first defined at {first.location}; names are shared by all files",
+                    )
+                )
+                continue
+            sets[draft.name] = TermSet(draft.name, draft.terms, draft.location)
+            if not draft.complete:
+                self.incomplete.add(draft.name)
+        return sets
+
+    def _unused(self, referenced: frozenset[str]) -> None:
+        for term_set in self.term_sets.values():
+            if term_set.name not in referenced:
+                self.problems.append(
+                    RuleFileError(
+                        term_set.location,
+                        f"term set '{term_set.name}' is not used by any rule",
+                        hint=f"use it as '@{term_set.name}' in a rule's match, or delete it",
+                    )
+                )
+
+    def _rules(self, drafts: Iterable[RuleDraft]) -> tuple[Rule, ...]:
+        seen: dict[str, RuleDraft] = {}
+        rules: list[Rule] = []
+        for draft in drafts:
+            first = seen.get(draft.id.casefold())
+            if first is not None:
+                self.problems.append(
+                    RuleFileError(
+                        draft.location,
+                        f"duplicate rule id '{draft.id}'",
+                        hint=f"'{first.id}' is already defined at {first.location}; "
+                        "ids must be unique across all rule files, ignoring case",
+                    )
+                )
+                continue
+            seen[draft.id.casefold()] = draft
+            rule = self._rule(draft)
+            if rule is None:
+                continue
+            if not set_names(rule.match) & self.incomplete:
+                self._check_examples(rule)
+            rules.append(rule)
+        return tuple(rules)
+
+    def _rule(self, draft: RuleDraft) -> Rule | None:
+        match = self._group(draft.match)
+        if match is None:
+            return None
+        return Rule(
+            id=draft.id,
+            title=draft.title,
+            severity=draft.severity,
+            match=match,
+            description=draft.description,
+            tags=draft.tags,
+            owner=draft.owner,
+            enabled=draft.enabled,
+            sources=draft.sources,
+            route=draft.route,
+            examples=draft.examples,
+            location=draft.location,
+        )
+
+    def _group(self, draft: GroupDraft) -> Group | None:
+        parts = [self._nodes(nodes) for nodes in (draft.all_of, draft.any_of, draft.none_of)]
+        all_of, any_of, none_of = parts
+        if all_of is None or any_of is None or none_of is None:
+            return None
+        return Group(all_of, any_of, none_of)
+
+    def _nodes(self, drafts: tuple[NodeDraft, ...]) -> tuple[Node, ...] | None:
+        nodes = [self._node(draft) for draft in drafts]
+        if None in nodes:
+            return None
+        return tuple(node for node in nodes if node is not None)
+
+    def _node(self, draft: NodeDraft) -> Node | None:
+        if isinstance(draft, GroupDraft):
+            return self._group(draft)
+        if isinstance(draft, RefDraft):
+            return self._reference(draft)
+        return draft
+
+    def _reference(self, draft: RefDraft) -> SetRef | None:
+        term_set = self.term_sets.get(draft.name)
+        if term_set is not None:
+            return SetRef(draft.name, term_set.terms)
+        guess = did_you_mean(draft.name, list(self.term_sets))
+        hint = (
+            f"did you mean '@{guess}'?"
+            if guess
+            else "define it under 'terms:' in any rule file; names are shared by all files"
+        )
+        self.problems.append(
+            RuleFileError(draft.location, f"unknown term set '@{draft.name}'", hint=hint)
+        )
+        return None
+
+    def _check_examples(self, rule: Rule) -> None:
+        """Run the rule's examples; only for rules whose term sets are complete, since a
+        term dropped for a problem of its own would make examples fail for the wrong reason."""
+        for example in rule.examples:
+            failure = check_example(rule, example)
+            if failure is not None:
+                message, hint = failure
+                self.problems.append(RuleFileError(example.location, message, hint=hint))
+
+
+def set_names(group: Group) -> set[str]:
+    """The names of every term set a group uses, at any depth."""
+    names: set[str] = set()
+    for node in (*group.all_of, *group.any_of, *group.none_of):
+        if isinstance(node, SetRef):
+            names.add(node.name)
+        elif isinstance(node, Group):
+            names |= set_names(node)
+    return names

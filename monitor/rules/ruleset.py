@@ -1,0 +1,50 @@
+"""A loaded, validated set of rules: the unit that is swapped in whole and matched against items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from monitor.model import Item, Match
+from monitor.rules.expr import Rule, TermSet
+from monitor.rules.match import ItemText, match_rule
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RuleSet:
+    """Rules plus the version that identifies their text.
+
+    ``version`` is a short hash of the rule files' bytes, stamped on every ``Match`` so an alert
+    can be traced to the exact rules that produced it.  Build one with ``load_rules``, which
+    refuses the whole set if any file has any problem.
+    """
+
+    rules: tuple[Rule, ...]
+    version: str
+    term_sets: Mapping[str, TermSet] = field(default_factory=lambda: MappingProxyType({}))
+    paths: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def get(self, rule_id: str) -> Rule | None:
+        """The rule with this id (ignoring case, as ids are unique ignoring case), or None."""
+        wanted = rule_id.casefold()
+        return next((rule for rule in self.rules if rule.id.casefold() == wanted), None)
+
+    def match(self, item: Item) -> list[Match]:
+        """Every enabled rule that watches the item's feed and matches it, in rule order.
+
+        Pure: no clock, no I/O; the item is folded once and shared by all rules.
+        """
+        text = ItemText(item)
+        matches = (
+            match_rule(rule, text, self.version)
+            for rule in self.rules
+            if rule.enabled and rule.applies_to(item)
+        )
+        return [found for found in matches if found is not None]

@@ -1,0 +1,510 @@
+"""The rule file schema: read one file's YAML into typed drafts, reporting every problem found.
+
+Validation is written by hand rather than with pydantic because the audience is analysts: each
+problem names the key as they wrote it, points at its line, and suggests the fix, and the
+recursive term-or-group lists would otherwise surface as union-validation noise.  Drafts still
+hold unresolved ``@set`` references; ``load`` links them across files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from monitor.errors import Location, RuleFileError
+from monitor.model import Severity
+from monitor.rules.expr import Example, Term
+from monitor.rules.terms import TermSyntaxError
+from monitor.yamlsrc import YamlDocument, YamlPath
+
+FILE_KEYS = ("terms", "rules")
+RULE_KEYS = (
+    "id",
+    "title",
+    "description",
+    "severity",
+    "tags",
+    "owner",
+    "enabled",
+    "sources",
+    "route",
+    "match",
+    "examples",
+)
+RULE_REQUIRED = ("id", "title", "severity", "match")
+GROUP_KEYS = ("all", "any", "none")
+TERM_KEYS = ("term", "case")
+EXAMPLES_KEYS = ("match", "no_match")
+EXAMPLE_KEYS = ("title", "summary")
+
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_SET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_TRUE = frozenset({"true", "yes", "on"})
+_FALSE = frozenset({"false", "no", "off"})
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+@dataclass(frozen=True, slots=True)
+class RefDraft:
+    """An ``@name`` reference, not yet resolved to a term set."""
+
+    name: str
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDraft:
+    """A match group whose ``@set`` references are not yet resolved."""
+
+    all_of: tuple[NodeDraft, ...]
+    any_of: tuple[NodeDraft, ...]
+    none_of: tuple[NodeDraft, ...]
+
+
+NodeDraft = Term | RefDraft | GroupDraft
+
+
+@dataclass(frozen=True, slots=True)
+class TermSetDraft:
+    """A term set as defined in one file; ``location`` is its name's key.
+
+    A set with problems is still defined (``complete`` is False, ``terms`` holds the good
+    ones), so rules using it do not also report it as unknown; their examples are not run.
+    """
+
+    name: str
+    terms: tuple[Term, ...]
+    location: Location
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDraft:
+    """A rule whose own fields are valid; ``location`` points at its ``id`` value."""
+
+    id: str
+    title: str
+    severity: Severity
+    match: GroupDraft
+    description: str
+    tags: tuple[str, ...]
+    owner: str | None
+    enabled: bool
+    sources: tuple[str, ...]
+    route: tuple[str, ...]
+    examples: tuple[Example, ...]
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class FileDraft:
+    """What one file defines.
+
+    ``referenced`` holds every ``@name`` seen, even in broken rules, so that a typo in one rule
+    does not also make its term sets look unused; ``orphans`` are the valid match groups of
+    rules dropped for other problems, still linked so their unknown ``@sets`` are reported too.
+    """
+
+    path: str
+    term_sets: tuple[TermSetDraft, ...]
+    rules: tuple[RuleDraft, ...]
+    referenced: frozenset[str]
+    orphans: tuple[GroupDraft, ...] = ()
+
+
+def read_rule_file(doc: YamlDocument) -> tuple[FileDraft, list[RuleFileError]]:
+    """Validate one loaded rule file; returns what was valid plus every problem found."""
+    reader = _Reader(doc)
+    draft = reader.file()
+    return draft, reader.problems
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
+    """The closest choice to a misspelt word, if any is close enough to suggest."""
+    by_folded = {choice.casefold(): choice for choice in choices}
+    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
+    return by_folded[close[0]] if close else None
+
+
+def _kind(value: object) -> str:
+    if value is None or value == [] or value == {}:
+        return "empty"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "text"
+
+
+class _Reader:
+    """Walks one document, collecting drafts and problems; every problem gets the document's
+    location for the YAML path it concerns."""
+
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.problems: list[RuleFileError] = []
+        self.referenced: set[str] = set()
+        self.orphans: list[GroupDraft] = []
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def problem(
+        self, path: YamlPath, message: str, hint: str | None = None, *, key: bool = False
+    ) -> None:
+        self.problems.append(RuleFileError(self.doc.locate(path, key=key), message, hint=hint))
+
+    def mapping(
+        self,
+        value: object,
+        path: YamlPath,
+        what: str,
+        allowed: Sequence[str],
+        required: Sequence[str] = (),
+    ) -> dict[str, object] | None:
+        """The known keys of a mapping; unknown keys and missing required keys are problems."""
+        if not isinstance(value, dict):
+            self.problem(
+                path, f"{what} must be a mapping of 'key: value' lines, not {_kind(value)}"
+            )
+            return None
+        for key in value:
+            if key not in allowed:
+                self._unknown_key(path, key, what, allowed)
+        for key in required:
+            if key not in value:
+                self.problem(path, f"{what} is missing '{key}'", f"add a '{key}:' line")
+        return {key: item for key, item in value.items() if key in allowed}
+
+    def _unknown_key(self, path: YamlPath, key: str, what: str, allowed: Sequence[str]) -> None:
+        guess = did_you_mean(key, allowed)
+        hint = f"did you mean '{guess}'?" if guess else f"known keys: {', '.join(allowed)}"
+        self.problem((*path, key), f"unknown key '{key}' in {what}", hint, key=True)
+
+    def text(self, value: object, path: YamlPath, what: str) -> str | None:
+        """A non-empty, stripped string."""
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, str) or value is None:
+            self.problem(path, f"{what} is empty")
+        else:
+            self.problem(path, f"{what} must be text, not {_kind(value)}")
+        return None
+
+    def texts(self, value: object, path: YamlPath, what: str) -> tuple[str, ...] | None:
+        """A non-empty list of non-empty strings."""
+        if not isinstance(value, list) or not value:
+            hint = f"write [{value}]" if isinstance(value, str) else "write [a, b] or '- a' lines"
+            self.problem(
+                path, f"{what} must be a list with at least one item, not {_kind(value)}", hint
+            )
+            return None
+        items = [
+            self.text(item, (*path, index), f"each of {what}") for index, item in enumerate(value)
+        ]
+        return tuple(item for item in items if item is not None) if None not in items else None
+
+    def flag(self, value: object, path: YamlPath, what: str) -> bool | None:
+        """true/false, also yes/no and on/off, in any case."""
+        word = value.strip().lower() if isinstance(value, str) else None
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        self.problem(path, f"{what} must be true or false, not {value!r}")
+        return None
+
+    # -- the file ------------------------------------------------------------------------
+
+    def file(self) -> FileDraft:
+        if self.doc.data is None:
+            self.problem((), "the file is empty", "add 'terms:' and/or 'rules:'")
+            return FileDraft(self.doc.path, (), (), frozenset())
+        fields = self.mapping(self.doc.data, (), "a rule file", FILE_KEYS)
+        if fields is not None and not fields and not self.problems:
+            self.problem((), "the file defines no 'terms:' and no 'rules:'")
+        fields = fields or {}
+        sets = self.term_sets(fields["terms"], ("terms",)) if "terms" in fields else ()
+        rules = self.rules(fields["rules"], ("rules",)) if "rules" in fields else ()
+        return FileDraft(
+            self.doc.path, sets, rules, frozenset(self.referenced), tuple(self.orphans)
+        )
+
+    def term_sets(self, value: object, path: YamlPath) -> tuple[TermSetDraft, ...]:
+        if not isinstance(value, dict) or not value:
+            self.problem(
+                path,
+                f"'terms' must be a mapping of set names to lists of terms, not {_kind(value)}",
+            )
+            return ()
+        return tuple(self.term_set(name, items, (*path, name)) for name, items in value.items())
+
+    def term_set(self, name: str, value: object, path: YamlPath) -> TermSetDraft:
+        before = len(self.problems)
+        self._set_name(name, path)
+        found: tuple[Term, ...] = ()
+        if isinstance(value, list) and value:
+            terms = (self.set_term(item, (*path, index), name) for index, item in enumerate(value))
+            found = tuple(term for term in terms if term is not None)
+            self._duplicates(found, path)
+        else:
+            self.problem(path, f"term set '{name}' must be a non-empty list of terms")
+        complete = len(self.problems) == before
+        return TermSetDraft(name, found, self.doc.locate(path, key=True), complete)
+
+    def _set_name(self, name: str, path: YamlPath) -> None:
+        if _SET_NAME.fullmatch(name):
+            return
+        self.problem(
+            path,
+            f"bad term set name {name!r}",
+            "use lowercase letters, digits, '-' and '_', e.g. 'kazakhstan' or 'rare-earths'",
+            key=True,
+        )
+
+    def set_term(self, value: object, path: YamlPath, set_name: str) -> Term | None:
+        if isinstance(value, str) and value.strip().startswith("@"):
+            self.problem(
+                path,
+                f"term set '{set_name}' refers to another set ({value.strip()})",
+                "term sets hold terms only; list both sets in the rule instead",
+            )
+            return None
+        return self.term(value, path, set_name)
+
+    def _duplicates(self, terms: tuple[Term, ...], path: YamlPath) -> None:
+        seen: dict[tuple[object, ...], int] = {}
+        for index, term in enumerate(terms):
+            key = (term.words, term.case)
+            if key in seen:
+                first = terms[seen[key]].written
+                self.problem(
+                    (*path, index),
+                    f"duplicate term {term.written!r}: it matches exactly what {first!r} matches",
+                    "remove one of them",
+                )
+            else:
+                seen[key] = index
+
+    # -- terms ---------------------------------------------------------------------------
+
+    def term(self, value: object, path: YamlPath, set_name: str | None = None) -> Term | None:
+        """A term written as text, or as ``{term: ..., case: true}``."""
+        if isinstance(value, dict):
+            spec = self._term_mapping(value, path)
+        else:
+            written = self.text(value, path, "a term")
+            spec = None if written is None else (written, False)
+        if spec is None:
+            return None
+        written, case = spec
+        try:
+            return Term.parse(written, case=case, set_name=set_name)
+        except TermSyntaxError as exc:
+            self.problem(path, exc.message, exc.hint)
+            return None
+
+    def _term_mapping(self, value: dict[str, object], path: YamlPath) -> tuple[str, bool] | None:
+        """The text and case flag of ``{term: ..., case: ...}``; never a set reference, since
+        '@' in it would otherwise silently match the bare word."""
+        fields = self.mapping(value, path, "a term", TERM_KEYS, ("term",))
+        if fields is None or "term" not in fields:
+            return None
+        written = self.text(fields["term"], (*path, "term"), "'term'")
+        case = self.flag(fields["case"], (*path, "case"), "'case'") if "case" in fields else False
+        if written is None or case is None:
+            return None
+        if written.startswith("@"):
+            self.problem(
+                (*path, "term"),
+                f"{written!r} in 'term:' is not a term set reference",
+                "write @name as a plain list item to use a term set; "
+                "'@' is punctuation and cannot be matched",
+            )
+            return None
+        return written, case
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def rules(self, value: object, path: YamlPath) -> tuple[RuleDraft, ...]:
+        if not isinstance(value, list) or not value:
+            self.problem(path, f"'rules' must be a list of rules, not {_kind(value)}")
+            return ()
+        drafts = (self.rule(item, (*path, index)) for index, item in enumerate(value))
+        return tuple(draft for draft in drafts if draft is not None)
+
+    def rule(self, value: object, path: YamlPath) -> RuleDraft | None:
+        before = len(self.problems)
+        fields = self.mapping(value, path, "a rule", RULE_KEYS, RULE_REQUIRED)
+        if fields is None:
+            return None
+        match = self._field(fields, path, "match", self._match, None)
+        draft = RuleDraft(
+            id=self._field(fields, path, "id", self._rule_id, ""),
+            title=self._field(fields, path, "title", self.text, ""),
+            severity=self._field(fields, path, "severity", self._severity, Severity.INFO),
+            match=match or GroupDraft((), (), ()),
+            description=self._field(fields, path, "description", self.text, ""),
+            tags=self._field(fields, path, "tags", self.texts, ()),
+            owner=self._field(fields, path, "owner", self.text, None),
+            enabled=self._field(fields, path, "enabled", self.flag, True),
+            sources=self._field(fields, path, "sources", self.texts, ()),
+            route=self._field(fields, path, "route", self.texts, ()),
+            examples=self._field(fields, path, "examples", self._examples, ()),
+            location=self.doc.locate((*path, "id")),
+        )
+        if len(self.problems) == before:
+            return draft
+        if match is not None:
+            self.orphans.append(match)
+        return None
+
+    def _field(
+        self,
+        fields: dict[str, object],
+        path: YamlPath,
+        key: str,
+        read: Callable[[object, YamlPath, str], T | None],
+        default: D,
+    ) -> T | D:
+        """A rule field read with ``read``, or ``default`` when absent or invalid.  Both are
+        safe: a missing required key or an invalid value is already a problem, and a rule with
+        problems is thrown away."""
+        if key not in fields:
+            return default
+        value = read(fields[key], (*path, key), f"'{key}'")
+        return default if value is None else value
+
+    def _rule_id(self, value: object, path: YamlPath, what: str) -> str | None:
+        rule_id = self.text(value, path, what)
+        if rule_id is not None and not _RULE_ID.fullmatch(rule_id):
+            self.problem(
+                path,
+                f"bad rule id {rule_id!r}",
+                "use letters, digits, '-', '_' and '.', at most 100, e.g. kz-tungsten-deposits",
+            )
+            return None
+        return rule_id
+
+    def _severity(self, value: object, path: YamlPath, what: str) -> Severity | None:
+        word = self.text(value, path, what)
+        if word is None:
+            return None
+        try:
+            return Severity.parse(word)
+        except ValueError as exc:
+            self.problem(path, str(exc))
+            return None
+
+    # -- match groups --------------------------------------------------------------------
+
+    def _match(self, value: object, path: YamlPath, what: str) -> GroupDraft | None:
+        """A rule's ``match``: a group, and a mapping at that (a bare list is a common slip)."""
+        if isinstance(value, list):
+            self.problem(
+                path,
+                f"{what} must be a group, not a list",
+                "write 'any: [...]' or 'all: [...]' under 'match:'",
+            )
+            return None
+        return self.group(value, path)
+
+    def group(self, value: object, path: YamlPath) -> GroupDraft | None:
+        """A mapping with ``all``, ``any`` and/or ``none`` lists."""
+        before = len(self.problems)
+        fields = self.mapping(value, path, "a match group", GROUP_KEYS)
+        if fields is None:
+            return None
+        if not fields:
+            if len(self.problems) == before:
+                self.problem(path, "empty match group", "give it 'all:', 'any:' and/or 'none:'")
+            return None
+        if "all" not in fields and "any" not in fields:
+            self.problem(
+                path,
+                "a group with only 'none:' would match almost every item",
+                "add 'all:' or 'any:' next to 'none:' in the same group",
+            )
+        parts = {key: self.children(fields[key], (*path, key), key) for key in fields}
+        if len(self.problems) > before:
+            return None
+        return GroupDraft(parts.get("all", ()), parts.get("any", ()), parts.get("none", ()))
+
+    def children(self, value: object, path: YamlPath, key: str) -> tuple[NodeDraft, ...]:
+        if not isinstance(value, list) or not value:
+            hint = f'write ["{value}"]' if isinstance(value, str) else "write [a, b] or '- a' lines"
+            self.problem(
+                path, f"'{key}' must be a list with at least one item, not {_kind(value)}", hint
+            )
+            return ()
+        nodes = (self.node(item, (*path, index)) for index, item in enumerate(value))
+        return tuple(node for node in nodes if node is not None)
+
+    def node(self, value: object, path: YamlPath) -> NodeDraft | None:
+        """A term, an ``@set`` reference, or a nested group."""
+        if isinstance(value, str) and value.strip().startswith("@"):
+            return self._reference(value.strip(), path)
+        if isinstance(value, dict) and "term" not in value:
+            return self.group(value, path)
+        if isinstance(value, list):
+            self.problem(path, "a list inside a list", "nest a group instead: - any: [a, b]")
+            return None
+        return self.term(value, path)
+
+    def _reference(self, written: str, path: YamlPath) -> RefDraft | None:
+        name = written[1:].strip()
+        if not name:
+            self.problem(path, "'@' without a term set name", "write @name, e.g. @kazakhstan")
+            return None
+        self.referenced.add(name)
+        return RefDraft(name, self.doc.locate(path))
+
+    # -- examples ------------------------------------------------------------------------
+
+    def _examples(self, value: object, path: YamlPath, what: str) -> tuple[Example, ...]:
+        before = len(self.problems)
+        fields = self.mapping(value, path, what, EXAMPLES_KEYS)
+        if not fields:
+            if len(self.problems) == before:
+                self.problem(path, "'examples' is empty", "add 'match:' and/or 'no_match:' lists")
+            return ()
+        found: list[Example] = []
+        for key, should_match in (("match", True), ("no_match", False)):
+            if key in fields:
+                found.extend(self._example_list(fields[key], (*path, key), should_match))
+        return tuple(found)
+
+    def _example_list(self, value: object, path: YamlPath, should_match: bool) -> list[Example]:
+        if not isinstance(value, list) or not value:
+            self.problem(path, f"'{path[-1]}' must be a non-empty list of example texts")
+            return []
+        examples = (
+            self._example(item, (*path, index), should_match) for index, item in enumerate(value)
+        )
+        return [example for example in examples if example is not None]
+
+    def _example(self, value: object, path: YamlPath, should_match: bool) -> Example | None:
+        """An example written as a title, or as ``{title: ..., summary: ...}``."""
+        location = self.doc.locate(path)
+        if not isinstance(value, dict):
+            title = self.text(value, path, "an example")
+            return None if title is None else Example(title, "", should_match, location)
+        before = len(self.problems)
+        fields = self.mapping(value, path, "an example", EXAMPLE_KEYS)
+        if not fields:
+            if len(self.problems) == before:
+                self.problem(path, "empty example", "give it 'title:' and/or 'summary:'")
+            return None
+        title = self.text(fields["title"], (*path, "title"), "'title'") if "title" in fields else ""
+        summary = (
+            self.text(fields["summary"], (*path, "summary"), "'summary'")
+            if "summary" in fields
+            else ""
+        )
+        if title is None or summary is None:
+            return None
+        return Example(title, summary, should_match, location)

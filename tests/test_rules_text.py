@@ -1,0 +1,153 @@
+"""Folding: the one form terms and item text are compared in, and its map back to the original."""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.rules.text import Folded, fold, is_unspaced
+
+# Characters that stress folding: decompositions, expansions, marks, invisibles, kana voicing.
+TRICKY = list(
+    "eEаеЕёЁиІіїйAaIiİıßſﬁǅﾞﾟｶカ각가\u1100\u1161\u11a8"
+    "\u0301\u0300\u0308\u0306\u0307\u0327\u0345\u00ad\u200b\u200d\ufe0f\u034f"
+    " ㈜㎏①ΐάᾳҚқӘәңҢөүұһ钨稀土"
+)
+tricky_text = st.text(st.sampled_from(TRICKY) | st.characters(), max_size=24)
+
+
+@pytest.mark.parametrize(
+    ("original", "folded"),
+    [
+        ("Kazakhstan", "kazakhstan"),
+        ("ҚАЗАҚСТАН", "қазақстан"),
+        ("ӘҒҚҢӨҰҮҺІ", "әғқңөұүһі"),  # Kazakh letters keep their identity
+        ("Ёлка", "елка"),  # ё is read as е (documented)
+        ("ЙОД", "йод"),  # й is a letter, not и with a breve
+        ("Їжак", "їжак"),  # so is ї
+        ("за́мок", "замок"),  # Russian stress accents are dropped
+        ("café", "cafe"),
+        ("cafe\u0301", "cafe"),  # decomposed accent
+        ("Şymkent Öskemen", "symkent oskemen"),
+        ("Łódź", "lodz"),
+        ("Straße", "strasse"),
+        ("İstanbul", "istanbul"),
+        ("ＫＺ １２３", "kz 123"),  # full width
+        ("ﬁnance", "finance"),  # ligature
+        ("Kazakh\u00adstan", "kazakhstan"),  # soft hyphen
+        ("zero\u200bwidth\u200djoin", "zerowidthjoin"),
+        ("\ufeffBOM", "bom"),
+        ("ｶﾞ", "ガ"),  # half-width kana with a voicing mark
+        ("稀土出口管制", "稀土出口管制"),
+        ("", ""),
+    ],
+)
+def test_fold(original: str, folded: str) -> None:
+    assert fold(original).text == folded
+
+
+@pytest.mark.parametrize(
+    ("original", "folded"),
+    [("KZ and Kz", "KZ and Kz"), ("Ёж", "Еж"), ("ＵＳ", "US"), ("Café", "Cafe"), ("ß", "ß")],
+)
+def test_fold_keeping_case(original: str, folded: str) -> None:
+    assert fold(original, case=True).text == folded
+
+
+@pytest.mark.parametrize(
+    ("original", "index", "span"),
+    [
+        ("Straße", 4, (4, 5)),  # both s of "ss" come from ß
+        ("Straße", 5, (4, 5)),
+        ("Kazakh\u00adstan", 5, (5, 7)),  # the soft hyphen travels with the h before it
+        ("Kazakh\u00adstan", 6, (7, 8)),
+        ("cafe\u0301!", 3, (3, 5)),  # the accent belongs to its letter
+        ("cafe\u0301!", 4, (5, 6)),
+        ("ﬁx", 0, (0, 1)),
+        ("ﬁx", 1, (0, 1)),
+    ],
+)
+def test_each_folded_character_knows_its_original_span(
+    original: str, index: int, span: tuple[int, int]
+) -> None:
+    folded = fold(original)
+    assert (folded.starts[index], folded.ends[index]) == span
+
+
+@pytest.mark.parametrize(
+    ("char", "unspaced"),
+    [
+        ("钨", True),
+        ("カ", True),
+        ("한", True),
+        ("ก", True),
+        ("W", False),
+        ("Қ", False),
+        ("1", False),
+    ],
+)
+def test_unspaced_scripts(char: str, unspaced: bool) -> None:
+    assert is_unspaced(char) is unspaced
+
+
+@settings(max_examples=500)
+@given(tricky_text, st.booleans())
+def test_folding_is_idempotent(text: str, case: bool) -> None:
+    once = fold(text, case=case).text
+    assert fold(once, case=case).text == once
+
+
+@settings(max_examples=500)
+@given(tricky_text, st.booleans())
+def test_folded_text_is_nfkc(text: str, case: bool) -> None:
+    folded = fold(text, case=case).text
+    assert unicodedata.normalize("NFKC", folded) == folded
+
+
+def spans_of(folded: Folded) -> list[tuple[int, int]]:
+    return list(zip(folded.starts, folded.ends, strict=True))
+
+
+def solid(folded: Folded) -> str:
+    """The folded text without the spaces folding inserted between scripts (empty spans)."""
+    kept = zip(folded.text, folded.starts, folded.ends, strict=True)
+    return "".join(char for char, start, end in kept if start < end)
+
+
+@settings(max_examples=500)
+@given(tricky_text, st.booleans())
+def test_offset_map_tiles_the_original_in_order(text: str, case: bool) -> None:
+    """Spans are ordered, inside the text, and folding each span alone rebuilds the folded
+    text: that is what makes a hit's original span exact."""
+    folded = fold(text, case=case)
+    assert len(folded.starts) == len(folded.ends) == len(folded.text)
+    spans = list(dict.fromkeys(zip(folded.starts, folded.ends, strict=True)))
+    pieces = [(start, end) for start, end in spans if start < end]
+    assert all(0 <= start <= end <= len(text) for start, end in spans)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(pieces))
+    inserted = (i for i, (start, end) in enumerate(spans_of(folded)) if start == end)
+    assert all(folded.text[i] == " " for i in inserted)
+    rebuilt = "".join(solid(fold(text[start:end], case=case)) for start, end in pieces)
+    assert rebuilt == solid(folded)
+
+
+@pytest.mark.parametrize(
+    ("original", "folded"),
+    [
+        ("美国DFC宣布", "美国 dfc 宣布"),
+        ("2024年", "2024 年"),
+        ("Kazakhstan哈国", "kazakhstan 哈国"),
+        ("稀土出口", "稀土出口"),
+        ("Қазақстан", "қазақстан"),
+    ],
+)
+def test_a_space_separates_unspaced_scripts_from_others(original: str, folded: str) -> None:
+    result = fold(original)
+    assert result.text == folded
+    for index, char in enumerate(result.text):
+        if char == " ":
+            assert result.starts[index] == result.ends[index]
