@@ -1,0 +1,466 @@
+"""The composition root: builds every part once from the settings, then runs the daemon.
+
+Everything that sleeps, schedules, handles signals or owns a connection lives here; the
+stages themselves (``pipeline``) are driven one pass at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from monitor import __version__
+from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel
+from monitor.embedded_redis import EmbeddedRedis
+from monitor.errors import MonitorError, RuleSetError, StoreError
+from monitor.fetch import Fetcher
+from monitor.model import PollResult, Source
+from monitor.pipeline import (
+    DeliveryPolicy,
+    DeliveryReport,
+    DeliveryWorker,
+    PollContext,
+    poll_once,
+    summarize,
+)
+from monitor.rules import RuleSet, find_rule_files, load_rules
+from monitor.settings import Settings
+from monitor.store import Store
+
+log = structlog.get_logger("monitor.app")
+SHUTDOWN_GRACE = 20.0
+RULES_CHECK_EVERY = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class PassSummary:
+    """What ``monitor run --once`` did, for its closing log line and for tests."""
+
+    polls: list[PollResult] = field(default_factory=list)
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
+    queue: dict[str, int] = field(default_factory=dict)
+
+
+def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:
+    """One channel object per active channel in the config.
+
+    Channels refuse unsafe combinations themselves (a password over plain SMTP to a remote
+    host, say); that is a config problem, so it is raised as one.
+    """
+    try:
+        return _channels(settings, session)
+    except ValueError as exc:
+        raise MonitorError(f"channels: {exc}", hint="fix the channel settings") from None
+
+
+def _channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:
+    config = settings.channels
+    channels: dict[str, Channel] = {}
+    if config.console is not None and config.console.enabled:
+        channels["console"] = ConsoleChannel()
+    if config.slack is not None and config.slack.active:
+        channels["slack"] = SlackChannel(
+            config.slack.webhook_url.get_secret_value(),
+            session=session,
+            timeout=config.slack.timeout.total_seconds(),
+        )
+    if config.email is not None and config.email.active:
+        email = config.email
+        channels["email"] = EmailChannel(
+            host=email.host,
+            port=email.port,
+            sender=email.sender,
+            recipients=email.to,
+            username=email.username or None,
+            password=email.password.get_secret_value() if email.password else None,
+            starttls=email.starttls,
+            ssl=email.ssl,
+            timeout=email.timeout.total_seconds(),
+        )
+    return channels
+
+
+def rules_signature(paths: tuple[Path, ...]) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detector for rule files: names, sizes and modification times."""
+    signature = []
+    for path in find_rule_files(paths):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            signature.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(signature)
+
+
+class Monitor:
+    """The daemon: use as ``async with Monitor(settings) as m: await m.run_forever()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        consumer: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.sources: tuple[Source, ...] = settings.sources()
+        self.rules: RuleSet = load_rules(settings.rule_paths())
+        self._rules_signature = rules_signature(settings.rule_paths())
+        self._embedded: EmbeddedRedis | None = None
+        self._redis: aioredis.Redis | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._channels: dict[str, Channel] = {}
+        self._store: Store | None = None
+        self._worker: DeliveryWorker | None = None
+        self._poll_context: PollContext | None = None
+        self._stopping = asyncio.Event()
+        self._started = time.monotonic()
+        self._last_cycle: datetime | None = None
+        self._redis_down_since: float | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Monitor:
+        url = self.settings.redis.url
+        if url == "embedded":
+            self._embedded = EmbeddedRedis(
+                self.settings.resolve_path(self.settings.redis.data_dir),
+                binary=self.settings.redis.binary,
+            )
+            await asyncio.to_thread(self._embedded.start)
+            url = self._embedded.url
+            log.info("embedded redis started", port=self._embedded.port)
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        self._store = Store(self._redis, prefix=self.settings.redis.key_prefix)
+        await self._store.ensure_group()
+        limit = self.settings.http.max_concurrency
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=2),
+            auto_decompress=True,
+        )
+        self._channels = build_channels(self.settings, self._session)
+        self._worker = DeliveryWorker(
+            self._store,
+            self._channels,
+            DeliveryPolicy(
+                routes=self.settings.effective_routes(),
+                sent_ttl=self.settings.dedup.ttl,
+                claim_idle=self.settings.delivery.retry_after,
+            ),
+            consumer=self.consumer,
+        )
+        self._poll_context = PollContext(
+            fetcher=Fetcher(self._session, user_agent=self.settings.http.user_agent),
+            store=self._store,
+            clock=self.clock,
+            seen_ttl=self.settings.dedup.ttl,
+        )
+        log.info(
+            "monitor started",
+            version=__version__,
+            feeds=len(self.sources),
+            rules=len(self.rules),
+            rules_version=self.rules.version,
+            channels=sorted(self._channels),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for channel in self._channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+            log.info("embedded redis stopped")
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "use Monitor as an async context manager"
+        return self._store
+
+    @property
+    def worker(self) -> DeliveryWorker:
+        assert self._worker is not None, "use Monitor as an async context manager"
+        return self._worker
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    async def poll(self, source: Source) -> PollResult:
+        """Poll one feed under a hard deadline, so a hung poll can never block its feed."""
+        assert self._poll_context is not None
+        deadline = source.timeout.total_seconds() + 30
+        try:
+            async with asyncio.timeout(deadline):
+                return await poll_once(source, self.rules, self._poll_context)
+        except TimeoutError:
+            log.warning("poll abandoned after deadline", feed=source.name, deadline=deadline)
+            return PollResult(source=source.name, status="error", error="poll deadline passed")
+
+    async def poll_all(self) -> list[PollResult]:
+        limit = asyncio.Semaphore(self.settings.http.max_concurrency)
+
+        async def bounded(source: Source) -> PollResult:
+            async with limit:
+                return await self.poll(source)
+
+        return list(await asyncio.gather(*(bounded(source) for source in self.sources)))
+
+    async def deliver_due(self) -> DeliveryReport:
+        """Deliver everything deliverable now, pass after pass, until a pass reads nothing."""
+        total = DeliveryReport()
+        while True:
+            report = await self.worker.run_once()
+            if report.read == 0:
+                return total
+            total.read += report.read
+            total.delivered += report.delivered
+            total.failed += report.failed
+            total.dead += report.dead
+            for name, count in report.channels.items():
+                total.channels[name] = total.channels.get(name, 0) + count
+            if report.delivered == 0 and report.dead == 0:
+                return total  # only retries left; they wait for the retry interval
+
+    async def run_once(self) -> PassSummary:
+        """``monitor run --once``: poll every feed, deliver what is due, report."""
+        summary = PassSummary()
+        summary.polls = await self.poll_all()
+        summary.delivery = await self.deliver_due()
+        summary.queue = await self.store.stream_counts()
+        counts = summarize(summary.polls)
+        log.info(
+            "pass complete",
+            **counts,
+            alerts_delivered=summary.delivery.delivered,
+            alerts_retrying=summary.delivery.failed,
+            alerts_dead=summary.delivery.dead,
+            queue=summary.queue,
+        )
+        for failed in (r for r in summary.polls if r.status == "error"):
+            log.warning("feed failed this pass", feed=failed.source, error=failed.error)
+        return summary
+
+    # -- the daemon ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self._stopping.is_set():
+            log.warning("second stop signal: exiting at once")
+            if self._embedded is not None:
+                self._embedded.stop(timeout=2)
+            os._exit(1)
+        log.info("stopping: finishing in-flight polls and deliveries")
+        self._stopping.set()
+
+    def reload_rules(self, reason: str) -> bool:
+        """Swap in the rule files as they are now; a broken edit keeps the running set."""
+        paths = self.settings.rule_paths()
+        self._rules_signature = rules_signature(paths)
+        try:
+            rules = load_rules(paths)
+        except RuleSetError as exc:
+            for problem in exc.problems:
+                log.error("rule reload refused", reason=reason, problem=str(problem))
+            log.error(
+                "keeping the running rules",
+                rules=len(self.rules),
+                rules_version=self.rules.version,
+            )
+            return False
+        self.rules = rules
+        log.info("rules reloaded", reason=reason, rules=len(rules), rules_version=rules.version)
+        return True
+
+    async def run_forever(self) -> None:
+        """Poll on schedule and deliver continuously until SIGTERM/SIGINT."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload_rules("SIGHUP"))
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        for source in self.sources:
+            self._schedule(scheduler, source)
+        scheduler.start()
+        runner = await self._start_health_server()
+        background = [
+            asyncio.create_task(self._delivery_loop(), name="delivery"),
+            asyncio.create_task(self._watch_rules(), name="rules-watch"),
+            asyncio.create_task(self._supervise_redis(), name="redis-supervisor"),
+        ]
+        try:
+            await self._stopping.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            await self._drain(background)
+            if runner is not None:
+                await runner.cleanup()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+        log.info("monitor stopped")
+
+    def _schedule(self, scheduler: AsyncIOScheduler, source: Source) -> None:
+        seconds = source.interval.total_seconds()
+        first = datetime.now(UTC) + timedelta(seconds=random.uniform(0, min(5.0, seconds / 10)))
+        scheduler.add_job(
+            self._poll_job,
+            "interval",
+            seconds=seconds,
+            jitter=max(1, int(seconds * 0.1)),
+            args=[source],
+            id=f"poll:{source.name}",
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=int(seconds),
+        )
+
+    async def _poll_job(self, source: Source) -> None:
+        if self._stopping.is_set():
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self.poll(source)
+            self._redis_recovered()
+            self._last_cycle = self.clock()
+        except StoreError as exc:
+            self._redis_failed(exc)
+        except Exception:
+            log.exception("poll crashed", feed=source.name)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _delivery_loop(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            try:
+                await self.worker.run_once(block_ms=1000)
+                self._redis_recovered()
+                backoff = 1.0
+            except StoreError as exc:
+                self._redis_failed(exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception:
+                log.exception("delivery pass crashed; retrying")
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _watch_rules(self) -> None:
+        while not self._stopping.is_set():
+            await self._sleep(RULES_CHECK_EVERY)
+            if rules_signature(self.settings.rule_paths()) != self._rules_signature:
+                self.reload_rules("rule files changed")
+
+    async def _supervise_redis(self) -> None:
+        while not self._stopping.is_set() and self._embedded is not None:
+            await self._sleep(1.0)
+            try:
+                if await asyncio.to_thread(self._embedded.restart_if_dead):
+                    log.warning("embedded redis had stopped and was restarted")
+            except MonitorError as exc:
+                log.error("embedded redis cannot be restarted", error=str(exc))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _drain(self, background: list[asyncio.Task[Any]]) -> None:
+        """Let in-flight polls and the current delivery pass finish within the grace period."""
+        pending = [*background, *self._inflight]
+        _done, still = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+        for task in still:
+            task.cancel()
+        if still:
+            log.warning("cancelled work still running after the grace period", tasks=len(still))
+            await asyncio.wait(still, timeout=2)
+
+    def _redis_failed(self, exc: StoreError) -> None:
+        if self._redis_down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.error("redis unavailable; retrying with backoff", error=str(exc))
+
+    def _redis_recovered(self) -> None:
+        if self._redis_down_since is not None:
+            down = time.monotonic() - self._redis_down_since
+            self._redis_down_since = None
+            log.info("redis reachable again", outage_seconds=round(down, 1))
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def _start_health_server(self) -> web.AppRunner | None:
+        health = self.settings.health
+        if health.port == 0:
+            return None
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, health.host, health.port).start()
+        except OSError as exc:
+            log.error("health endpoint not started", port=health.port, error=str(exc))
+            await runner.cleanup()
+            return None
+        log.info("health endpoint listening", host=health.host, port=health.port)
+        return runner
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime_seconds": round(time.monotonic() - self._started, 1),
+                "last_cycle": self._last_cycle.isoformat() if self._last_cycle else None,
+            }
+        )
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        try:
+            await self.store.ping()
+        except StoreError as exc:
+            return web.json_response({"status": "unready", "reason": str(exc)}, status=503)
+        return web.json_response(
+            {"status": "ready", "rules": len(self.rules), "rules_version": self.rules.version}
+        )

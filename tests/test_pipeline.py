@@ -1,0 +1,149 @@
+"""One poll and one delivery pass, in process, against a real feed server and a private Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from support.feed_server import FeedServer, rss
+
+from monitor.errors import PermanentDeliveryError, TransientDeliveryError
+from monitor.fetch import Fetcher
+from monitor.model import Match, Source
+from monitor.pipeline import DeliveryPolicy, DeliveryWorker, PollContext, poll_once
+from monitor.rules import RuleSet, load_rules
+from monitor.store import Store
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+RULES = """\
+rules:
+  - id: kz-tungsten
+    title: Kazakhstan tungsten
+    severity: high
+    match:
+      all: [Kazakhstan, tungsten]
+"""
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> RuleSet:
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    return load_rules([tmp_path / "rules.yaml"])
+
+
+@pytest.fixture
+async def context(redis_client: aioredis.Redis) -> AsyncIterator[PollContext]:
+    store = Store(redis_client, prefix="p")
+    await store.ensure_group()
+    async with aiohttp.ClientSession() as session:
+        yield PollContext(Fetcher(session), store, lambda: NOW, timedelta(days=30))
+
+
+ITEMS = [
+    {"title": "Kazakhstan tungsten tender", "guid": "1", "link": "https://w.example/1"},
+    {"title": "Wheat in Kazakhstan", "guid": "2", "link": "https://w.example/2"},
+]
+
+
+async def test_first_poll_queues_matches_then_304_costs_nothing(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    feed_server.put("/f.xml", rss(ITEMS))
+    source = Source(name="wire", url=feed_server.url("/f.xml"))
+    first = await poll_once(source, rules, context)
+    assert (first.status, first.entries, first.new_items, first.matches) == ("ok", 2, 2, 1)
+    second = await poll_once(source, rules, context)
+    assert (second.status, second.http_status, second.new_items) == ("not-modified", 304, 0)
+    assert (await context.store.stream_counts())["queued"] == 1
+
+
+async def test_changed_feed_yields_only_the_new_item(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    source = Source(name="wire", url=feed_server.url("/f.xml"))
+    feed_server.put("/f.xml", rss(ITEMS))
+    await poll_once(source, rules, context)
+    newer = {"title": "Kazakhstan tungsten JV signed", "guid": "3", "link": "https://w.example/3"}
+    feed_server.put("/f.xml", rss([newer, *ITEMS]))
+    result = await poll_once(source, rules, context)
+    assert (result.entries, result.new_items, result.matches) == (3, 1, 1)
+
+
+async def test_a_broken_feed_is_an_error_result_on_its_health(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    feed_server.put("/html", "<html><body>Moved</body></html>", content_type="text/html")
+    source = Source(name="broken", url=feed_server.url("/html"))
+    result = await poll_once(source, rules, context)
+    assert result.status == "error"
+    assert "HTML page" in (result.error or "")
+    state = await context.store.feed_state("broken")
+    assert state.failures == 1
+    assert "HTML page" in (state.last_error or "")
+
+
+class RecordingChannel:
+    """A pure in-memory channel for worker logic; real channels are tested on real servers."""
+
+    def __init__(self, name: str, failures: list[Exception] | None = None) -> None:
+        self.name = name
+        self.sent: list[Match] = []
+        self.failures = failures or []
+
+    async def send(self, match: Match) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(match)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+async def queue_one(feed_server: FeedServer, context: PollContext, rules: RuleSet) -> None:
+    feed_server.put("/f.xml", rss(ITEMS))
+    await poll_once(Source(name="wire", url=feed_server.url("/f.xml")), rules, context)
+
+
+def worker(context: PollContext, *channels: RecordingChannel) -> DeliveryWorker:
+    policy = DeliveryPolicy(routes=(tuple(c.name for c in channels),), claim_idle=timedelta(0))
+    return DeliveryWorker(context.store, {c.name: c for c in channels}, policy, consumer="w")
+
+
+async def test_worker_delivers_each_match_once_per_channel(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    await queue_one(feed_server, context, rules)
+    slack, email = RecordingChannel("slack"), RecordingChannel("email")
+    report = await worker(context, slack, email).run_once()
+    assert (report.read, report.delivered) == (1, 1)
+    assert [m.rule_id for m in slack.sent] == [m.rule_id for m in email.sent] == ["kz-tungsten"]
+    assert (await worker(context, slack, email).run_once()).read == 0
+    assert await context.store.stream_counts() == {"queued": 0, "pending": 0, "dead": 0}
+
+
+async def test_transient_failure_retries_without_resending_other_channels(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    await queue_one(feed_server, context, rules)
+    slack = RecordingChannel("slack", [TransientDeliveryError("slack", "HTTP 500")])
+    email = RecordingChannel("email")
+    first = await worker(context, slack, email).run_once()
+    assert (first.delivered, first.failed) == (0, 1)
+    second = await worker(context, slack, email).run_once()
+    assert second.delivered == 1
+    assert (len(slack.sent), len(email.sent)) == (1, 1)
+
+
+async def test_permanent_failure_dead_letters_that_channel_only(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    await queue_one(feed_server, context, rules)
+    slack = RecordingChannel("slack", [PermanentDeliveryError("slack", "no_service")])
+    email = RecordingChannel("email")
+    report = await worker(context, slack, email).run_once()
+    assert (report.dead, len(email.sent)) == (1, 1)
+    assert await context.store.stream_counts() == {"queued": 0, "pending": 0, "dead": 1}
