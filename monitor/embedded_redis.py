@@ -77,6 +77,9 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C on the terminal reaches monitor, which then stops
+            # Redis after the in-flight work is saved, instead of killing both at once.
+            start_new_session=True,
         )
         self._wait_until_ready(timeout)
 

@@ -155,7 +155,7 @@ def _retry_after(value: str | None) -> float | None:
 def _describe(exc: aiohttp.ClientError) -> str:
     """A short cause without the library's URL-laden repr."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+        return f"cannot connect to {exc.host}: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "the response body was cut off or badly encoded"
     if isinstance(exc, aiohttp.InvalidURL):

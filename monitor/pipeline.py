@@ -64,7 +64,9 @@ async def poll_once(source: Source, rules: RuleSet, ctx: PollContext) -> PollRes
             error=str(exc),
             duration=time.perf_counter() - started,
         )
-        bound.warning("poll failed", error=str(exc), failures=failures, duration=result.duration)
+        bound.warning(
+            "poll failed", error=str(exc), failures=failures, duration=round(result.duration, 3)
+        )
         return result
     result = _with_duration(result, time.perf_counter() - started)
     for warning in result.warnings:
