@@ -30,18 +30,14 @@ from redis.backoff import ExponentialBackoff
 
 from monitor import __version__
 from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel
+from monitor.deliver.worker import DeliveryPolicy, DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import MonitorError, RuleSetError, StoreError
 from monitor.fetch import Fetcher
 from monitor.model import PollResult, Source
-from monitor.pipeline import (
-    DeliveryPolicy,
-    DeliveryReport,
-    DeliveryWorker,
-    PollContext,
-    poll_once,
-    summarize,
-)
+from monitor.pipeline import PollContext, poll_once, summarize
+from monitor.queue import AlertQueue
+from monitor.redisio import Keys
 from monitor.rules import RuleSet, find_rule_files, load_rules
 from monitor.settings import Settings
 from monitor.store import Store
@@ -134,6 +130,7 @@ class Monitor:
         self._session: aiohttp.ClientSession | None = None
         self._channels: dict[str, Channel] = {}
         self._store: Store | None = None
+        self._queue: AlertQueue | None = None
         self._worker: DeliveryWorker | None = None
         self._poll_context: PollContext | None = None
         self._stopping = asyncio.Event()
@@ -161,8 +158,10 @@ class Monitor:
             socket_connect_timeout=5,
             health_check_interval=30,
         )
-        self._store = Store(self._redis, prefix=self.settings.redis.key_prefix)
-        await self._store.ensure_group()
+        keys = Keys(self.settings.redis.key_prefix)
+        self._store = Store(self._redis, keys)
+        self._queue = AlertQueue(self._redis, keys)
+        await self._queue.ensure_group()
         limit = self.settings.http.max_concurrency
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=2),
@@ -170,7 +169,7 @@ class Monitor:
         )
         self._channels = build_channels(self.settings, self._session)
         self._worker = DeliveryWorker(
-            self._store,
+            self._queue,
             self._channels,
             DeliveryPolicy(
                 routes=self.settings.effective_routes(),
@@ -216,6 +215,11 @@ class Monitor:
     def store(self) -> Store:
         assert self._store is not None, "use Monitor as an async context manager"
         return self._store
+
+    @property
+    def queue(self) -> AlertQueue:
+        assert self._queue is not None, "use Monitor as an async context manager"
+        return self._queue
 
     @property
     def worker(self) -> DeliveryWorker:
@@ -265,7 +269,7 @@ class Monitor:
         summary = PassSummary()
         summary.polls = await self.poll_all()
         summary.delivery = await self.deliver_due()
-        summary.queue = await self.store.stream_counts()
+        summary.queue = await self.queue.stream_counts()
         counts = summarize(summary.polls)
         log.info(
             "pass complete",

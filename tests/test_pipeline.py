@@ -11,10 +11,13 @@ import pytest
 import redis.asyncio as aioredis
 from support.feed_server import FeedServer, rss
 
+from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.errors import PermanentDeliveryError, TransientDeliveryError
 from monitor.fetch import Fetcher
 from monitor.model import Match, Source
-from monitor.pipeline import DeliveryPolicy, DeliveryWorker, PollContext, poll_once
+from monitor.pipeline import PollContext, poll_once
+from monitor.queue import AlertQueue
+from monitor.redisio import Keys
 from monitor.rules import RuleSet, load_rules
 from monitor.store import Store
 
@@ -36,9 +39,15 @@ def rules(tmp_path: Path) -> RuleSet:
 
 
 @pytest.fixture
-async def context(redis_client: aioredis.Redis) -> AsyncIterator[PollContext]:
-    store = Store(redis_client, prefix="p")
-    await store.ensure_group()
+async def queue(redis_client: aioredis.Redis) -> AlertQueue:
+    queue = AlertQueue(redis_client, Keys("p"))
+    await queue.ensure_group()
+    return queue
+
+
+@pytest.fixture
+async def context(redis_client: aioredis.Redis, queue: AlertQueue) -> AsyncIterator[PollContext]:
+    store = Store(redis_client, Keys("p"))
     async with aiohttp.ClientSession() as session:
         yield PollContext(Fetcher(session), store, lambda: NOW, timedelta(days=30))
 
@@ -58,7 +67,7 @@ async def test_first_poll_queues_matches_then_304_costs_nothing(
     assert (first.status, first.entries, first.new_items, first.matches) == ("ok", 2, 2, 1)
     second = await poll_once(source, rules, context)
     assert (second.status, second.http_status, second.new_items) == ("not-modified", 304, 0)
-    assert (await context.store.stream_counts())["queued"] == 1
+    assert (await AlertQueue(context.store.client, Keys("p")).stream_counts())["queued"] == 1
 
 
 async def test_changed_feed_yields_only_the_new_item(
@@ -108,42 +117,42 @@ async def queue_one(feed_server: FeedServer, context: PollContext, rules: RuleSe
     await poll_once(Source(name="wire", url=feed_server.url("/f.xml")), rules, context)
 
 
-def worker(context: PollContext, *channels: RecordingChannel) -> DeliveryWorker:
+def worker(queue: AlertQueue, *channels: RecordingChannel) -> DeliveryWorker:
     policy = DeliveryPolicy(routes=(tuple(c.name for c in channels),), claim_idle=timedelta(0))
-    return DeliveryWorker(context.store, {c.name: c for c in channels}, policy, consumer="w")
+    return DeliveryWorker(queue, {c.name: c for c in channels}, policy, consumer="w")
 
 
 async def test_worker_delivers_each_match_once_per_channel(
-    feed_server: FeedServer, context: PollContext, rules: RuleSet
+    feed_server: FeedServer, context: PollContext, rules: RuleSet, queue: AlertQueue
 ) -> None:
     await queue_one(feed_server, context, rules)
     slack, email = RecordingChannel("slack"), RecordingChannel("email")
-    report = await worker(context, slack, email).run_once()
+    report = await worker(queue, slack, email).run_once()
     assert (report.read, report.delivered) == (1, 1)
     assert [m.rule_id for m in slack.sent] == [m.rule_id for m in email.sent] == ["kz-tungsten"]
-    assert (await worker(context, slack, email).run_once()).read == 0
-    assert await context.store.stream_counts() == {"queued": 0, "pending": 0, "dead": 0}
+    assert (await worker(queue, slack, email).run_once()).read == 0
+    assert await queue.stream_counts() == {"queued": 0, "pending": 0, "dead": 0}
 
 
 async def test_transient_failure_retries_without_resending_other_channels(
-    feed_server: FeedServer, context: PollContext, rules: RuleSet
+    feed_server: FeedServer, context: PollContext, rules: RuleSet, queue: AlertQueue
 ) -> None:
     await queue_one(feed_server, context, rules)
     slack = RecordingChannel("slack", [TransientDeliveryError("slack", "HTTP 500")])
     email = RecordingChannel("email")
-    first = await worker(context, slack, email).run_once()
+    first = await worker(queue, slack, email).run_once()
     assert (first.delivered, first.failed) == (0, 1)
-    second = await worker(context, slack, email).run_once()
+    second = await worker(queue, slack, email).run_once()
     assert second.delivered == 1
     assert (len(slack.sent), len(email.sent)) == (1, 1)
 
 
 async def test_permanent_failure_dead_letters_that_channel_only(
-    feed_server: FeedServer, context: PollContext, rules: RuleSet
+    feed_server: FeedServer, context: PollContext, rules: RuleSet, queue: AlertQueue
 ) -> None:
     await queue_one(feed_server, context, rules)
     slack = RecordingChannel("slack", [PermanentDeliveryError("slack", "no_service")])
     email = RecordingChannel("email")
-    report = await worker(context, slack, email).run_once()
+    report = await worker(queue, slack, email).run_once()
     assert (report.dead, len(email.sent)) == (1, 1)
-    assert await context.store.stream_counts() == {"queued": 0, "pending": 0, "dead": 1}
+    assert await queue.stream_counts() == {"queued": 0, "pending": 0, "dead": 1}

@@ -1,4 +1,4 @@
-"""Redis state, against a private redis-server: atomic enqueue, feed state, delivery markers."""
+"""Redis state, against a private redis-server: atomic enqueue, feed state, the alert queue."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import StoreError
 from monitor.fetch import Validators
 from monitor.model import Item, Match, Severity
-from monitor.store import GROUP, Store
+from monitor.queue import AlertQueue
+from monitor.redisio import DELIVERY_GROUP, Keys
+from monitor.store import Store
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TTL = timedelta(days=30)
@@ -24,19 +26,29 @@ def a_match(item_id: str = "wire:1", rule: str = "kz-tungsten") -> Match:
     return Match(rule, "Kazakhstan tungsten", Severity.HIGH, "v1", item)
 
 
+KEYS = Keys("t")
+
+
 @pytest.fixture
-async def store(redis_client: aioredis.Redis) -> Store:
-    store = Store(redis_client, prefix="t")
-    await store.ensure_group()
-    return store
+async def queue(redis_client: aioredis.Redis) -> AlertQueue:
+    queue = AlertQueue(redis_client, KEYS)
+    await queue.ensure_group()
+    return queue
 
 
-async def test_a_new_item_queues_its_matches_and_a_seen_one_does_not(store: Store) -> None:
+@pytest.fixture
+async def store(redis_client: aioredis.Redis, queue: AlertQueue) -> Store:
+    return Store(redis_client, KEYS)
+
+
+async def test_a_new_item_queues_its_matches_and_a_seen_one_does_not(
+    store: Store, queue: AlertQueue
+) -> None:
     match = a_match()
     assert await store.record_item(["id:wire:1", "url:abc"], [match, match], TTL) is True
     assert await store.record_item(["id:wire:1", "url:abc"], [match], TTL) is False
     assert await store.record_item(["id:other:9", "url:abc"], [match], TTL) is False
-    assert (await store.stream_counts())["queued"] == 2
+    assert (await queue.stream_counts())["queued"] == 2
 
 
 async def test_seen_keys_expire_after_the_ttl(store: Store, redis_client: aioredis.Redis) -> None:
@@ -44,10 +56,10 @@ async def test_seen_keys_expire_after_the_ttl(store: Store, redis_client: aiored
     assert 86400 < await redis_client.ttl("t:seen:id:wire:2") <= 2 * 86400
 
 
-async def test_ensure_group_is_idempotent(store: Store, redis_client: aioredis.Redis) -> None:
-    await store.ensure_group()
-    groups = await redis_client.xinfo_groups(store.matches_stream)
-    assert [g["name"] for g in groups] == [GROUP]
+async def test_ensure_group_is_idempotent(queue: AlertQueue, redis_client: aioredis.Redis) -> None:
+    await queue.ensure_group()
+    groups = await redis_client.xinfo_groups(KEYS.matches)
+    assert [g["name"] for g in groups] == [DELIVERY_GROUP]
 
 
 async def test_feed_state_round_trip_and_failure_count(store: Store) -> None:
@@ -63,45 +75,44 @@ async def test_feed_state_round_trip_and_failure_count(store: Store) -> None:
     assert (await store.feed_state("wire")).failures == 0
 
 
-async def test_read_acknowledge_and_claim(store: Store) -> None:
+async def test_read_acknowledge_and_claim(store: Store, queue: AlertQueue) -> None:
     await store.record_item(["id:a"], [a_match("a")], TTL)
-    (entry,) = await store.read_matches("w1", 10, None)
+    (entry,) = await queue.read_matches("w1", 10, None)
     assert entry.match == a_match("a")
-    assert await store.read_matches("w1", 10, None) == []
+    assert await queue.read_matches("w1", 10, None) == []
     # Not acknowledged: another worker may claim it once it has been idle long enough.
-    (claimed,) = await store.claim_stale("w2", timedelta(0), 10)
+    (claimed,) = await queue.claim_stale("w2", timedelta(0), 10)
     assert claimed.entry_id == entry.entry_id
-    await store.acknowledge(entry.entry_id)
-    assert await store.stream_counts() == {"queued": 0, "pending": 0, "dead": 0}
+    await queue.acknowledge(entry.entry_id)
+    assert await queue.stream_counts() == {"queued": 0, "pending": 0, "dead": 0}
 
 
-async def test_send_markers_make_delivery_once_per_channel(store: Store) -> None:
+async def test_send_markers_make_delivery_once_per_channel(queue: AlertQueue) -> None:
     lease = timedelta(seconds=30)
-    assert await store.begin_send("r|i", "slack", lease) == "go"
-    assert await store.begin_send("r|i", "slack", lease) == "busy"
-    assert await store.begin_send("r|i", "email", lease) == "go"
-    await store.finish_send("r|i", "slack", TTL)
-    assert await store.begin_send("r|i", "slack", lease) == "done"
-    await store.abandon_send("r|i", "email")
-    assert await store.begin_send("r|i", "email", lease) == "go"
+    assert await queue.begin_send("r|i", "slack", lease) == "go"
+    assert await queue.begin_send("r|i", "slack", lease) == "busy"
+    assert await queue.begin_send("r|i", "email", lease) == "go"
+    await queue.finish_send("r|i", "slack", TTL)
+    assert await queue.begin_send("r|i", "slack", lease) == "done"
+    await queue.abandon_send("r|i", "email")
+    assert await queue.begin_send("r|i", "email", lease) == "go"
 
 
 async def test_dead_letter_keeps_the_reason_and_stops_that_channel(
-    store: Store, redis_client: aioredis.Redis
+    store: Store, queue: AlertQueue, redis_client: aioredis.Redis
 ) -> None:
     await store.record_item(["id:d"], [a_match("d")], TTL)
-    (entry,) = await store.read_matches("w1", 10, None)
-    await store.dead_letter(entry, "slack", "slack: no_service", TTL)
-    (dead,) = await redis_client.xrange(store.dead_stream)
+    (entry,) = await queue.read_matches("w1", 10, None)
+    await queue.dead_letter(entry, "slack", "slack: no_service", TTL)
+    (dead,) = await redis_client.xrange(KEYS.dead)
     assert dead[1]["reason"] == "slack: no_service"
     assert dead[1]["channel"] == "slack"
-    assert await store.begin_send(a_match("d").key, "slack", timedelta(seconds=5)) == "done"
+    assert await queue.begin_send(a_match("d").key, "slack", timedelta(seconds=5)) == "done"
 
 
 async def test_redis_outage_surfaces_as_store_error(own_redis: EmbeddedRedis) -> None:
     client = aioredis.Redis.from_url(own_redis.url, decode_responses=True)
-    store = Store(client)
-    await store.ensure_group()
+    store = Store(client, Keys())
     own_redis.kill()
     with pytest.raises(StoreError, match="Redis"):
         await store.feed_state("wire")

@@ -1,8 +1,4 @@
-"""The ``monitor`` command: run the daemon, lint and dry-run rules, probe health.
-
-Exit codes: 0 success; 1 a check failed (lint errors, unhealthy); 2 the command cannot run
-as asked (bad config, unreadable input, Redis cannot start).
-"""
+"""``monitor rules``: the analyst's tools: lint rule files, dry-run them over feeds or items."""
 
 from __future__ import annotations
 
@@ -10,46 +6,23 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 import aiohttp
 
-from monitor import __version__
-from monitor.errors import ConfigError, FeedError, MonitorError, RuleSetError
+from monitor.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subcommands
+from monitor.errors import FeedError, MonitorError, RuleSetError
 from monitor.fetch import Fetcher
-from monitor.logs import configure_logging
 from monitor.model import Item, Match, Source
 from monitor.normalize import normalize_entry
 from monitor.parse import NotAFeedError, parse_feed
 from monitor.rules import lint_rules, load_rules
-from monitor.settings import find_config_path, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEFAULT_HEALTH_URL = "http://127.0.0.1:8080/healthz"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="monitor",
-        description="Watch news feeds for the events analysts care about and alert them.",
-    )
-    parser.add_argument("--version", action="version", version=f"monitor {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="run the daemon (or one pass with --once)")
-    run.add_argument(
-        "-c", "--config", help="config file (default: $MONITOR_CONFIG, ./monitor.yaml)"
-    )
-    run.add_argument(
-        "--once", action="store_true", help="poll every feed once, deliver what is due, exit"
-    )
-    run.set_defaults(handler=cmd_run)
-
+def register(commands: Subcommands) -> None:
     rules = commands.add_parser("rules", help="check and try rule files")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     lint = rule_commands.add_parser("lint", help="validate rule files; exit 1 on any problem")
@@ -74,56 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a feed file, a feed URL, or a JSON Lines file of items (.jsonl)",
     )
     match.set_defaults(handler=cmd_rules_match)
-
-    health = commands.add_parser(
-        "health", help="probe a running daemon's /healthz (for HEALTHCHECK)"
-    )
-    health.add_argument("--url", default=DEFAULT_HEALTH_URL, help=f"default: {DEFAULT_HEALTH_URL}")
-    health.add_argument("--timeout", type=float, default=5.0)
-    health.set_defaults(handler=cmd_health)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        return 130
-
-
-# -- run -------------------------------------------------------------------------------------
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.app import Monitor
-
-    path = find_config_path(args.config)
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=settings.secrets())
-
-    async def go() -> None:
-        async with Monitor(settings) as daemon:
-            if args.once:
-                await daemon.run_once()
-            else:
-                await daemon.run_forever()
-
-    try:
-        asyncio.run(go())
-    except RuleSetError as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        print(f"monitor: {exc.message}; fix them or run 'monitor rules lint'", file=sys.stderr)
-        return EXIT_USAGE
-    except MonitorError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -231,17 +154,3 @@ async def _download(url: str) -> tuple[bytes, dict[str, str]]:
         except FeedError as exc:
             raise ValueError(str(exc)) from None
         return result.body, result.headers
-
-
-# -- health ----------------------------------------------------------------------------------
-
-
-def cmd_health(args: argparse.Namespace) -> int:
-    try:
-        with urllib.request.urlopen(args.url, timeout=args.timeout) as response:  # noqa: S310
-            ok = response.status == 200
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print("healthy" if ok else "unhealthy")
-    return EXIT_OK if ok else EXIT_FAILED

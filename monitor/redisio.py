@@ -1,0 +1,61 @@
+"""Redis plumbing shared by ``store`` and ``queue``: every key name, and error translation.
+
+Every key monitor uses is named here, so no two modules can disagree.
+
+``P`` is the configured prefix (``monitor`` by default)::
+
+    P:seen:<key>                 an item identity already handled (string, expires after dedup.ttl)
+    P:feed:<name>                a feed's state: validators and health (hash)
+    P:matches                    matches waiting for delivery (stream; consumer group "deliver")
+    P:dead                       matches a channel refused for good, with the reason (stream)
+    P:sent:<rule|item>:<channel> delivery marker: "sending" while a worker sends, then "done"
+                                 (or "dead" when the channel refused it for good)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from monitor.errors import StoreError
+
+DELIVERY_GROUP = "deliver"
+T = TypeVar("T")
+
+
+async def guarded(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run one Redis operation, turning every Redis or socket failure into ``StoreError``,
+    so callers handle one kind of outage whatever the client library raised."""
+    try:
+        return await operation()
+    except RedisError as exc:
+        raise StoreError(f"Redis: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        raise StoreError(f"Redis: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix; several deployments can share a Redis with distinct ones."""
+
+    prefix: str = "monitor"
+
+    @property
+    def matches(self) -> str:
+        return f"{self.prefix}:matches"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    def seen(self, key: str) -> str:
+        return f"{self.prefix}:seen:{key}"
+
+    def feed(self, name: str) -> str:
+        return f"{self.prefix}:feed:{name}"
+
+    def sent(self, match_key: str, channel: str) -> str:
+        return f"{self.prefix}:sent:{match_key}:{channel}"
