@@ -159,7 +159,12 @@ class Monitor:
             health_check_interval=30,
         )
         keys = Keys(self.settings.redis.key_prefix)
-        self._store = Store(self._redis, keys)
+        self._store = Store(
+            self._redis,
+            keys,
+            seen_ttl=self.settings.dedup.ttl,
+            history_retention=self.settings.history.retention,
+        )
         self._queue = AlertQueue(self._redis, keys)
         await self._queue.ensure_group()
         limit = self.settings.http.max_concurrency
@@ -182,7 +187,6 @@ class Monitor:
             fetcher=Fetcher(self._session, user_agent=self.settings.http.user_agent),
             store=self._store,
             clock=self.clock,
-            seen_ttl=self.settings.dedup.ttl,
         )
         log.info(
             "monitor started",

@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
-from monitor.dedup import seen_keys
 from monitor.errors import (
     FeedError,
     FeedParseError,
@@ -37,7 +36,6 @@ class PollContext:
     fetcher: Fetcher
     store: Store
     clock: Clock
-    seen_ttl: timedelta
 
 
 async def poll_once(source: Source, rules: RuleSet, ctx: PollContext) -> PollResult:
@@ -96,7 +94,7 @@ async def _fetch_and_record(
     for entry in feed.entries:
         item = normalize_entry(entry, source, now)
         matches = rules.match(item)
-        if await ctx.store.record_item(seen_keys(item), matches, ctx.seen_ttl):
+        if await ctx.store.record_item(item, matches, now):
             new_items += 1
             matched += len(matches)
     fresh = Validators(response.headers.get("etag"), response.headers.get("last-modified"))

@@ -6,6 +6,7 @@ Every key monitor uses is named here, so no two modules can disagree.
 
     P:seen:<key>                 an item identity already handled (string, expires after dedup.ttl)
     P:feed:<name>                a feed's state: validators and health (hash)
+    P:items                      every new item, for backtests (stream, trimmed to the retention)
     P:matches                    matches waiting for delivery (stream; consumer group "deliver")
     P:dead                       matches a channel refused for good, with the reason (stream)
     P:sent:<rule|item>:<channel> delivery marker: "sending" while a worker sends, then "done"
@@ -42,6 +43,10 @@ class Keys:
     """Key names under one prefix; several deployments can share a Redis with distinct ones."""
 
     prefix: str = "monitor"
+
+    @property
+    def items(self) -> str:
+        return f"{self.prefix}:items"
 
     @property
     def matches(self) -> str:

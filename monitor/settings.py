@@ -183,6 +183,12 @@ class DedupSettings(_Strict):
     ttl: Duration = timedelta(days=30)
 
 
+class HistorySettings(_Strict):
+    retention: Duration = Field(
+        default=timedelta(days=30), description="how long new items are kept for backtests"
+    )
+
+
 class DeliverySettings(_Strict):
     retry_after: Duration = Field(
         default=timedelta(seconds=60),
@@ -204,6 +210,7 @@ class Settings(_Strict):
     log: LogSettings = LogSettings()
     http: HttpSettings = HttpSettings()
     dedup: DedupSettings = DedupSettings()
+    history: HistorySettings = HistorySettings()
     delivery: DeliverySettings = DeliverySettings()
     health: HealthSettings = HealthSettings()
     base_dir: Path = Field(default=Path(), exclude=True)

@@ -7,6 +7,7 @@ from ``monitor.redisio``; the delivery side of the matches stream is ``monitor.q
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,30 +16,36 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from monitor.dedup import seen_keys
 from monitor.fetch import Validators
-from monitor.model import Match
+from monitor.model import Item, Match
 from monitor.redisio import Keys, guarded
 
 # Marks an item seen under all its keys and queues its matches, atomically: either the item is
 # new and every match is in the stream, or nothing changed.  A crash between the two steps can
 # therefore never leave an item "seen" whose alerts were never queued.  Seen keys are refreshed
 # on every sighting so an item still in a feed never expires and alerts again.
+# KEYS: the item's seen-keys..., the matches stream, the item history stream.
+# ARGV: seen ttl (s), history MINID (oldest entry id to keep), item JSON, match JSON...
 _RECORD_ITEM = """
-local stream = KEYS[#KEYS]
+local matches = KEYS[#KEYS - 1]
+local history = KEYS[#KEYS]
 local ttl = tonumber(ARGV[1])
 local seen = 0
-for i = 1, #KEYS - 1 do
+for i = 1, #KEYS - 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then seen = 1 end
 end
-for i = 1, #KEYS - 1 do
+for i = 1, #KEYS - 2 do
   redis.call('SET', KEYS[i], '1', 'EX', ttl)
 end
 if seen == 1 then return 0 end
-for j = 2, #ARGV do
-  redis.call('XADD', stream, '*', 'match', ARGV[j])
+redis.call('XADD', history, 'MINID', '~', ARGV[2], '*', 'item', ARGV[3])
+for j = 4, #ARGV do
+  redis.call('XADD', matches, '*', 'match', ARGV[j])
 end
 return 1
 """
+HISTORY_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +61,53 @@ class FeedState:
 class Store:
     """Ingestion's view of Redis, behind named operations."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        seen_ttl: timedelta = timedelta(days=30),
+        history_retention: timedelta = timedelta(days=30),
+    ) -> None:
         self.client = client
         self.keys = keys
+        self.seen_ttl = seen_ttl
+        self.history_retention = history_retention
         self._record_item = client.register_script(_RECORD_ITEM)
 
     async def ping(self) -> bool:
         return bool(await guarded(lambda: self.client.ping()))
 
-    async def record_item(
-        self, seen_keys: Sequence[str], matches: Sequence[Match], ttl: timedelta
-    ) -> bool:
-        """Remember the item and queue its matches; False when it had been seen before."""
-        keys = [self.keys.seen(key) for key in seen_keys] + [self.keys.matches]
-        args: list[str | int] = [max(1, int(ttl.total_seconds()))]
+    async def record_item(self, item: Item, matches: Sequence[Match], now: datetime) -> bool:
+        """Remember the item, append it to the history and queue its matches, all at once;
+        False (and nothing queued) when it had been seen before."""
+        keys = [self.keys.seen(key) for key in seen_keys(item)]
+        keys += [self.keys.matches, self.keys.items]
+        oldest = now - self.history_retention
+        args: list[str | int] = [
+            max(1, int(self.seen_ttl.total_seconds())),
+            f"{int(oldest.timestamp() * 1000)}-0",
+            json.dumps(item.to_dict(), ensure_ascii=False),
+        ]
         args += [json.dumps(match.to_dict(), ensure_ascii=False) for match in matches]
         result = await guarded(lambda: self._record_item(keys=keys, args=args))
         return bool(result)
+
+    async def history(self, since: datetime, until: datetime | None = None) -> list[Item]:
+        """Items first seen in ``[since, until]``, oldest first, for backtesting rules."""
+        start = f"{int(since.timestamp() * 1000)}-0"
+        end = f"{int(until.timestamp() * 1000)}-99999999999" if until else "+"
+        items: list[Item] = []
+
+        async def read(first: str) -> Any:
+            return await self.client.xrange(self.keys.items, first, end, count=HISTORY_BATCH)
+
+        while True:
+            batch = await guarded(functools.partial(read, start))
+            items.extend(Item.from_dict(json.loads(fields["item"])) for _, fields in batch)
+            if len(batch) < HISTORY_BATCH:
+                return items
+            start = "(" + batch[-1][0]
 
     # -- feed state ---------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ async def queue(redis_client: aioredis.Redis) -> AlertQueue:
 async def context(redis_client: aioredis.Redis, queue: AlertQueue) -> AsyncIterator[PollContext]:
     store = Store(redis_client, Keys("p"))
     async with aiohttp.ClientSession() as session:
-        yield PollContext(Fetcher(session), store, lambda: NOW, timedelta(days=30))
+        yield PollContext(Fetcher(session), store, lambda: NOW)
 
 
 ITEMS = [

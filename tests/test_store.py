@@ -19,11 +19,12 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TTL = timedelta(days=30)
 
 
+def an_item(item_id: str = "wire:1", link: str = "https://x.example/1") -> Item:
+    return Item(id=item_id, source="wire", title="t", summary="s", link=link, published=NOW)
+
+
 def a_match(item_id: str = "wire:1", rule: str = "kz-tungsten") -> Match:
-    item = Item(
-        id=item_id, source="wire", title="t", summary="s", link="https://x.example/1", published=NOW
-    )
-    return Match(rule, "Kazakhstan tungsten", Severity.HIGH, "v1", item)
+    return Match(rule, "Kazakhstan tungsten", Severity.HIGH, "v1", an_item(item_id))
 
 
 KEYS = Keys("t")
@@ -38,21 +39,36 @@ async def queue(redis_client: aioredis.Redis) -> AlertQueue:
 
 @pytest.fixture
 async def store(redis_client: aioredis.Redis, queue: AlertQueue) -> Store:
-    return Store(redis_client, KEYS)
+    return Store(redis_client, KEYS, seen_ttl=TTL, history_retention=timedelta(days=7))
 
 
 async def test_a_new_item_queues_its_matches_and_a_seen_one_does_not(
     store: Store, queue: AlertQueue
 ) -> None:
     match = a_match()
-    assert await store.record_item(["id:wire:1", "url:abc"], [match, match], TTL) is True
-    assert await store.record_item(["id:wire:1", "url:abc"], [match], TTL) is False
-    assert await store.record_item(["id:other:9", "url:abc"], [match], TTL) is False
+    assert await store.record_item(an_item(), [match, match], NOW) is True
+    assert await store.record_item(an_item(), [match], NOW) is False
+    # Another feed's item with the same canonical link is the same article: not new.
+    assert await store.record_item(an_item("other:9"), [match], NOW) is False
     assert (await queue.stream_counts())["queued"] == 2
 
 
+async def test_each_new_item_enters_the_history_once(
+    redis_client: aioredis.Redis, store: Store
+) -> None:
+    for number in range(3):
+        await store.record_item(an_item(f"w:{number}", f"https://x.example/{number}"), [], NOW)
+    await store.record_item(an_item("w:0"), [], NOW)  # seen again: not a new history entry
+    history = await store.history(NOW - timedelta(days=1))
+    assert [item.id for item in history] == ["w:0", "w:1", "w:2"]
+    assert history[0] == an_item("w:0", "https://x.example/0")
+    assert await store.history(NOW + timedelta(days=2)) == []
+    assert await redis_client.xlen(KEYS.items) == 3
+
+
 async def test_seen_keys_expire_after_the_ttl(store: Store, redis_client: aioredis.Redis) -> None:
-    await store.record_item(["id:wire:2"], [], timedelta(days=2))
+    short = Store(redis_client, KEYS, seen_ttl=timedelta(days=2))
+    await short.record_item(an_item("wire:2"), [], NOW)
     assert 86400 < await redis_client.ttl("t:seen:id:wire:2") <= 2 * 86400
 
 
@@ -76,7 +92,7 @@ async def test_feed_state_round_trip_and_failure_count(store: Store) -> None:
 
 
 async def test_read_acknowledge_and_claim(store: Store, queue: AlertQueue) -> None:
-    await store.record_item(["id:a"], [a_match("a")], TTL)
+    await store.record_item(an_item("a"), [a_match("a")], NOW)
     (entry,) = await queue.read_matches("w1", 10, None)
     assert entry.match == a_match("a")
     assert await queue.read_matches("w1", 10, None) == []
@@ -101,7 +117,7 @@ async def test_send_markers_make_delivery_once_per_channel(queue: AlertQueue) ->
 async def test_dead_letter_keeps_the_reason_and_stops_that_channel(
     store: Store, queue: AlertQueue, redis_client: aioredis.Redis
 ) -> None:
-    await store.record_item(["id:d"], [a_match("d")], TTL)
+    await store.record_item(an_item("d"), [a_match("d")], NOW)
     (entry,) = await queue.read_matches("w1", 10, None)
     await queue.dead_letter(entry, "slack", "slack: no_service", TTL)
     (dead,) = await redis_client.xrange(KEYS.dead)
