@@ -18,6 +18,7 @@ from typing import IO
 
 from monitor.errors import EmbeddedRedisError
 
+URL_FILE = "redis.url"
 INSTALL_HINT = (
     "install Redis (Debian/Ubuntu: sudo apt-get install redis-server) "
     "or set redis.url in the config to a redis://host:6379/0 URL"
@@ -82,6 +83,7 @@ class EmbeddedRedis:
             start_new_session=True,
         )
         self._wait_until_ready(timeout)
+        (self.data_dir / URL_FILE).write_text(self.url + "\n", encoding="utf-8")
 
     def _take_lock(self) -> None:
         if self._lock is not None:
@@ -141,8 +143,28 @@ class EmbeddedRedis:
                 process.kill()
                 process.wait()
         if self._lock is not None:
+            (self.data_dir / URL_FILE).unlink(missing_ok=True)
             self._lock.close()
             self._lock = None
+
+
+def running_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis a running daemon owns in ``data_dir``, if one does.
+
+    Commands such as ``alerts dead`` or ``rules backtest`` use it to talk to the daemon's
+    Redis instead of starting a second server on the same append-only file.
+    """
+    lock_path = data_dir / "monitor.lock"
+    if not lock_path.exists():
+        return None
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            url_file = data_dir / URL_FILE
+            return url_file.read_text(encoding="utf-8").strip() if url_file.exists() else None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def _answers_ping(port: int) -> bool:
