@@ -169,7 +169,7 @@ class Monitor:
         await self._queue.ensure_group()
         limit = self.settings.http.max_concurrency
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=2),
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=self.settings.http.per_host),
             auto_decompress=True,
         )
         self._channels = build_channels(self.settings, self._session)
@@ -184,9 +184,14 @@ class Monitor:
             consumer=self.consumer,
         )
         self._poll_context = PollContext(
-            fetcher=Fetcher(self._session, user_agent=self.settings.http.user_agent),
+            fetcher=Fetcher(
+                self._session,
+                user_agent=self.settings.http.user_agent,
+                host_gap=self.settings.http.host_gap.total_seconds(),
+            ),
             store=self._store,
             clock=self.clock,
+            backfill=self.settings.ingest.backfill,
         )
         log.info(
             "monitor started",
@@ -232,13 +237,13 @@ class Monitor:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    async def poll(self, source: Source) -> PollResult:
+    async def poll(self, source: Source, *, due_only: bool = False) -> PollResult:
         """Poll one feed under a hard deadline, so a hung poll can never block its feed."""
         assert self._poll_context is not None
         deadline = source.timeout.total_seconds() + 30
         try:
             async with asyncio.timeout(deadline):
-                return await poll_once(source, self.rules, self._poll_context)
+                return await poll_once(source, self.rules, self._poll_context, due_only=due_only)
         except TimeoutError:
             log.warning("poll abandoned after deadline", feed=source.name, deadline=deadline)
             return PollResult(source=source.name, status="error", error="poll deadline passed")
@@ -367,7 +372,7 @@ class Monitor:
         if task is not None:
             self._inflight.add(task)
         try:
-            await self.poll(source)
+            await self.poll(source, due_only=True)
             self._redis_recovered()
             self._last_cycle = self.clock()
         except StoreError as exc:

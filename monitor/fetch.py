@@ -7,11 +7,14 @@ root, so tests and the daemon share one code path and nothing connects at import
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import base64
+import ipaddress
+import socket
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 
@@ -33,6 +36,8 @@ class FetchResult:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     url: str = ""
+    permanent_url: str | None = None
+    """Where a chain of permanent redirects (301/308) led: the feed's new address."""
 
     @property
     def not_modified(self) -> bool:
@@ -48,24 +53,37 @@ class Validators:
 
 
 class Fetcher:
-    """Fetches feeds through one shared ``aiohttp.ClientSession``."""
+    """Fetches feeds through one shared ``aiohttp.ClientSession``.
 
-    def __init__(self, session: aiohttp.ClientSession, *, user_agent: str | None = None) -> None:
+    Redirects are followed here rather than by aiohttp, so that each hop can be checked: at
+    most five, only http(s), never to a loopback, private or link-local address unless the
+    feed's own URL is one (or the feed allows it), and a chain of permanent redirects is
+    reported so an operator can update the config.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        user_agent: str | None = None,
+        host_gap: float = 0.0,
+    ) -> None:
         self._session = session
         agent = user_agent or "monitor/{version}"
         self._user_agent = agent.replace("{version}", __version__)
+        self._gate = HostGate(host_gap)
 
     async def fetch(self, source: Source, validators: Validators = Validators()) -> FetchResult:
         """One GET of ``source.url``; raises ``FetchError`` for anything but 200/304.
 
-        The whole exchange (connect, headers, body) shares one deadline, because a server that
-        trickles a byte a second defeats a read timeout alone.
+        The whole exchange (every hop, headers and body) shares one deadline, because a server
+        that trickles a byte a second defeats a read timeout alone.
         """
         if urlsplit(source.url).scheme == "file":
             return await asyncio.to_thread(_read_file, source)
         try:
             async with asyncio.timeout(source.timeout.total_seconds()):
-                return await self._get(source, validators)
+                return await self._follow(source, validators)
         except TimeoutError:
             raise FetchError(
                 source.name,
@@ -73,27 +91,129 @@ class Fetcher:
                 f"no complete response within {source.timeout.total_seconds():g}s",
                 hint="the server is slow or hanging; raise the feed's 'timeout' if it is just slow",
             ) from None
-        except aiohttp.TooManyRedirects:
-            raise FetchError(source.name, source.url, "too many redirects (more than 5)") from None
         except aiohttp.ClientError as exc:
             raise FetchError(source.name, source.url, _describe(exc)) from None
 
-    async def _get(self, source: Source, validators: Validators) -> FetchResult:
+    async def _follow(self, source: Source, validators: Validators) -> FetchResult:
+        url = source.url
+        private_ok = source.allow_private or await _is_private_target(source.url)
+        permanent: str | None = None
+        all_permanent = True
+        for hop in range(MAX_REDIRECTS + 1):
+            if hop:
+                await _check_redirect_target(source, url, private_ok)
+            await self._gate.wait(urlsplit(url).netloc)
+            outcome = await self._request(source, url, validators, same_host=hop == 0)
+            if isinstance(outcome, FetchResult):
+                return replace(outcome, permanent_url=permanent)
+            status, url = outcome
+            all_permanent = all_permanent and status in (301, 308)
+            permanent = url if all_permanent else None
+        raise FetchError(source.name, source.url, f"too many redirects (more than {MAX_REDIRECTS})")
+
+    async def _request(
+        self, source: Source, url: str, validators: Validators, *, same_host: bool
+    ) -> FetchResult | tuple[int, str]:
+        """One hop: a result, or (status, next URL) for a redirect."""
         headers = {"User-Agent": self._user_agent, "Accept": _ACCEPT, **dict(source.headers)}
         if validators.etag:
             headers["If-None-Match"] = validators.etag
         if validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
-        async with self._session.get(
-            source.url, headers=headers, max_redirects=5, allow_redirects=True
-        ) as response:
+        if source.auth and same_host:
+            headers["Authorization"] = _basic_auth(*source.auth)
+        async with self._session.get(url, headers=headers, allow_redirects=False) as response:
             response_headers = {name.lower(): value for name, value in response.headers.items()}
+            if response.status in _REDIRECTS:
+                location = response_headers.get("location")
+                if not location:
+                    raise FetchError(
+                        source.name, source.url, f"HTTP {response.status} without Location"
+                    )
+                return response.status, urljoin(url, location)
             if response.status == 304:
-                return FetchResult(304, b"", response_headers, str(response.url))
+                return FetchResult(304, b"", response_headers, url)
             if response.status != 200:
                 raise _status_error(source, response.status, response_headers)
             body = await _read_capped(response, source)
-            return FetchResult(200, body, response_headers, str(response.url))
+            return FetchResult(200, body, response_headers, url)
+
+
+def _basic_auth(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+class HostGate:
+    """Spaces requests to one host by a minimum gap, so many feeds on one site stay polite."""
+
+    def __init__(self, gap: float) -> None:
+        self.gap = gap
+        self._next: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def wait(self, host: str) -> None:
+        if self.gap <= 0:
+            return
+        lock = self._locks.setdefault(host, asyncio.Lock())
+        async with lock:
+            loop = asyncio.get_running_loop()
+            delay = self._next.get(host, 0.0) - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next[host] = loop.time() + self.gap
+
+
+async def _is_private_target(url: str) -> bool:
+    """True when the URL's host is, or resolves to, a non-public address."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        addresses = await _addresses(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except OSError:
+        return False
+    return any(_non_public(address) for address in addresses)
+
+
+async def _check_redirect_target(source: Source, url: str, private_ok: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(
+            source.name, source.url, f"refused a redirect to a {parts.scheme or 'relative'}: URL"
+        )
+    if private_ok:
+        return
+    if await _is_private_target(url):
+        raise FetchError(
+            source.name,
+            source.url,
+            f"refused a redirect to a private or loopback address ({parts.hostname})",
+            hint="set 'allow_private: true' on the feed if that address is really its home",
+        )
+
+
+async def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def _non_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+    )
+
+
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 _ACCEPT = (

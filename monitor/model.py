@@ -37,8 +37,24 @@ class Severity(enum.IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class PageSelectors:
+    """CSS selectors that find news items on a section page of an outlet without a feed."""
+
+    item: str
+    title: str
+    link: str = "a"
+    date: str | None = None
+    summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
-    """A feed (or page) the daemon polls, as the config describes it."""
+    """A feed (or page) the daemon polls, as the config describes it.
+
+    ``allow_private`` lets redirects lead to loopback or private addresses; without it only a
+    feed whose own URL is private may reach such addresses.  ``auth`` is (user, password) for
+    HTTP basic auth and is kept out of ``repr`` so it cannot reach a log line.
+    """
 
     name: str
     url: str
@@ -46,7 +62,12 @@ class Source:
     tags: tuple[str, ...] = ()
     timeout: timedelta = timedelta(seconds=30)
     max_bytes: int = 10 * 1024 * 1024
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    kind: str = "feed"
+    page: PageSelectors | None = None
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+    allow_private: bool = False
+    max_items: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +218,7 @@ class PollResult:
     """What one poll of one feed did, for logs, the --once summary and feed health."""
 
     source: str
-    status: str  # "ok", "not-modified" or "error"
+    status: str  # "ok", "not-modified", "skipped" (not due yet) or "error"
     http_status: int | None = None
     entries: int = 0
     new_items: int = 0

@@ -61,6 +61,8 @@ class ParsedFeed:
     format: str
     encoding: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    ttl: str | None = None
+    """RSS <ttl>: minutes the publisher says the feed stays fresh."""
 
 
 def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
@@ -90,6 +92,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
         format=str(parsed.get("version") or "unknown"),
         encoding=parsed.get("encoding"),
         warnings=warnings,
+        ttl=str(feed_info.get("ttl")) if feed_info.get("ttl") else None,
     )
 
 

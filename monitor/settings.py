@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from monitor.errors import ConfigError
-from monitor.model import Source
+from monitor.model import PageSelectors, Source
 from monitor.yamlsrc import YamlDocument, YamlPath, YamlSourceError, load_yaml_file
 
 DEFAULT_CONFIG = "monitor.yaml"
@@ -77,14 +77,42 @@ class RedisSettings(_Strict):
         raise ValueError("use 'embedded' or a redis://host:6379/0 (rediss://, unix://) URL")
 
 
+class PageSettings(_Strict):
+    """CSS selectors for a ``kind: page`` source (an outlet's news section without a feed)."""
+
+    item: str = Field(min_length=1)
+    title: str = Field(min_length=1)
+    link: str = "a"
+    date: str | None = None
+    summary: str | None = None
+
+
+class BasicAuthSettings(_Strict):
+    username: str
+    password: SecretStr
+
+
 class FeedSettings(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     url: str
+    kind: Literal["feed", "page"] = "feed"
+    page: PageSettings | None = None
     interval: Duration = timedelta(minutes=10)
     tags: tuple[str, ...] = ()
     timeout: Duration = timedelta(seconds=30)
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_items: int = Field(default=500, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    auth: BasicAuthSettings | None = None
+    allow_private: bool = False
+
+    @model_validator(mode="after")
+    def _page_needs_selectors(self) -> FeedSettings:
+        if self.kind == "page" and self.page is None:
+            raise ValueError("a 'kind: page' source needs 'page: {item: ..., title: ...}'")
+        if self.kind == "feed" and self.page is not None:
+            raise ValueError("'page' selectors only apply to 'kind: page' sources")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -177,6 +205,17 @@ class LogSettings(_Strict):
 class HttpSettings(_Strict):
     user_agent: str = "monitor/{version} (+https://github.com/monitor-news/monitor)"
     max_concurrency: int = Field(default=50, gt=0)
+    per_host: int = Field(default=2, gt=0, description="requests in flight to one host")
+    host_gap: Duration = Field(
+        default=timedelta(seconds=1), description="minimum time between requests to one host"
+    )
+
+
+class IngestSettings(_Strict):
+    backfill: Duration = Field(
+        default=timedelta(hours=24),
+        description="on a feed's first poll, older items are recorded as seen, not alerted",
+    )
 
 
 class DedupSettings(_Strict):
@@ -209,6 +248,7 @@ class Settings(_Strict):
     routes: tuple[RouteSettings, ...] = ()
     log: LogSettings = LogSettings()
     http: HttpSettings = HttpSettings()
+    ingest: IngestSettings = IngestSettings()
     dedup: DedupSettings = DedupSettings()
     history: HistorySettings = HistorySettings()
     delivery: DeliverySettings = DeliverySettings()
@@ -247,6 +287,13 @@ class Settings(_Strict):
                 timeout=feed.timeout,
                 max_bytes=feed.max_bytes,
                 headers=tuple(sorted(feed.headers.items())),
+                kind=feed.kind,
+                page=PageSelectors(**feed.page.model_dump()) if feed.page else None,
+                auth=(feed.auth.username, feed.auth.password.get_secret_value())
+                if feed.auth
+                else None,
+                allow_private=feed.allow_private,
+                max_items=feed.max_items,
             )
             for feed in self.feeds
         )
@@ -261,6 +308,7 @@ class Settings(_Strict):
         password = urlsplit(self.redis.url).password
         if password:
             found.append(password)
+        found += [feed.auth.password.get_secret_value() for feed in self.feeds if feed.auth]
         return tuple(secret for secret in found if secret)
 
     def rule_paths(self) -> tuple[Path, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -50,12 +50,35 @@ HISTORY_BATCH = 500
 
 @dataclass(frozen=True, slots=True)
 class FeedState:
-    """What Redis remembers about a feed between polls."""
+    """What Redis remembers about a feed between polls: validators, schedule and health."""
 
-    validators: Validators
+    validators: Validators = field(default_factory=Validators)
     failures: int = 0
-    last_success: str | None = None
+    last_success: datetime | None = None
     last_error: str | None = None
+    last_error_at: datetime | None = None
+    last_status: str | None = None
+    next_poll_at: datetime | None = None
+    moved_to: str | None = None
+    items_seen: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> FeedState:
+        return cls(
+            validators=Validators(raw.get("etag") or None, raw.get("last_modified") or None),
+            failures=int(raw.get("failures") or 0),
+            last_success=_when(raw.get("last_success")),
+            last_error=raw.get("last_error") or None,
+            last_error_at=_when(raw.get("last_error_at")),
+            last_status=raw.get("last_status") or None,
+            next_poll_at=_when(raw.get("next_poll_at")),
+            moved_to=raw.get("moved_to") or None,
+            items_seen=int(raw.get("items_seen") or 0),
+        )
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 class Store:
@@ -115,22 +138,29 @@ class Store:
         raw: Mapping[str, str] = await guarded(
             lambda: cast(Awaitable[Any], self.client.hgetall(self.keys.feed(name)))
         )
-        return FeedState(
-            validators=Validators(raw.get("etag") or None, raw.get("last_modified") or None),
-            failures=int(raw.get("failures") or 0),
-            last_success=raw.get("last_success"),
-            last_error=raw.get("last_error"),
-        )
+        return FeedState.from_hash(raw)
 
-    async def feed_succeeded(
-        self, name: str, validators: Validators, status: int, at: datetime, new_items: int
-    ) -> None:
+    async def feed_states(self, names: Sequence[str]) -> dict[str, FeedState]:
+        """Every named feed's state in one round trip, for ``feeds status``."""
+
+        async def read() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(self.keys.feed(name))
+                return await pipe.execute()
+
+        results = await guarded(read)
+        return {name: FeedState.from_hash(raw) for name, raw in zip(names, results, strict=True)}
+
+    async def feed_succeeded(self, name: str, result: FeedSuccess) -> None:
         """Advance the feed's state; called only after every new item was recorded."""
         mapping: dict[Any, Any] = {
-            "etag": validators.etag or "",
-            "last_modified": validators.last_modified or "",
-            "last_status": str(status),
-            "last_success": at.isoformat(),
+            "etag": result.validators.etag or "",
+            "last_modified": result.validators.last_modified or "",
+            "last_status": str(result.status),
+            "last_success": result.at.isoformat(),
+            "next_poll_at": result.next_poll_at.isoformat(),
+            "moved_to": result.moved_to or "",
             "failures": "0",
         }
         key = self.keys.feed(name)
@@ -138,20 +168,39 @@ class Store:
         async def write() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=mapping)
-                pipe.hincrby(key, "items_seen", new_items)
+                pipe.hincrby(key, "items_seen", result.new_items)
                 await pipe.execute()
 
         await guarded(write)
 
-    async def feed_failed(self, name: str, error: str, at: datetime) -> int:
-        """Record a failed poll; returns the number of consecutive failures."""
+    async def feed_failed(
+        self, name: str, error: str, status: int | None, at: datetime, next_poll: datetime
+    ) -> None:
+        """Record a failed poll and when to try again."""
         key = self.keys.feed(name)
+        mapping: dict[Any, Any] = {
+            "last_error": error,
+            "last_error_at": at.isoformat(),
+            "last_status": str(status) if status else "error",
+            "next_poll_at": next_poll.isoformat(),
+        }
 
-        async def write() -> Any:
+        async def write() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"last_error": error, "last_error_at": at.isoformat()})
+                pipe.hset(key, mapping=mapping)
                 pipe.hincrby(key, "failures", 1)
-                return await pipe.execute()
+                await pipe.execute()
 
-        results = await guarded(write)
-        return int(results[-1])
+        await guarded(write)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSuccess:
+    """What a successful poll records on the feed."""
+
+    validators: Validators
+    status: int
+    at: datetime
+    next_poll_at: datetime
+    new_items: int = 0
+    moved_to: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -107,3 +108,98 @@ async def test_file_urls_read_local_feeds(tmp_path: Path, fetcher: Fetcher) -> N
     assert (await fetcher.fetch(source(path.as_uri()))).body == FEED.encode()
     with pytest.raises(FetchError, match="cannot read file"):
         await fetcher.fetch(source((tmp_path / "absent.xml").as_uri()))
+
+
+async def test_permanent_redirects_are_reported(feed_server: FeedServer, fetcher: Fetcher) -> None:
+    feed_server.put("/old.xml", "", status=301, headers={"Location": "/mid.xml"}, conditional=False)
+    feed_server.put("/mid.xml", "", status=308, headers={"Location": "/new.xml"}, conditional=False)
+    feed_server.put("/new.xml", FEED)
+    result = await fetcher.fetch(source(feed_server.url("/old.xml")))
+    assert result.body == FEED.encode()
+    assert result.permanent_url == feed_server.url("/new.xml")
+
+
+async def test_temporary_redirect_is_not_reported_as_a_move(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    feed_server.put("/old.xml", "", status=302, headers={"Location": "/new.xml"}, conditional=False)
+    feed_server.put("/new.xml", FEED)
+    assert (await fetcher.fetch(source(feed_server.url("/old.xml")))).permanent_url is None
+
+
+async def test_redirect_from_a_public_name_to_loopback_is_refused(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    """A feed on a public host must not be able to steer the daemon at internal services."""
+    hop = f"http://127.0.0.1:{feed_server.port}/internal"
+    feed_server.put("/f.xml", "", status=302, headers={"Location": hop}, conditional=False)
+    feed_server.put("/internal", FEED)
+    # 127.0.0.2 stands in for a public address: the check must look at every hop, not only
+    # the first.  The feed's own URL is declared public by resolving it to a public literal.
+    public = source("http://93.184.216.34/f.xml", timeout=timedelta(seconds=1))
+    from monitor.fetch import _check_redirect_target
+
+    with pytest.raises(FetchError, match="private or loopback address"):
+        await _check_redirect_target(public, hop, private_ok=False)
+    with pytest.raises(FetchError, match="refused a redirect to a file: URL"):
+        await _check_redirect_target(public, "file:///etc/passwd", private_ok=False)
+    await _check_redirect_target(public, hop, private_ok=True)
+    assert feed_server.requests["/internal"] == 0
+
+
+async def test_a_private_feed_may_redirect_within_private_addresses(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    hop = feed_server.url("/elsewhere.xml")
+    feed_server.put("/f.xml", "", status=302, headers={"Location": hop}, conditional=False)
+    feed_server.put("/elsewhere.xml", FEED)
+    assert (await fetcher.fetch(source(feed_server.url("/f.xml")))).body == FEED.encode()
+
+
+async def test_redirect_to_file_url_is_refused_end_to_end(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    feed_server.put(
+        "/f.xml", "", status=302, headers={"Location": "file:///etc/passwd"}, conditional=False
+    )
+    with pytest.raises(FetchError, match="file: URL"):
+        await fetcher.fetch(source(feed_server.url("/f.xml")))
+
+
+async def test_basic_auth_is_sent_to_the_feed_host(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    feed_server.put("/private.xml", FEED)
+    await fetcher.fetch(source(feed_server.url("/private.xml"), auth=("desk", "pa55word")))
+    (_, headers), *_ = feed_server.request_headers
+    assert headers["Authorization"] == "Basic ZGVzazpwYTU1d29yZA=="
+    assert "pa55word" not in repr(source(feed_server.url("/x"), auth=("desk", "pa55word")))
+
+
+async def test_a_compression_bomb_is_cut_at_the_decoded_cap(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    bomb = gzip.compress(b"<rss>" + b" " * 50_000_000, compresslevel=9)
+    assert len(bomb) < 100_000
+    feed_server.put("/bomb.xml", bomb, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(FetchError, match="byte limit"):
+        await fetcher.fetch(source(feed_server.url("/bomb.xml"), max_bytes=1_000_000))
+
+
+async def test_a_server_trickling_bytes_is_cut_by_the_total_deadline(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    feed_server.put("/trickle.xml", FEED, trickle=0.2)
+    with pytest.raises(FetchError, match="no complete response"):
+        await fetcher.fetch(source(feed_server.url("/trickle.xml"), timeout=timedelta(seconds=1)))
+
+
+async def test_host_gap_spaces_requests_to_one_host(feed_server: FeedServer) -> None:
+    feed_server.put("/f.xml", FEED)
+    async with aiohttp.ClientSession() as session:
+        gapped = Fetcher(session, host_gap=0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(3):
+            await gapped.fetch(source(feed_server.url("/f.xml")))
+        assert loop.time() - started >= 0.6

@@ -14,7 +14,7 @@ from support.feed_server import FeedServer, rss
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.errors import PermanentDeliveryError, TransientDeliveryError
 from monitor.fetch import Fetcher
-from monitor.model import Match, Source
+from monitor.model import Match, PageSelectors, Source
 from monitor.pipeline import PollContext, poll_once
 from monitor.queue import AlertQueue
 from monitor.redisio import Keys
@@ -156,3 +156,101 @@ async def test_permanent_failure_dead_letters_that_channel_only(
     report = await worker(queue, slack, email).run_once()
     assert (report.dead, len(email.sent)) == (1, 1)
     assert await queue.stream_counts() == {"queued": 0, "pending": 0, "dead": 1}
+
+
+def dated(number: int, when: str) -> dict[str, str]:
+    return {
+        "title": f"Kazakhstan tungsten story {number}",
+        "guid": f"d-{number}",
+        "link": f"https://w.example/d/{number}",
+        "date": when,
+    }
+
+
+async def test_a_new_feed_does_not_flood_with_its_archive(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    old = "Thu, 19 Nov 2026 06:00:00 GMT"  # three days before NOW: recorded, not alerted
+    recent = "Sun, 22 Nov 2026 09:00:00 GMT"
+    feed_server.put("/f.xml", rss([dated(1, old), dated(2, old), dated(3, recent)]))
+    source = Source(name="new", url=feed_server.url("/f.xml"))
+    result = await poll_once(source, rules, context)
+    assert (result.new_items, result.matches) == (3, 1)
+    # Once the feed is known, an old item it newly shows is news to us and does alert.
+    feed_server.put("/f.xml", rss([dated(4, old), dated(1, old)]))
+    again = await poll_once(source, rules, context)
+    assert (again.new_items, again.matches) == (1, 1)
+
+
+async def test_items_past_the_per_poll_cap_arrive_on_the_next_poll(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    recent = "Sun, 22 Nov 2026 09:00:00 GMT"
+    feed_server.put("/f.xml", rss([dated(n, recent) for n in range(7)]))
+    source = Source(name="big", url=feed_server.url("/f.xml"), max_items=3)
+    seen = [(await poll_once(source, rules, context)).new_items for _ in range(4)]
+    assert seen == [3, 3, 1, 0]
+
+
+async def test_a_failing_feed_backs_off_and_skips_ticks_until_due(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    feed_server.put("/f.xml", "busy", status=429, headers={"Retry-After": "3600"})
+    source = Source(name="busy", url=feed_server.url("/f.xml"))
+    failed = await poll_once(source, rules, context)
+    assert (failed.status, failed.http_status) == ("error", 429)
+    state = await context.store.feed_state("busy")
+    assert state.next_poll_at == NOW + timedelta(hours=1)
+    skipped = await poll_once(source, rules, context, due_only=True)
+    assert skipped.status == "skipped"
+    assert feed_server.requests["/f.xml"] == 1
+    forced = await poll_once(source, rules, context)  # --once polls whatever the schedule
+    assert forced.status == "error"
+    assert (await context.store.feed_state("busy")).failures == 2
+
+
+async def test_a_permanent_move_is_recorded_and_warned(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    feed_server.put("/old", "", status=301, headers={"Location": "/new"}, conditional=False)
+    feed_server.put("/new", rss(ITEMS))
+    result = await poll_once(Source(name="moved", url=feed_server.url("/old")), rules, context)
+    assert any("moved permanently" in warning for warning in result.warnings)
+    assert (await context.store.feed_state("moved")).moved_to == feed_server.url("/new")
+
+
+PAGE = """<!DOCTYPE html><html lang="ru"><head><meta charset="windows-1251">
+<title>Новости</title></head><body>
+<div class="news"><a href="/n/1"><h3>Казахстан: вольфрам, тендер</h3></a>
+  <time datetime="2026-11-22T08:00:00+05:00">22.11</time><p class="lead">Итоги торгов.</p></div>
+<div class="news"><a href="/n/2"><h3>Погода в Астане</h3></a></div>
+<div class="news"><span>no link here</span></div>
+</body></html>"""
+
+
+async def test_a_page_source_scrapes_items_with_css_selectors(
+    feed_server: FeedServer, context: PollContext, tmp_path: Path
+) -> None:
+    (tmp_path / "ru.yaml").write_text(
+        "rules:\n  - {id: ru, title: RU, severity: low, match: {all: [казахстан*, вольфрам*]}}\n",
+        encoding="utf-8",
+    )
+    rules = load_rules([tmp_path / "ru.yaml"])
+    feed_server.put("/news", PAGE.encode("cp1251"), content_type="text/html; charset=windows-1251")
+    selectors = PageSelectors(item="div.news", title="h3", link="a", date="time", summary=".lead")
+    source = Source(name="page", url=feed_server.url("/news"), kind="page", page=selectors)
+    result = await poll_once(source, rules, context)
+    assert (result.status, result.entries, result.new_items, result.matches) == ("ok", 2, 2, 1)
+
+
+async def test_a_redesigned_page_fails_loudly(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    feed_server.put(
+        "/news", "<html><body><p>new layout</p></body></html>", content_type="text/html"
+    )
+    selectors = PageSelectors(item="div.news", title="h3")
+    source = Source(name="page", url=feed_server.url("/news"), kind="page", page=selectors)
+    result = await poll_once(source, rules, context)
+    assert result.status == "error"
+    assert "found no items" in (result.error or "")

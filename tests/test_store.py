@@ -13,7 +13,7 @@ from monitor.fetch import Validators
 from monitor.model import Item, Match, Severity
 from monitor.queue import AlertQueue
 from monitor.redisio import DELIVERY_GROUP, Keys
-from monitor.store import Store
+from monitor.store import FeedSuccess, Store
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TTL = timedelta(days=30)
@@ -79,16 +79,24 @@ async def test_ensure_group_is_idempotent(queue: AlertQueue, redis_client: aiore
 
 
 async def test_feed_state_round_trip_and_failure_count(store: Store) -> None:
-    await store.feed_succeeded("wire", Validators('"e1"', "Sun, 22 Nov 2026"), 200, NOW, 3)
+    later = NOW + timedelta(minutes=10)
+    validators = Validators('"e1"', "Sun, 22 Nov 2026")
+    await store.feed_succeeded(
+        "wire", FeedSuccess(validators, 200, NOW, later, new_items=3, moved_to="https://n/")
+    )
     state = await store.feed_state("wire")
-    assert state.validators == Validators('"e1"', "Sun, 22 Nov 2026")
-    assert state.failures == 0
-    assert await store.feed_failed("wire", "HTTP 500", NOW) == 1
-    assert await store.feed_failed("wire", "HTTP 500", NOW) == 2
+    assert (state.validators, state.failures, state.items_seen) == (validators, 0, 3)
+    assert (state.last_success, state.next_poll_at, state.moved_to) == (NOW, later, "https://n/")
+    await store.feed_failed("wire", "HTTP 500", 500, NOW, later)
+    await store.feed_failed("wire", "HTTP 500", 500, NOW, later + timedelta(hours=1))
     state = await store.feed_state("wire")
-    assert (state.failures, state.last_error) == (2, "HTTP 500")
-    await store.feed_succeeded("wire", Validators(), 200, NOW, 0)
-    assert (await store.feed_state("wire")).failures == 0
+    assert (state.failures, state.last_error, state.last_status) == (2, "HTTP 500", "500")
+    assert state.next_poll_at == later + timedelta(hours=1)
+    await store.feed_succeeded("wire", FeedSuccess(Validators(), 200, NOW, later))
+    states = await store.feed_states(["wire", "never-polled"])
+    assert states["wire"].failures == 0
+    assert states["wire"].items_seen == 3
+    assert states["never-polled"].last_success is None
 
 
 async def test_read_acknowledge_and_claim(store: Store, queue: AlertQueue) -> None:

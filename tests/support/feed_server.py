@@ -6,6 +6,7 @@ and every request is counted, so tests can check conditional GET and polling fre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -22,6 +23,8 @@ class Resource:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     conditional: bool = True
+    trickle: float = 0.0
+    """Seconds between single bytes of the body: a server that never quite finishes."""
 
     @property
     def etag(self) -> str:
@@ -84,16 +87,27 @@ class FeedServer:
                     if self.headers.get("If-None-Match") == resource.etag:
                         self._reply(304, b"", headers)
                         return
-                self._reply(resource.status, resource.body, headers)
+                # A client with a deadline may hang up mid-body; that is its right.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._reply(resource.status, resource.body, headers, resource.trickle)
 
-            def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            def _reply(
+                self, status: int, body: bytes, headers: dict[str, str], trickle: float = 0.0
+            ) -> None:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 if status != 304:
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if status != 304:
+                if status == 304:
+                    return
+                if trickle:
+                    for index in range(len(body)):
+                        self.wfile.write(body[index : index + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle)
+                else:
                     self.wfile.write(body)
 
         return Handler

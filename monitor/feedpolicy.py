@@ -1,0 +1,88 @@
+"""When to poll a feed next, and whether it is healthy: pure decisions, time passed in.
+
+A feed that fails is retried later and later (exponential, capped), a server's Retry-After is
+honoured, and a publisher's own cache lifetime (Cache-Control max-age, RSS <ttl>) is a lower
+bound on how often we ask.  Keeping these rules here, free of I/O, lets them be tested as
+tables and properties.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+BACKOFF_CAP = timedelta(hours=6)
+"""A broken feed is still tried at least this often, so a fixed feed recovers the same day."""
+
+CACHE_HINT_CAP = timedelta(hours=24)
+"""Publishers' cache lifetimes beyond this are ignored: we never poll less than daily."""
+
+DUE_TOLERANCE = 0.25
+"""A tick up to this fraction of the interval early still counts as on time."""
+
+STALE_AFTER_INTERVALS = 3
+"""A feed with no successful poll for this many intervals is shown as stale."""
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """What one poll told us that bears on the next one."""
+
+    ok: bool
+    retry_after: float | None = None
+    cache_seconds: float | None = None
+
+
+def failure_backoff(failures: int, interval: timedelta) -> timedelta:
+    """How long to wait after ``failures`` consecutive failures: the interval, then doubling,
+    capped.  The first failure waits only the normal interval; outages are usually short."""
+    if failures <= 1:
+        return interval
+    grown: timedelta = interval * (2 ** min(failures - 1, 20))
+    return min(grown, max(BACKOFF_CAP, interval))
+
+
+def next_poll_at(
+    outcome: PollOutcome, failures: int, interval: timedelta, now: datetime
+) -> datetime:
+    """The earliest time the feed should be polled again after this outcome.
+
+    ``failures`` counts consecutive failures including this poll's (0 after a success).
+    """
+    wait = interval if outcome.ok else failure_backoff(failures, interval)
+    if outcome.retry_after is not None:
+        wait = max(wait, timedelta(seconds=min(outcome.retry_after, BACKOFF_CAP.total_seconds())))
+    if outcome.ok and outcome.cache_seconds:
+        hint = min(timedelta(seconds=outcome.cache_seconds), CACHE_HINT_CAP)
+        wait = max(wait, hint)
+    return now + wait
+
+
+def cache_lifetime(headers: Mapping[str, str], feed_ttl_minutes: str | None) -> float | None:
+    """Seconds the publisher says the feed stays fresh: Cache-Control max-age or RSS <ttl>."""
+    candidates: list[float] = []
+    control = headers.get("cache-control", "")
+    if "no-cache" not in control.lower() and "no-store" not in control.lower():
+        found = _MAX_AGE.search(control)
+        if found:
+            candidates.append(float(found.group(1)))
+    if feed_ttl_minutes and feed_ttl_minutes.strip().isdigit():
+        candidates.append(float(feed_ttl_minutes.strip()) * 60)
+    return max(candidates) if candidates else None
+
+
+def is_due(next_poll: datetime | None, interval: timedelta, now: datetime) -> bool:
+    """Whether a scheduled tick should poll.  Ticks carry jitter, so a tick a little before
+    the planned time still polls; only backoff and cache hints push a poll to later ticks."""
+    return next_poll is None or now >= next_poll - interval * DUE_TOLERANCE
+
+
+def is_stale(last_success: datetime | None, interval: timedelta, now: datetime) -> bool:
+    """No complete poll for several intervals: the feed is silently broken or hanging."""
+    if last_success is None:
+        return False
+    return now - last_success > interval * STALE_AFTER_INTERVALS

@@ -1,0 +1,88 @@
+"""Poll timing decisions: backoff, Retry-After, publishers' cache hints, staleness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitor.feedpolicy import (
+    BACKOFF_CAP,
+    CACHE_HINT_CAP,
+    PollOutcome,
+    cache_lifetime,
+    failure_backoff,
+    is_due,
+    is_stale,
+    next_poll_at,
+)
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+TEN = timedelta(minutes=10)
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected"),
+    [(0, TEN), (1, TEN), (2, 2 * TEN), (3, 4 * TEN), (5, 16 * TEN), (30, BACKOFF_CAP)],
+)
+def test_failure_backoff_doubles_and_is_capped(failures: int, expected: timedelta) -> None:
+    assert failure_backoff(failures, TEN) == expected
+
+
+@given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=10, max_value=86_400))
+def test_backoff_is_monotonic_and_bounded(failures: int, seconds: int) -> None:
+    interval = timedelta(seconds=seconds)
+    wait = failure_backoff(failures, interval)
+    assert interval <= wait <= max(BACKOFF_CAP, interval)
+    assert failure_backoff(failures + 1, interval) >= wait
+
+
+@pytest.mark.parametrize(
+    ("outcome", "failures", "expected"),
+    [
+        (PollOutcome(ok=True), 0, TEN),
+        (PollOutcome(ok=True, cache_seconds=3600), 0, timedelta(hours=1)),
+        (PollOutcome(ok=True, cache_seconds=60), 0, TEN),
+        (PollOutcome(ok=True, cache_seconds=10**9), 0, CACHE_HINT_CAP),
+        (PollOutcome(ok=False), 3, 4 * TEN),
+        (PollOutcome(ok=False, retry_after=7200), 1, timedelta(hours=2)),
+        (PollOutcome(ok=False, retry_after=30), 1, TEN),
+        (PollOutcome(ok=False, retry_after=10**9), 1, BACKOFF_CAP),
+    ],
+)
+def test_next_poll_at(outcome: PollOutcome, failures: int, expected: timedelta) -> None:
+    assert next_poll_at(outcome, failures, TEN, NOW) == NOW + expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "ttl", "expected"),
+    [
+        ({}, None, None),
+        ({"cache-control": "public, max-age=900"}, None, 900.0),
+        ({"cache-control": "s-maxage=10, max-age=300"}, None, 300.0),
+        ({"cache-control": "no-cache, max-age=900"}, None, None),
+        ({}, "60", 3600.0),
+        ({"cache-control": "max-age=120"}, "15", 900.0),
+        ({}, "soon", None),
+    ],
+)
+def test_cache_lifetime(headers: dict[str, str], ttl: str | None, expected: float | None) -> None:
+    assert cache_lifetime(headers, ttl) == expected
+
+
+def test_staleness_after_three_missed_intervals() -> None:
+    assert not is_stale(None, TEN, NOW)
+    assert not is_stale(NOW - 3 * TEN, TEN, NOW)
+    assert is_stale(NOW - 3 * TEN - timedelta(seconds=1), TEN, NOW)
+
+
+@pytest.mark.parametrize(
+    ("planned", "expected"),
+    [(None, True), (NOW, True), (NOW + TEN * 0.2, True), (NOW + TEN * 0.3, False)],
+)
+def test_a_jittered_tick_slightly_early_is_still_due(
+    planned: datetime | None, expected: bool
+) -> None:
+    assert is_due(planned, TEN, NOW) is expected
