@@ -169,3 +169,79 @@ def test_json_feed_items_become_entries() -> None:
     (entry,) = feed.entries
     assert (entry.guid, entry.title, entry.lang, entry.tags) == ("1", "稀土", "zh", ("minerals",))
     assert entry.published == datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
+
+
+def laughs(depth: int = 9) -> bytes:
+    entities = ['<!ENTITY lol0 "lol">']
+    for level in range(1, depth + 1):
+        entities.append(f'<!ENTITY lol{level} "{f"&lol{level - 1};" * 10}">')
+    doctype = "<!DOCTYPE rss [" + "".join(entities) + "]>"
+    return (
+        f'<?xml version="1.0"?>{doctype}<rss version="2.0"><channel><title>&lol{depth};</title>'
+        "<item><title>x</title></item></channel></rss>"
+    ).encode()
+
+
+def quadratic(size: int = 100_000, refs: int = 2_000) -> bytes:
+    doctype = f'<!DOCTYPE rss [<!ENTITY a "{"A" * size}">]>'
+    return (
+        f'<?xml version="1.0"?>{doctype}<rss version="2.0"><channel><title>t</title>'
+        f"<item><title>{'&a;' * refs}</title></item></channel></rss>"
+    ).encode()
+
+
+@pytest.mark.parametrize("body", [laughs(), quadratic()], ids=["billion-laughs", "quadratic"])
+def test_entity_expansion_attacks_are_refused_quickly(body: bytes) -> None:
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(NotAFeedError, match="entity-expansion attack"):
+        parse_feed(body, {}, "https://evil.example/")
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 1.0
+    assert peak < 100 * 1024 * 1024
+
+
+@pytest.mark.corpus
+def test_a_few_short_declared_entities_are_still_read() -> None:
+    raw = (REALFEEDS.parent / "feedparser-tests/wellformed/rss/entity_in_doctype.xml").read_bytes()
+    (entry,) = parse_feed(raw, {}, "https://ok.example/").entries
+    assert entry.guid == "tag:example.com,2006-05-04:/blog/"
+
+
+def test_external_entities_are_never_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    body = f"""<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY xxe SYSTEM "{secret.as_uri()}">]>
+    <rss version="2.0"><channel><title>t</title><item><title>&xxe;</title>
+    <description>&xxe;</description></item></channel></rss>""".encode()
+    try:
+        feed = parse_feed(body, {}, "https://evil.example/")
+    except NotAFeedError:
+        return
+    assert all("TOP-SECRET" not in e.title + e.summary_html for e in feed.entries)
+
+
+FEEDPARSER_TESTS = REALFEEDS.parent / "feedparser-tests"
+FP_FILES = sorted(FEEDPARSER_TESTS.rglob("*.xml")) if FEEDPARSER_TESTS.is_dir() else []
+
+
+@pytest.mark.corpus
+def test_feedparsers_own_test_files_never_crash_the_pipeline() -> None:
+    """Every file of feedparser's suite either parses or is refused with NotAFeedError."""
+    assert len(FP_FILES) > 300
+    source = Source(name="fp", url="https://example.org/feed")
+    parsed = 0
+    for path in FP_FILES:
+        try:
+            feed = parse_feed(path.read_bytes(), {}, source.url)
+        except NotAFeedError:
+            continue
+        for entry in feed.entries:
+            normalize_entry(entry, source, NOW)
+        parsed += 1
+    assert parsed > 250
