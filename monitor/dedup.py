@@ -36,9 +36,17 @@ def seen_keys(item: Item) -> tuple[str, ...]:
 
     The per-feed identity catches the same item on the next poll; the canonical-link key
     catches the same article arriving through a second feed (Miniflux dedups only per feed,
-    and analysts then get the same story twice).
+    and analysts then get the same story twice), and the text fingerprint catches a reprint
+    of the same text under another link.
     """
     keys = [f"id:{item.id}"]
     if item.link:
         keys.append(f"url:{_digest('link', item.link)}")
+    if len(item.title) + len(item.summary) >= MIN_FINGERPRINT_TEXT:
+        keys.append(f"text:{content_fingerprint(item.title, item.summary)}")
     return tuple(keys)
+
+
+MIN_FINGERPRINT_TEXT = 80
+"""Below this many characters of title and summary, equal text is too likely to be two
+different items ("Breaking news", "Weather") to count as the same article."""

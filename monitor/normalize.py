@@ -86,11 +86,39 @@ def normalize_entry(entry: RawEntry, source: Source, now: datetime) -> Item:
         summary=summary,
         link=link,
         published=published,
-        lang=entry.lang,
+        lang=entry.lang or detect_script_language(f"{title} {summary}"),
         guid=entry.guid,
         tags=entry.tags,
         source_tags=source.tags,
     )
+
+
+def detect_script_language(text: str) -> str | None:
+    """A language guess from the writing system, for items whose feed names none.
+
+    Only what the script settles is guessed: Chinese from Han characters, Kazakh from the
+    letters Kazakh adds to Cyrillic (ә, ғ, қ, ң, ө, ұ, ү, һ, і), Russian from other Cyrillic.
+    Latin-script languages are left unknown rather than guessed wrong.
+    """
+    han = cyrillic = kazakh = latin = 0
+    for ch in text[:2000]:
+        if "\u4e00" <= ch <= "\u9fff":
+            han += 1
+        elif ch in _KAZAKH_LETTERS:
+            kazakh += 1
+            cyrillic += 1
+        elif "\u0400" <= ch <= "\u04ff":
+            cyrillic += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    if han and han * 2 >= cyrillic + latin // 4:
+        return "zh"
+    if cyrillic and cyrillic >= latin:
+        return "kk" if kazakh * 50 >= cyrillic else "ru"
+    return None
+
+
+_KAZAKH_LETTERS = frozenset("әғқңөұүһіӘҒҚҢӨҰҮҺІ")
 
 
 def clamp_published(published: datetime | None, now: datetime) -> datetime:

@@ -14,6 +14,7 @@ from monitor.normalize import (
     canonical_url,
     clamp_published,
     clean_text,
+    detect_script_language,
     html_to_text,
     normalize_entry,
 )
@@ -151,3 +152,36 @@ def test_the_same_article_in_two_feeds_shares_a_seen_key() -> None:
     second = normalize_entry(entry(guid="zz-9", link="https://WIRE.example/news/1#c"), other, NOW)
     assert first.id != second.id
     assert set(seen_keys(first)) & set(seen_keys(second))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("商务部：含中国原产稀土的产品出口须申领许可", "zh"),
+        ("Казахстан и вольфрамовое месторождение", "ru"),
+        ("Қазақстан вольфрам кен орнын игеру туралы шешім қабылдады", "kk"),
+        ("Kazakhstan opens tungsten tender", None),
+        ("美国DFC宣布投资 Central Asia minerals", "zh"),
+        ("", None),
+    ],
+)
+def test_language_from_the_script_when_the_feed_names_none(text: str, expected: str | None) -> None:
+    assert detect_script_language(text) == expected
+
+
+def test_feed_language_wins_over_detection() -> None:
+    russian = {"title": "Вольфрам", "summary_html": "<p>Казахстан</p>"}
+    assert normalize_entry(entry(**russian, lang="kk"), SOURCE, NOW).lang == "kk"
+    assert normalize_entry(entry(**russian, lang=None), SOURCE, NOW).lang == "ru"
+
+
+def test_a_reprint_under_another_link_shares_the_text_key() -> None:
+    text = "<p>The tender for the Upper Kairakty tungsten deposit drew two bids.</p>"
+    first = normalize_entry(entry(guid="a", summary_html=text), SOURCE, NOW)
+    other = Source(name="reprint", url="https://reprint.example/feed")
+    second = normalize_entry(
+        entry(guid="b", link="https://r.example/x", summary_html=text), other, NOW
+    )
+    assert set(seen_keys(first)) & set(seen_keys(second))
+    short = normalize_entry(entry(guid="c", title="Weather", summary_html=""), SOURCE, NOW)
+    assert not any(key.startswith("text:") for key in seen_keys(short))
