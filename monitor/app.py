@@ -32,14 +32,14 @@ from monitor import __version__
 from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel
 from monitor.deliver.worker import DeliveryPolicy, DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
-from monitor.errors import MonitorError, RuleSetError, StoreError
+from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
 from monitor.fetch import Fetcher
 from monitor.model import PollResult, Source
 from monitor.pipeline import PollContext, poll_once, summarize
 from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, find_rule_files, load_rules
-from monitor.settings import Settings
+from monitor.settings import Settings, load_settings
 from monitor.store import Store
 
 log = structlog.get_logger("monitor.app")
@@ -109,6 +109,16 @@ def rules_signature(paths: tuple[Path, ...]) -> tuple[tuple[str, int, int], ...]
     return tuple(signature)
 
 
+def _file_signature(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
+
+
 class Monitor:
     """The daemon: use as ``async with Monitor(settings) as m: await m.run_forever()``."""
 
@@ -118,8 +128,12 @@ class Monitor:
         *,
         clock: Callable[[], datetime] = utcnow,
         consumer: str | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        self._config_signature = _file_signature(config_path)
+        self._scheduler: AsyncIOScheduler | None = None
         self.clock = clock
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.sources: tuple[Source, ...] = settings.sources()
@@ -322,13 +336,57 @@ class Monitor:
         log.info("rules reloaded", reason=reason, rules=len(rules), rules_version=rules.version)
         return True
 
+    def reload_config(self, reason: str) -> bool:
+        """Apply the config file as it is now: feeds added, removed or changed are rescheduled
+        at once; rules are reloaded; a config that fails validation changes nothing.
+
+        Settings that need new connections (Redis, channels, the health port) are reported as
+        needing a restart rather than half-applied.
+        """
+        self._config_signature = _file_signature(self.config_path)
+        if self.config_path is None:
+            return self.reload_rules(reason)
+        try:
+            fresh = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused; keeping the running config", error=str(exc))
+            return False
+        needs_restart = [
+            name
+            for name in ("redis", "channels", "routes", "health", "http", "log")
+            if getattr(fresh, name) != getattr(self.settings, name)
+        ]
+        if needs_restart:
+            log.warning("config changes that need a restart", sections=needs_restart)
+        self.settings = fresh
+        self._apply_sources(fresh.sources())
+        return self.reload_rules(reason)
+
+    def _apply_sources(self, sources: tuple[Source, ...]) -> None:
+        old = {source.name: source for source in self.sources}
+        new = {source.name: source for source in sources}
+        self.sources = sources
+        if self._scheduler is None:
+            return
+        for name in old.keys() - new.keys():
+            self._scheduler.remove_job(f"poll:{name}")
+            log.info("feed removed", feed=name)
+        for name, source in new.items():
+            if old.get(name) == source:
+                continue
+            if name in old:
+                self._scheduler.remove_job(f"poll:{name}")
+            self._schedule(self._scheduler, source)
+            log.info("feed changed" if name in old else "feed added", feed=name)
+
     async def run_forever(self) -> None:
         """Poll on schedule and deliver continuously until SIGTERM/SIGINT."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload_rules("SIGHUP"))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload_config("SIGHUP"))
         scheduler = AsyncIOScheduler(timezone="UTC")
+        self._scheduler = scheduler
         for source in self.sources:
             self._schedule(scheduler, source)
         scheduler.start()
@@ -400,9 +458,12 @@ class Monitor:
                 backoff = min(backoff * 2, 30.0)
 
     async def _watch_rules(self) -> None:
+        """Pick up edits to the config file and the rule files within seconds."""
         while not self._stopping.is_set():
             await self._sleep(RULES_CHECK_EVERY)
-            if rules_signature(self.settings.rule_paths()) != self._rules_signature:
+            if _file_signature(self.config_path) != self._config_signature:
+                self.reload_config("config file changed")
+            elif rules_signature(self.settings.rule_paths()) != self._rules_signature:
                 self.reload_rules("rule files changed")
 
     async def _supervise_redis(self) -> None:

@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=settings.secrets())
 
     async def go() -> None:
-        async with Monitor(settings) as daemon:
+        async with Monitor(settings, config_path=path) as daemon:
             if args.once:
                 await daemon.run_once()
             else:

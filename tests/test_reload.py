@@ -1,0 +1,132 @@
+"""The running daemon takes config and rule edits without a restart, and refuses bad ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support.feed_server import FeedServer, rss
+
+from monitor.embedded_redis import EmbeddedRedis
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+RULE = "rules:\n  - {{id: {id}, title: T, severity: low, match: {{any: [tungsten]}}}}\n"
+
+
+def config(redis_url: str, rules: Path, feeds: list[tuple[str, str]]) -> str:
+    lines = [f'redis: {{url: "{redis_url}"}}', "feeds:"]
+    lines += [f'  - {{name: {name}, url: "{url}", interval: 10s}}' for name, url in feeds]
+    lines += [f'rules: {{paths: ["{rules}"]}}', "channels: {console: {}}", "health: {port: 0}"]
+    lines += ["http: {host_gap: 0s}", "log: {format: json}"]
+    return "\n".join(lines) + "\n"
+
+
+class Daemon:
+    """A `monitor run` subprocess whose JSON log lines the test can wait for."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.log_path = config_path.with_suffix(".log")
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "-c", str(config_path)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env={k: v for k, v in os.environ.items() if k != "MONITOR_CONFIG"},
+        )
+
+    def events(self) -> list[dict[str, object]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def wait_for(self, found: Callable[[dict[str, object]], bool], within: float = 20) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if any(found(event) for event in self.events()):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"no matching log line within {within}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def daemon_factory() -> Iterator[Callable[[Path], Daemon]]:
+    started: list[Daemon] = []
+
+    def start(config_path: Path) -> Daemon:
+        daemon = Daemon(config_path)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+        daemon.log.close()
+
+
+def test_feeds_added_in_the_config_are_polled_without_a_restart(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    own_redis: EmbeddedRedis,
+    daemon_factory: Callable[[Path], Daemon],
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULE.format(id="one"))
+    feed_server.put("/a.xml", rss([{"title": "a", "guid": "a"}]))
+    feed_server.put("/b.xml", rss([{"title": "b", "guid": "b"}]))
+    path = tmp_path / "monitor.yaml"
+    path.write_text(config(own_redis.url, rules, [("a", feed_server.url("/a.xml"))]))
+    daemon = daemon_factory(path)
+    daemon.wait_for(lambda e: e.get("event") == "poll" and e.get("feed") == "a")
+
+    feeds = [("a", feed_server.url("/a.xml")), ("b", feed_server.url("/b.xml"))]
+    path.write_text(config(own_redis.url, rules, feeds))
+    daemon.wait_for(lambda e: e.get("event") == "feed added" and e.get("feed") == "b")
+    daemon.wait_for(lambda e: e.get("event") == "poll" and e.get("feed") == "b")
+
+    path.write_text("feeds: [{name: a, url: 'https://x.example/', intervl: 1m}]\n")
+    daemon.wait_for(lambda e: e.get("event") == "config reload refused; keeping the running config")
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+
+
+def test_rule_edits_apply_on_sighup_and_a_broken_edit_keeps_the_running_rules(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    own_redis: EmbeddedRedis,
+    daemon_factory: Callable[[Path], Daemon],
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULE.format(id="one"))
+    feed_server.put("/a.xml", rss([{"title": "a", "guid": "a"}]))
+    path = tmp_path / "monitor.yaml"
+    path.write_text(config(own_redis.url, rules, [("a", feed_server.url("/a.xml"))]))
+    daemon = daemon_factory(path)
+    daemon.wait_for(lambda e: e.get("event") == "monitor started")
+
+    (rules / "r2.yaml").write_text(RULE.format(id="two"))
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for(lambda e: e.get("event") == "rules reloaded" and e.get("rules") == 2)
+
+    (rules / "r3.yaml").write_text("rules:\n  - {id: three, title: T, severty: low}\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for(lambda e: e.get("event") == "rule reload refused")
+    daemon.wait_for(lambda e: e.get("event") == "keeping the running rules" and e.get("rules") == 2)
+    assert daemon.stop() == 0
