@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import random
 import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,9 +35,16 @@ from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel
 from monitor.deliver.worker import DeliveryPolicy, DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
-from monitor.fetch import Fetcher
+from monitor.fetch import Fetcher, FetchResult
 from monitor.model import PollResult, Source
-from monitor.pipeline import PollContext, poll_once, summarize
+from monitor.pipeline import (
+    PollContext,
+    PreparedFeed,
+    poll_once,
+    prepare_feed,
+    prepare_in_process,
+    summarize,
+)
 from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, find_rule_files, load_rules
@@ -109,6 +118,14 @@ def rules_signature(paths: tuple[Path, ...]) -> tuple[tuple[str, int, int], ...]
     return tuple(signature)
 
 
+def _process_pool(workers: int) -> ProcessPoolExecutor | None:
+    """Worker processes for parsing; none on a one-core machine or when switched off."""
+    count = (os.cpu_count() or 1) if workers < 0 else workers
+    if count <= 1:
+        return None
+    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver"))
+
+
 def _file_signature(path: Path | None) -> tuple[int, int] | None:
     if path is None:
         return None
@@ -144,6 +161,7 @@ class Monitor:
         self._session: aiohttp.ClientSession | None = None
         self._channels: dict[str, Channel] = {}
         self._store: Store | None = None
+        self._pool: ProcessPoolExecutor | None = None
         self._queue: AlertQueue | None = None
         self._worker: DeliveryWorker | None = None
         self._poll_context: PollContext | None = None
@@ -197,6 +215,7 @@ class Monitor:
             ),
             consumer=self.consumer,
         )
+        self._pool = _process_pool(self.settings.ingest.workers)
         self._poll_context = PollContext(
             fetcher=Fetcher(
                 self._session,
@@ -206,6 +225,7 @@ class Monitor:
             store=self._store,
             clock=self.clock,
             backfill=self.settings.ingest.backfill,
+            prepare=self._prepare_in_pool if self._pool is not None else prepare_in_process,
         )
         log.info(
             "monitor started",
@@ -228,6 +248,8 @@ class Monitor:
                 await channel.close()
         if self._session is not None:
             await self._session.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         if self._redis is not None:
             await self._redis.aclose()
         if self._embedded is not None:
@@ -248,6 +270,18 @@ class Monitor:
     def worker(self) -> DeliveryWorker:
         assert self._worker is not None, "use Monitor as an async context manager"
         return self._worker
+
+    async def _prepare_in_pool(
+        self, source: Source, response: FetchResult, now: datetime
+    ) -> PreparedFeed:
+        """Parse and normalize in a worker process, so every core shares the CPU-heavy part
+        and the event loop stays free for I/O."""
+        assert self._pool is not None
+        url = response.url or source.url
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, prepare_feed, source, response.body, response.headers, url, now
+        )
 
     # -- one pass -----------------------------------------------------------------------------
 

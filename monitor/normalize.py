@@ -71,6 +71,12 @@ _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\s*\n\s*\n\s*")
 _SINGLE_NEWLINE = re.compile(r" *\n *")
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), None)
+# Control and format characters that must not reach an alert: C0/C1 controls (but tab and
+# newline), bidi overrides and isolates, other invisible formatting, private use, surrogates.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200e\u200f\u202a-\u202e"
+    "\u2061-\u206f\ufff9-\ufffb\ue000-\uf8ff\ud800-\udfff]"
+)
 
 
 def normalize_entry(entry: RawEntry, source: Source, now: datetime) -> Item:
@@ -133,8 +139,10 @@ def html_to_text(markup: str) -> str:
     if "<" not in markup and "&" not in markup:
         return markup
     soup = BeautifulSoup(markup, "html.parser")
-    for tag in soup.find_all(_DROP_TAGS):
-        tag.decompose()
+    lowered = markup.lower()
+    if any(f"<{name}" in lowered for name in _DROP_TAGS):  # a tree search costs more than this
+        for tag in soup.find_all(_DROP_TAGS):
+            tag.decompose()
     pieces: list[str] = []
     _collect_text(soup, pieces)
     return "".join(pieces)
@@ -157,7 +165,7 @@ def _collect_text(node: Tag, pieces: list[str]) -> None:
 def clean_text(text: str) -> str:
     """NFKC, invisible characters removed, spaces collapsed, at most one blank line in a row."""
     text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
-    text = "".join(ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    text = _CONTROL.sub(" ", text)
     text = _SPACES.sub(" ", text)
     text = _BLANK_LINES.sub("\n\n", text)
     return _SINGLE_NEWLINE.sub("\n", text).strip()

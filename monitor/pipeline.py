@@ -7,8 +7,9 @@ sleeping, signals and scheduling live in ``app``.  The delivery side's one pass 
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -17,15 +18,54 @@ import structlog
 from monitor.errors import FeedError, FeedParseError
 from monitor.feedpolicy import PollOutcome, cache_lifetime, is_due, next_poll_at
 from monitor.fetch import Fetcher, FetchResult, Validators
-from monitor.model import PollResult, Source
+from monitor.model import Item, PollResult, Source
 from monitor.normalize import normalize_entry
-from monitor.parse import NotAFeedError, ParsedFeed, parse_feed
+from monitor.parse import NotAFeedError, parse_feed
 from monitor.rules import RuleSet
 from monitor.scrape import scrape_page
 from monitor.store import FeedState, FeedSuccess, Store
 
 Clock = Callable[[], datetime]
+Preparer = Callable[[Source, FetchResult, datetime], Awaitable["PreparedFeed"]]
 log = structlog.get_logger("monitor.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFeed:
+    """A fetched body turned into clean items; small and picklable, so it can be built in a
+    worker process and sent back."""
+
+    entries: int
+    items: tuple[Item, ...]
+    warnings: tuple[str, ...] = ()
+    ttl: str | None = None
+    error: str | None = None
+    """Why the body is not a feed; returned, not raised, so it crosses process boundaries."""
+
+
+def prepare_feed(
+    source: Source, body: bytes, headers: dict[str, str], url: str, now: datetime
+) -> PreparedFeed:
+    """Parse and normalize one body: the CPU-heavy part of a poll, pure so it can run in a
+    process pool on every core."""
+    try:
+        if source.kind == "page" and source.page is not None:
+            feed = scrape_page(body, headers, url, source.page)
+        else:
+            feed = parse_feed(body, headers, url)
+    except NotAFeedError as exc:
+        return PreparedFeed(0, (), error=str(exc))
+    items = tuple(normalize_entry(entry, source, now) for entry in feed.entries)
+    return PreparedFeed(len(feed.entries), items, feed.warnings, feed.ttl)
+
+
+async def prepare_in_process(source: Source, response: FetchResult, now: datetime) -> PreparedFeed:
+    """The default preparer: on the event loop, for tests, ``--once`` and small deployments."""
+    return prepare_feed(source, response.body, response.headers, response.url or source.url, now)
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +79,8 @@ class PollContext:
     fetcher: Fetcher
     store: Store
     clock: Clock
-    backfill: timedelta = timedelta(hours=24)
+    backfill: timedelta | None = timedelta(hours=24)
+    prepare: Preparer = prepare_in_process
 
 
 async def poll_once(
@@ -106,35 +147,29 @@ async def _fetch_and_record(
 ) -> PollResult:
     response = await ctx.fetcher.fetch(source, state.validators)
     now = ctx.clock()
-    if response.not_modified:
-        await ctx.store.feed_succeeded(
-            source.name, _success(source, state.validators, response, now, None)
-        )
-        return PollResult(source=source.name, status="not-modified", http_status=304)
-    feed = _parse(source, response)
-    backfill_before = now - ctx.backfill if state.last_success is None else None
-    new_items = matched = 0
-    complete = True
-    for entry in feed.entries:
-        if new_items >= source.max_items:
-            complete = False  # the rest wait for the next poll; none is lost
-            break
-        item = normalize_entry(entry, source, now)
-        quiet = backfill_before is not None and item.published < backfill_before
-        matches = [] if quiet else rules.match(item)
-        if await ctx.store.record_item(item, matches, now):
-            new_items += 1
-            matched += len(matches)
+    digest = body_digest(response.body) if not response.not_modified else state.body_digest
+    if response.not_modified or digest == state.body_digest:
+        # 304, or a server without validators sending the very same bytes: nothing to parse.
+        success = _success(source, state.validators, response, now, None, digest=digest)
+        await ctx.store.feed_succeeded(source.name, success)
+        return PollResult(source=source.name, status="not-modified", http_status=response.status)
+    prepared = await ctx.prepare(source, response, now)
+    if prepared.error is not None:
+        raise FeedParseError(source.name, source.url, prepared.error)
+    quiet_before = None
+    if state.last_success is None and ctx.backfill is not None:  # a new feed's archive
+        quiet_before = now - ctx.backfill
+    new_items, matched, complete = await _record(
+        source, rules, ctx, prepared.items, quiet_before, now
+    )
     # Validators are kept only when every item was handled, so a capped poll fetches again.
-    validators = (
-        Validators(response.headers.get("etag"), response.headers.get("last-modified"))
-        if complete
-        else Validators()
-    )
-    await ctx.store.feed_succeeded(
-        source.name, _success(source, validators, response, now, feed.ttl, new_items)
-    )
-    warnings = feed.warnings
+    if complete:
+        validators = Validators(response.headers.get("etag"), response.headers.get("last-modified"))
+    else:
+        validators, digest = Validators(), None
+    success = _success(source, validators, response, now, prepared.ttl, new_items, digest)
+    await ctx.store.feed_succeeded(source.name, success)
+    warnings = prepared.warnings
     if response.permanent_url:
         warnings += (f"the feed moved permanently to {response.permanent_url}; update the config",)
     if not complete:
@@ -143,21 +178,50 @@ async def _fetch_and_record(
         source=source.name,
         status="ok",
         http_status=response.status,
-        entries=len(feed.entries),
+        entries=prepared.entries,
         new_items=new_items,
         matches=matched,
         warnings=warnings,
     )
 
 
-def _parse(source: Source, response: FetchResult) -> ParsedFeed:
-    url = response.url or source.url
-    try:
-        if source.kind == "page" and source.page is not None:
-            return scrape_page(response.body, response.headers, url, source.page)
-        return parse_feed(response.body, response.headers, url)
-    except NotAFeedError as exc:
-        raise FeedParseError(source.name, source.url, str(exc)) from None
+async def _record(
+    source: Source,
+    rules: RuleSet,
+    ctx: PollContext,
+    items: Sequence[Item],
+    quiet_before: datetime | None,
+    now: datetime,
+) -> tuple[int, int, bool]:
+    """Record the new items in batches (one Redis round trip each), never past the cap.
+
+    Items already seen are dropped first, in one round trip, so matching is spent only on new
+    ones (a changed feed usually has a handful among fifty).  Items published before
+    ``quiet_before`` (a new feed's archive) are recorded without matching, so they never
+    alert.  Returns new items, matches queued, and whether every item was handled.
+    """
+    is_new = await ctx.store.unseen(items) if items else []
+    items = [item for item, new in zip(items, is_new, strict=True) if new]
+    new_items = matched = position = 0
+    while position < len(items):
+        room = source.max_items - new_items
+        if room <= 0:
+            return new_items, matched, False
+        batch = items[position : position + min(RECORD_BATCH, room)]
+        position += len(batch)
+        entries = [
+            (item, [] if quiet_before and item.published < quiet_before else rules.match(item))
+            for item in batch
+        ]
+        recorded = await ctx.store.record_items(entries, now)
+        for (_, matches), was_new in zip(entries, recorded, strict=True):
+            if was_new:
+                new_items += 1
+                matched += len(matches)
+    return new_items, matched, True
+
+
+RECORD_BATCH = 50
 
 
 def _success(
@@ -167,6 +231,7 @@ def _success(
     now: datetime,
     feed_ttl: str | None,
     new_items: int = 0,
+    digest: str | None = None,
 ) -> FeedSuccess:
     outcome = PollOutcome(ok=True, cache_seconds=cache_lifetime(response.headers, feed_ttl))
     return FeedSuccess(
@@ -176,6 +241,7 @@ def _success(
         next_poll_at=next_poll_at(outcome, 0, source.interval, now),
         new_items=new_items,
         moved_to=response.permanent_url,
+        body_digest=digest,
     )
 
 

@@ -54,6 +54,15 @@ def parse_duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _duration_or_off(value: object) -> timedelta | None:
+    if value is None or str(value).strip().lower() in {"off", "none", "no", "false"}:
+        return None
+    return parse_duration(value)
+
+
+OptionalDuration = Annotated[timedelta | None, BeforeValidator(_duration_or_off)]
+
+
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently switch a feature off."""
 
@@ -212,9 +221,15 @@ class HttpSettings(_Strict):
 
 
 class IngestSettings(_Strict):
-    backfill: Duration = Field(
+    workers: int = Field(
+        default=-1,
+        ge=-1,
+        description="processes that parse feeds: -1 one per core, 0 or 1 on the event loop",
+    )
+    backfill: OptionalDuration = Field(
         default=timedelta(hours=24),
-        description="on a feed's first poll, older items are recorded as seen, not alerted",
+        description="on a feed's first poll, older items are recorded as seen, not alerted;"
+        " 'off' alerts on everything",
     )
 
 

@@ -47,6 +47,18 @@ return 1
 """
 HISTORY_BATCH = 500
 
+# KEYS: one item's seen-keys.  Returns 1 when none exists (the item is new); otherwise keeps
+# the existing ones alive for another TTL, so an item that stays in a feed never expires
+# and alerts again, and returns 0.
+_TRIAGE_ITEM = """
+local seen = 0
+for i = 1, #KEYS do
+  if redis.call('EXPIRE', KEYS[i], ARGV[1]) == 1 then seen = 1 end
+end
+if seen == 1 then return 0 end
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class FeedState:
@@ -61,6 +73,7 @@ class FeedState:
     next_poll_at: datetime | None = None
     moved_to: str | None = None
     items_seen: int = 0
+    body_digest: str | None = None
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> FeedState:
@@ -74,6 +87,7 @@ class FeedState:
             next_poll_at=_when(raw.get("next_poll_at")),
             moved_to=raw.get("moved_to") or None,
             items_seen=int(raw.get("items_seen") or 0),
+            body_digest=raw.get("body_digest") or None,
         )
 
 
@@ -97,6 +111,7 @@ class Store:
         self.seen_ttl = seen_ttl
         self.history_retention = history_retention
         self._record_item = client.register_script(_RECORD_ITEM)
+        self._triage_item = client.register_script(_TRIAGE_ITEM)
 
     async def ping(self) -> bool:
         return bool(await guarded(lambda: self.client.ping()))
@@ -104,6 +119,45 @@ class Store:
     async def record_item(self, item: Item, matches: Sequence[Match], now: datetime) -> bool:
         """Remember the item, append it to the history and queue its matches, all at once;
         False (and nothing queued) when it had been seen before."""
+        keys, args = self._record_args(item, matches, now)
+        result = await guarded(lambda: self._record_item(keys=keys, args=args))
+        return bool(result)
+
+    async def unseen(self, items: Sequence[Item]) -> list[bool]:
+        """Which items are new, in one round trip, before any work is spent on them.
+
+        Items already seen have their keys refreshed here, since they will not be recorded
+        again.  ``record_item`` still checks atomically, so a race with another replica can
+        only make an item look new here and then be skipped there.
+        """
+        ttl = max(1, int(self.seen_ttl.total_seconds()))
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for item in items:
+                    keys = [self.keys.seen(key) for key in seen_keys(item)]
+                    await self._triage_item(keys=keys, args=[ttl], client=pipe)
+                return await pipe.execute()
+
+        return [bool(result) for result in await guarded(run)]
+
+    async def record_items(
+        self, entries: Sequence[tuple[Item, Sequence[Match]]], now: datetime
+    ) -> list[bool]:
+        """``record_item`` for a batch in one round trip; each item stays atomic on its own."""
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for item, matches in entries:
+                    keys, args = self._record_args(item, matches, now)
+                    await self._record_item(keys=keys, args=args, client=pipe)
+                return await pipe.execute()
+
+        return [bool(result) for result in await guarded(run)]
+
+    def _record_args(
+        self, item: Item, matches: Sequence[Match], now: datetime
+    ) -> tuple[list[str], list[str | int]]:
         keys = [self.keys.seen(key) for key in seen_keys(item)]
         keys += [self.keys.matches, self.keys.items]
         oldest = now - self.history_retention
@@ -113,8 +167,7 @@ class Store:
             json.dumps(item.to_dict(), ensure_ascii=False),
         ]
         args += [json.dumps(match.to_dict(), ensure_ascii=False) for match in matches]
-        result = await guarded(lambda: self._record_item(keys=keys, args=args))
-        return bool(result)
+        return keys, args
 
     async def history(self, since: datetime, until: datetime | None = None) -> list[Item]:
         """Items first seen in ``[since, until]``, oldest first, for backtesting rules."""
@@ -161,6 +214,7 @@ class Store:
             "last_success": result.at.isoformat(),
             "next_poll_at": result.next_poll_at.isoformat(),
             "moved_to": result.moved_to or "",
+            "body_digest": result.body_digest or "",
             "failures": "0",
         }
         key = self.keys.feed(name)
@@ -204,3 +258,4 @@ class FeedSuccess:
     next_poll_at: datetime
     new_items: int = 0
     moved_to: str | None = None
+    body_digest: str | None = None

@@ -170,3 +170,9 @@ def test_shipped_configs_are_valid_without_any_secrets(relative: str) -> None:
         # The container config names where the image puts the rules; elsewhere they must exist.
         expected = REPO / "rules" if str(path) == "/etc/monitor/rules" else path
         assert expected.is_dir(), f"{relative} points at missing rules {path}"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("36h", timedelta(hours=36)), ("off", None)])
+def test_backfill_window_or_off(tmp_path: Path, text: str, expected: timedelta | None) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL + f"ingest: {{backfill: {text}}}\n"), env={})
+    assert settings.ingest.backfill == expected

@@ -1,0 +1,293 @@
+"""Ingestion benchmark: a user's first and second poll of 1,000 feeds, against local servers.
+
+    python bench/bench_ingest.py [--feeds 1000] [--items 50] [--workers -1]
+
+Pass 1 polls every feed for the first time (every item is new); then 10 % of the feeds gain
+five items and pass 2 polls again, the other 90 % answering 304.  Feeds are served by a local
+aiohttp server in its own process (with ETag/Last-Modified), Redis is a private redis-server,
+and the daemon's own ``Monitor.poll_all`` does the work with the shipped rules.  Prints wall
+time, CPU seconds (daemon and its parser processes), peak memory and new items per pass, and
+the parse+normalize rate of one core alone.  Feed text is synthetic (English, Chinese and
+Russian word lists); nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import multiprocessing
+import os
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from aiohttp import web  # noqa: E402
+
+from monitor.app import Monitor  # noqa: E402
+from monitor.embedded_redis import free_port  # noqa: E402
+from monitor.logs import configure_logging  # noqa: E402
+from monitor.model import Source  # noqa: E402
+from monitor.pipeline import prepare_feed  # noqa: E402
+from monitor.settings import load_settings  # noqa: E402
+
+WORDS = {
+    "en": [
+        "Kazakhstan",
+        "tungsten",
+        "deposit",
+        "mining",
+        "rights",
+        "bid",
+        "joint",
+        "venture",
+        "ministry",
+        "export",
+        "permit",
+        "rare",
+        "earth",
+        "investment",
+        "critical",
+        "minerals",
+        "Central",
+        "Asia",
+        "government",
+        "company",
+        "licence",
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "for",
+        "with",
+        "on",
+        "said",
+        "officials",
+        "market",
+        "prices",
+        "supply",
+        "chain",
+        "metals",
+    ],
+    "zh": list(
+        "哈萨克斯坦钨矿稀土出口管制许可投资关键矿产中亚政府公司开采权联合企业市场价格供应链金属"
+    ),
+    "ru": [
+        "Казахстан",
+        "вольфрам",
+        "месторождение",
+        "добыча",
+        "права",
+        "заявка",
+        "совместное",
+        "предприятие",
+        "министерство",
+        "экспорт",
+        "лицензия",
+        "редкоземельные",
+        "металлы",
+        "инвестиции",
+        "критически",
+        "важные",
+        "минералы",
+        "Центральная",
+        "Азия",
+        "правительство",
+        "компания",
+        "рынок",
+        "цены",
+        "поставки",
+    ],
+}
+
+
+def paragraph(rng: random.Random, lang: str, words: int) -> str:
+    vocab = WORDS[lang]
+    joiner = "" if lang == "zh" else " "
+    return joiner.join(rng.choice(vocab) for _ in range(words))
+
+
+def item_xml(rng: random.Random, feed: int, number: int, lang: str) -> str:
+    body_words = 150 if lang == "zh" else 65
+    summary = (
+        f"<p>{paragraph(rng, lang, body_words)}</p><p>{paragraph(rng, lang, body_words)}</p>"
+        f'<p><a href="https://news{feed}.example/a/{number}">more</a></p>'
+    )
+    return (
+        f"<item><title>{paragraph(rng, lang, 12)}</title>"
+        f"<link>https://news{feed}.example/{number}?utm_source=rss</link>"
+        f'<guid isPermaLink="false">feed{feed}-item{number}</guid>'
+        f"<pubDate>Sun, 22 Nov 2026 {number % 24:02d}:00:00 GMT</pubDate>"
+        f"<description><![CDATA[{summary}]]></description></item>"
+    )
+
+
+def feed_body(feed: int, count: int, extra: int = 0) -> bytes:
+    """A feed of ``count`` items (~80 KB at 50); ``extra`` newer items go on top, the others
+    stay byte-identical, as a real feed gains items."""
+    lang = ("en", "zh", "ru")[feed % 3]
+    fresh = [
+        item_xml(random.Random(10**7 + feed * 1000 + n), feed, count + n, lang)
+        for n in range(extra)
+    ]
+    rng = random.Random(feed)
+    items = fresh + [item_xml(rng, feed, n, lang) for n in range(count)]
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>Synthetic feed {feed}</title><link>https://news{feed}.example/</link>"
+        f"<language>{lang}</language>{''.join(items)}</channel></rss>"
+    ).encode()
+
+
+def serve(port: int, feeds: int, items: int, ready: object) -> None:
+    """The feed server process: in-memory bodies, ETag and Last-Modified, a bump endpoint."""
+    bodies = {n: feed_body(n, items) for n in range(feeds)}
+
+    async def feed(request: web.Request) -> web.Response:
+        number = int(request.match_info["n"])
+        body = bodies[number]
+        etag = '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        headers = {"ETag": etag, "Last-Modified": "Sun, 22 Nov 2026 06:00:00 GMT"}
+        return web.Response(body=body, content_type="application/rss+xml", headers=headers)
+
+    async def bump(_request: web.Request) -> web.Response:
+        for number in range(0, feeds, 10):
+            bodies[number] = feed_body(number, items, extra=5)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/feed/{n}.xml", feed)
+    app.router.add_post("/bump", bump)
+    ready.set()  # type: ignore[attr-defined]
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def config_text(port: int, feeds: int, workers: int, data: Path) -> str:
+    lines = [f"redis: {{url: embedded, data_dir: '{data}'}}", "feeds:"]
+    lines += [
+        f"  - {{name: f{n}, url: 'http://127.0.0.1:{port}/feed/{n}.xml', allow_private: true}}"
+        for n in range(feeds)
+    ]
+    lines += [
+        f"rules: {{paths: ['{REPO / 'rules'}']}}",
+        "channels: {console: {}}",  # matches are queued; this benchmark does not deliver
+        "health: {port: 0}",
+        "http: {host_gap: 0s, per_host: 50, max_concurrency: 50}",
+        f"ingest: {{workers: {workers}, backfill: 3650d}}",
+        "log: {level: warning, format: json}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def run_passes(config: Path, port: int) -> None:
+    import aiohttp
+
+    settings = load_settings(config)
+    configure_logging(level="warning", fmt="json")
+    async with Monitor(settings) as daemon:
+        pool = daemon._pool
+        workers = list(pool._processes) if pool is not None else []
+        for label in ("pass 1 (first poll)", "pass 2 (10 % changed)"):
+            if label.startswith("pass 2"):
+                async with aiohttp.ClientSession() as session:
+                    await session.post(f"http://127.0.0.1:{port}/bump")
+            if pool is not None:
+                workers = list(pool._processes)
+            pids = [os.getpid(), *workers]
+            cpu_before = cpu_seconds(pids)
+            started = time.perf_counter()
+            results = await daemon.poll_all()
+            wall = time.perf_counter() - started
+            if pool is not None:
+                pids = [os.getpid(), *pool._processes]
+            cpu = cpu_seconds(pids) - cpu_before
+            new = sum(r.new_items for r in results)
+            failed = [r for r in results if r.status == "error"]
+            statuses = {s: sum(r.status == s for r in results) for s in ("ok", "not-modified")}
+            print(
+                f"{label}: wall {wall:6.2f} s  cpu {cpu:6.2f} s  new items {new:6d}  "
+                f"{statuses}  failed {len(failed)}  "
+                f"peak RSS daemon {peak_rss_mb([os.getpid()]):.0f} MB, "
+                f"with parser processes {peak_rss_mb(pids):.0f} MB"
+            )
+            if failed:
+                print("  first failure:", failed[0].error)
+
+
+def parse_rate(feeds: int, items: int) -> None:
+    bodies = [feed_body(n, items) for n in range(min(feeds, 200))]
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    count = 0
+    for number, body in enumerate(bodies):
+        source = Source(name=f"f{number}", url=f"https://news{number}.example/feed.xml")
+        count += len(prepare_feed(source, body, {}, source.url, now).items)
+    elapsed = time.perf_counter() - started
+    size = sum(map(len, bodies)) / len(bodies) / 1024
+    print(
+        f"parse+normalize alone, one core: {count / elapsed:,.0f} items/s "
+        f"({elapsed / len(bodies) * 1000:.1f} ms per {items}-item feed of {size:.0f} KB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--items", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=-1, help="-1: one parser per core")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    port = free_port()
+    ready = multiprocessing.Event()
+    server = multiprocessing.Process(
+        target=serve, args=(port, args.feeds, args.items, ready), daemon=True
+    )
+    server.start()
+    ready.wait(60)
+    time.sleep(0.5)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "monitor.yaml"
+            config.write_text(config_text(port, args.feeds, args.workers, Path(tmp) / "redis"))
+            asyncio.run(run_passes(config, port))
+        parse_rate(args.feeds, args.items)
+    finally:
+        server.terminate()
+        server.join(5)
+
+
+if __name__ == "__main__":
+    main()
