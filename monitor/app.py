@@ -225,6 +225,7 @@ class Monitor:
             store=self._store,
             clock=self.clock,
             backfill=self.settings.ingest.backfill,
+            health_alert_after=self.settings.ingest.health_alert_after,
             prepare=self._prepare_in_pool if self._pool is not None else prepare_in_process,
         )
         log.info(

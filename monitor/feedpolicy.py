@@ -81,6 +81,26 @@ def is_due(next_poll: datetime | None, interval: timedelta, now: datetime) -> bo
     return next_poll is None or now >= next_poll - interval * DUE_TOLERANCE
 
 
+def health_alert(
+    ok: bool,
+    failing_since: datetime | None,
+    alerted: bool,
+    alert_after: timedelta | None,
+    now: datetime,
+) -> str | None:
+    """Whether this poll opens or closes a feed-health incident: "failing" once a feed has
+    failed for ``alert_after``, "recovered" on the first success after that, else None.
+
+    One alert per incident and one on recovery: a feed that flaps every poll must not page
+    anyone, and one that stays broken must not page again every interval.
+    """
+    if ok:
+        return "recovered" if alerted else None
+    if alerted or alert_after is None or failing_since is None:
+        return None
+    return "failing" if now - failing_since >= alert_after else None
+
+
 def is_stale(last_success: datetime | None, interval: timedelta, now: datetime) -> bool:
     """No complete poll for several intervals: the feed is silently broken or hanging."""
     if last_success is None:

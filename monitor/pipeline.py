@@ -16,9 +16,15 @@ from datetime import datetime, timedelta
 import structlog
 
 from monitor.errors import FeedError, FeedParseError
-from monitor.feedpolicy import PollOutcome, cache_lifetime, is_due, next_poll_at
+from monitor.feedpolicy import (
+    PollOutcome,
+    cache_lifetime,
+    health_alert,
+    is_due,
+    next_poll_at,
+)
 from monitor.fetch import Fetcher, FetchResult, Validators
-from monitor.model import Item, PollResult, Source
+from monitor.model import Item, Match, PollResult, Severity, Source
 from monitor.normalize import normalize_entry
 from monitor.parse import NotAFeedError, parse_feed
 from monitor.rules import RuleSet
@@ -74,12 +80,14 @@ class PollContext:
 
     ``backfill``: on a feed's first poll, items published longer ago than this are recorded as
     seen without alerting, so adding a feed does not flood the channel with its archive.
+    ``health_alert_after``: a feed failing this long raises one operational alert.
     """
 
     fetcher: Fetcher
     store: Store
     clock: Clock
     backfill: timedelta | None = timedelta(hours=24)
+    health_alert_after: timedelta | None = timedelta(hours=1)
     prepare: Preparer = prepare_in_process
 
 
@@ -105,6 +113,8 @@ async def poll_once(
         result = await _fetch_and_record(source, rules, ctx, state)
     except FeedError as exc:
         return await _record_failure(source, ctx, state, exc, time.perf_counter() - started)
+    if state.health_alerted:
+        await _tell_health(source, ctx, True, state.failing_since, True, None, ctx.clock())
     result = replace(result, duration=time.perf_counter() - started)
     for warning in result.warnings:
         bound.warning("feed malformed", detail=warning)
@@ -129,6 +139,8 @@ async def _record_failure(
     outcome = PollOutcome(ok=False, retry_after=getattr(exc, "retry_after", None))
     retry_at = next_poll_at(outcome, failures, source.interval, now)
     await ctx.store.feed_failed(source.name, str(exc), status, now, retry_at)
+    since = state.failing_since or now
+    await _tell_health(source, ctx, False, since, state.health_alerted, str(exc), now)
     log.warning(
         "poll failed",
         feed=source.name,
@@ -243,6 +255,52 @@ def _success(
         moved_to=response.permanent_url,
         body_digest=digest,
     )
+
+
+async def _tell_health(
+    source: Source,
+    ctx: PollContext,
+    ok: bool,
+    failing_since: datetime | None,
+    alerted: bool,
+    error: str | None,
+    now: datetime,
+) -> None:
+    change = health_alert(ok, failing_since, alerted, ctx.health_alert_after, now)
+    if change is None or failing_since is None:
+        return
+    match = health_match(source, change, failing_since, error, now)
+    await ctx.store.enqueue_health_alert(source.name, match)
+    log.warning("feed health alert", feed=source.name, change=change)
+
+
+def health_match(
+    source: Source, change: str, failing_since: datetime, error: str | None, now: datetime
+) -> Match:
+    """The operational alert for a feed incident, delivered through the normal channels.
+
+    Its item id names the incident (feed and start time), so each incident alerts once and a
+    later one alerts again.
+    """
+    hours = (now - failing_since).total_seconds() / 3600
+    if change == "failing":
+        title = f"Feed {source.name} has been failing for {hours:.1f} h"
+        summary = f"Last error: {error}" if error else ""
+    else:
+        title = f"Feed {source.name} recovered after {hours:.1f} h"
+        summary = "Polls succeed again; items missed while it failed arrive now."
+    incident = f"ops:{source.name}:{failing_since.isoformat()}:{change}"
+    item = Item(
+        id=incident,
+        source=source.name,
+        title=title,
+        summary=summary,
+        link=source.url if source.url.startswith(("http://", "https://")) else "",
+        published=now,
+        source_tags=source.tags,
+    )
+    severity = Severity.HIGH if change == "failing" else Severity.INFO
+    return Match("feed-health", "Feed health", severity, "ops", item, tags=("ops", change))
 
 
 def summarize(results: Sequence[PollResult]) -> dict[str, int]:

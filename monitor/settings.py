@@ -231,6 +231,10 @@ class IngestSettings(_Strict):
         description="on a feed's first poll, older items are recorded as seen, not alerted;"
         " 'off' alerts on everything",
     )
+    health_alert_after: OptionalDuration = Field(
+        default=timedelta(hours=1),
+        description="a feed failing this long raises one operational alert; 'off' never",
+    )
 
 
 class DedupSettings(_Strict):

@@ -74,6 +74,8 @@ class FeedState:
     moved_to: str | None = None
     items_seen: int = 0
     body_digest: str | None = None
+    failing_since: datetime | None = None
+    health_alerted: bool = False
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> FeedState:
@@ -88,6 +90,8 @@ class FeedState:
             moved_to=raw.get("moved_to") or None,
             items_seen=int(raw.get("items_seen") or 0),
             body_digest=raw.get("body_digest") or None,
+            failing_since=_when(raw.get("failing_since")),
+            health_alerted=raw.get("health_alerted") == "1",
         )
 
 
@@ -140,6 +144,20 @@ class Store:
                 return await pipe.execute()
 
         return [bool(result) for result in await guarded(run)]
+
+    async def enqueue_health_alert(self, name: str, match: Match) -> None:
+        """Queue an operational alert about a feed and remember that its incident was told."""
+        payload = json.dumps(match.to_dict(), ensure_ascii=False)
+        opening = match.tags[-1] == "failing"
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.keys.matches, {"match": payload})
+                if opening:
+                    pipe.hset(self.keys.feed(name), "health_alerted", "1")
+                await pipe.execute()
+
+        await guarded(run)
 
     async def record_items(
         self, entries: Sequence[tuple[Item, Sequence[Match]]], now: datetime
@@ -223,6 +241,7 @@ class Store:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=mapping)
                 pipe.hincrby(key, "items_seen", result.new_items)
+                pipe.hdel(key, "failing_since", "health_alerted")
                 await pipe.execute()
 
         await guarded(write)
@@ -242,6 +261,7 @@ class Store:
         async def write() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=mapping)
+                pipe.hsetnx(key, "failing_since", at.isoformat())
                 pipe.hincrby(key, "failures", 1)
                 await pipe.execute()
 

@@ -14,6 +14,7 @@ from monitor.feedpolicy import (
     PollOutcome,
     cache_lifetime,
     failure_backoff,
+    health_alert,
     is_due,
     is_stale,
     next_poll_at,
@@ -86,3 +87,23 @@ def test_a_jittered_tick_slightly_early_is_still_due(
     planned: datetime | None, expected: bool
 ) -> None:
     assert is_due(planned, TEN, NOW) is expected
+
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("ok", "since", "alerted", "after", "expected"),
+    [
+        (False, NOW - 2 * HOUR, False, HOUR, "failing"),
+        (False, NOW - 0.5 * HOUR, False, HOUR, None),
+        (False, NOW - 2 * HOUR, True, HOUR, None),
+        (False, NOW - 2 * HOUR, False, None, None),
+        (True, NOW - 2 * HOUR, True, HOUR, "recovered"),
+        (True, NOW - 0.5 * HOUR, False, HOUR, None),
+    ],
+)
+def test_health_alert_once_per_incident_and_once_on_recovery(
+    ok: bool, since: datetime, alerted: bool, after: timedelta | None, expected: str | None
+) -> None:
+    assert health_alert(ok, since, alerted, after, NOW) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -254,3 +255,24 @@ async def test_a_redesigned_page_fails_loudly(
     result = await poll_once(source, rules, context)
     assert result.status == "error"
     assert "found no items" in (result.error or "")
+
+
+async def test_a_feed_failing_past_the_threshold_alerts_once_then_on_recovery(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet, queue: AlertQueue
+) -> None:
+    ctx = replace(context, health_alert_after=timedelta(0))
+    source = Source(name="flaky", url=feed_server.url("/f.xml"))
+    feed_server.put("/f.xml", "down", status=500, content_type="text/plain")
+    await poll_once(source, rules, ctx)
+    await poll_once(source, rules, ctx)
+    feed_server.put("/f.xml", rss(ITEMS))
+    await poll_once(source, rules, ctx)
+    await poll_once(source, rules, ctx)
+    queued = await queue.read_matches("w", 20, None)
+    health = [
+        entry.match for entry in queued if entry.match and entry.match.rule_id == "feed-health"
+    ]
+    assert [m.tags[-1] for m in health] == ["failing", "recovered"]
+    assert "Feed flaky has been failing" in health[0].item.title
+    assert "HTTP 500" in health[0].item.summary
+    assert health[0].item.id != health[1].item.id
