@@ -203,3 +203,17 @@ async def test_host_gap_spaces_requests_to_one_host(feed_server: FeedServer) -> 
         for _ in range(3):
             await gapped.fetch(source(feed_server.url("/f.xml")))
         assert loop.time() - started >= 0.6
+
+
+async def test_last_modified_alone_also_earns_a_304(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    stamp = "Sun, 22 Nov 2026 06:00:00 GMT"
+    feed_server.put("/lm.xml", FEED, headers={"Last-Modified": stamp})
+    result = await fetcher.fetch(
+        source(feed_server.url("/lm.xml")), Validators(last_modified=stamp)
+    )
+    assert result.not_modified
+    (_, headers), *_ = feed_server.request_headers
+    assert headers["If-Modified-Since"] == stamp
+    assert "If-None-Match" not in headers

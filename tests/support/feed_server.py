@@ -84,7 +84,10 @@ class FeedServer:
                 headers = {"Content-Type": resource.content_type, **resource.headers}
                 if resource.conditional and resource.status == 200:
                     headers["ETag"] = resource.etag
-                    if self.headers.get("If-None-Match") == resource.etag:
+                    modified = resource.headers.get("Last-Modified")
+                    if self.headers.get("If-None-Match") == resource.etag or (
+                        modified and self.headers.get("If-Modified-Since") == modified
+                    ):
                         self._reply(304, b"", headers)
                         return
                 # A client with a deadline may hang up mid-body; that is its right.
