@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -79,48 +80,54 @@ def daemon_factory() -> Iterator[Callable[[Path], Daemon]]:
         daemon.log.close()
 
 
-def test_feeds_added_in_the_config_are_polled_without_a_restart(
+@dataclass
+class Running:
+    """A daemon on one feed ("a") and one rule file, and the paths a test edits."""
+
+    daemon: Daemon
+    config_path: Path
+    rules: Path
+    redis_url: str
+
+
+@pytest.fixture
+def running(
     tmp_path: Path,
     feed_server: FeedServer,
     own_redis: EmbeddedRedis,
     daemon_factory: Callable[[Path], Daemon],
-) -> None:
+) -> Running:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "r.yaml").write_text(RULE.format(id="one"))
     feed_server.put("/a.xml", rss([{"title": "a", "guid": "a"}]))
-    feed_server.put("/b.xml", rss([{"title": "b", "guid": "b"}]))
     path = tmp_path / "monitor.yaml"
     path.write_text(config(own_redis.url, rules, [("a", feed_server.url("/a.xml"))]))
     daemon = daemon_factory(path)
     daemon.wait_for(lambda e: e.get("event") == "poll" and e.get("feed") == "a")
+    return Running(daemon, path, rules, own_redis.url)
 
+
+def test_feeds_added_in_the_config_are_polled_without_a_restart(
+    running: Running, feed_server: FeedServer
+) -> None:
+    feed_server.put("/b.xml", rss([{"title": "b", "guid": "b"}]))
     feeds = [("a", feed_server.url("/a.xml")), ("b", feed_server.url("/b.xml"))]
-    path.write_text(config(own_redis.url, rules, feeds))
+    running.config_path.write_text(config(running.redis_url, running.rules, feeds))
+    daemon = running.daemon
     daemon.wait_for(lambda e: e.get("event") == "feed added" and e.get("feed") == "b")
     daemon.wait_for(lambda e: e.get("event") == "poll" and e.get("feed") == "b")
 
-    path.write_text("feeds: [{name: a, url: 'https://x.example/', intervl: 1m}]\n")
+    running.config_path.write_text("feeds: [{name: a, url: 'https://x.example/', intervl: 1m}]\n")
     daemon.wait_for(lambda e: e.get("event") == "config reload refused; keeping the running config")
     assert daemon.process.poll() is None
     assert daemon.stop() == 0
 
 
 def test_rule_edits_apply_on_sighup_and_a_broken_edit_keeps_the_running_rules(
-    tmp_path: Path,
-    feed_server: FeedServer,
-    own_redis: EmbeddedRedis,
-    daemon_factory: Callable[[Path], Daemon],
+    running: Running,
 ) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "r.yaml").write_text(RULE.format(id="one"))
-    feed_server.put("/a.xml", rss([{"title": "a", "guid": "a"}]))
-    path = tmp_path / "monitor.yaml"
-    path.write_text(config(own_redis.url, rules, [("a", feed_server.url("/a.xml"))]))
-    daemon = daemon_factory(path)
-    daemon.wait_for(lambda e: e.get("event") == "monitor started")
-
+    daemon, rules = running.daemon, running.rules
     (rules / "r2.yaml").write_text(RULE.format(id="two"))
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_for(lambda e: e.get("event") == "rules reloaded" and e.get("rules") == 2)
