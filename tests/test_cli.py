@@ -19,7 +19,18 @@ OFFLINE_FEEDS = REPO / "examples" / "offline" / "feeds"
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["run"], ["rules"], ["rules", "lint"], ["rules", "match"], ["health"]],
+    [
+        [],
+        ["run"],
+        ["rules"],
+        ["rules", "lint"],
+        ["rules", "match"],
+        ["rules", "test"],
+        ["rules", "backtest"],
+        ["feeds"],
+        ["feeds", "status"],
+        ["health"],
+    ],
 )
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

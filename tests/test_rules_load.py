@@ -598,9 +598,9 @@ def test_duplicate_ids_across_files_ignoring_case(tmp_path: Path) -> None:
     )
     problem = one_problem(tmp_path)
     assert str(problem.location) == f"{second}:3:9"
-    assert problem.message == "duplicate rule id 'KZ-Tungsten'"
+    assert problem.message == "rule id 'KZ-Tungsten' differs from 'kz-tungsten' only in case"
     assert problem.hint is not None
-    assert f"already defined at {first}:4:9" in problem.hint
+    assert f"defined at {first}:4:9" in problem.hint
 
 
 def test_term_sets_are_shared_across_files_and_defined_once(tmp_path: Path) -> None:

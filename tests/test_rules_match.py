@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from monitor.model import Item, Severity
+from monitor.model import Item, Severity, TermHit
 from monitor.rules import (
     Group,
     ItemText,
@@ -21,6 +21,8 @@ from monitor.rules import (
     evaluate,
     load_rules,
 )
+from monitor.rules.expr import DEFAULT_FIELDS
+from monitor.rules.match import node_hits
 
 REPO = Path(__file__).resolve().parent.parent
 WHEN = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -40,10 +42,15 @@ def item(
     )
 
 
+def all_hits(text: ItemText, term: Term) -> tuple[TermHit, ...]:
+    """A term's hits in the title, then the summary."""
+    return node_hits(term, text, DEFAULT_FIELDS) or ()
+
+
 def found(term: str, title: str, *, case: bool = False) -> list[str]:
     """The texts a single term finds in a title, checking every hit's offsets on the way."""
     text = ItemText(item(title))
-    hits = text.hits(Term.parse(term, case=case))
+    hits = all_hits(text, Term.parse(term, case=case))
     for hit in hits:
         assert title[hit.start : hit.end] == hit.text
     return [hit.text for hit in hits]
@@ -128,14 +135,14 @@ def test_case_sensitive_term(term: str, title: str, expected: list[str]) -> None
     ],
 )
 def test_offsets_index_the_original_text(title: str, start: int, end: int) -> None:
-    (hit,) = ItemText(item(title)).hits(Term.parse("Kazakhstan"))
+    (hit,) = all_hits(ItemText(item(title)), Term.parse("Kazakhstan"))
     assert (hit.start, hit.end) == (start, end)
     assert title[hit.start : hit.end] == hit.text
 
 
 def test_hits_cover_title_then_summary_with_their_field() -> None:
     text = ItemText(item("Tungsten prices", "Kazakhstan tungsten tender"))
-    hits = text.hits(Term.parse("tungsten"))
+    hits = all_hits(text, Term.parse("tungsten"))
     assert [(hit.field, hit.start, hit.end) for hit in hits] == [
         ("title", 0, 8),
         ("summary", 11, 19),
@@ -144,7 +151,7 @@ def test_hits_cover_title_then_summary_with_their_field() -> None:
 
 def test_a_term_from_a_set_is_named_set_and_term() -> None:
     term = Term.parse("Kazakh*", set_name="kazakhstan")
-    (hit,) = ItemText(item("Kazakhstani")).hits(term)
+    (hit,) = all_hits(ItemText(item("Kazakhstani")), term)
     assert hit.term == "@kazakhstan:Kazakh*"
 
 
@@ -315,7 +322,7 @@ def test_a_term_between_spaces_is_found_where_it_was_put(
 ) -> None:
     title = f"{before} {written} {after}"
     start = len(before) + 1
-    hits = ItemText(item(title)).hits(Term.parse(written))
+    hits = all_hits(ItemText(item(title)), Term.parse(written))
     assert any(hit.start < start + len(written) and start < hit.end for hit in hits)
     for hit in hits:
         assert title[hit.start : hit.end] == hit.text
@@ -329,7 +336,7 @@ def test_any_accepted_term_finds_itself_between_spaces(written: str, case: bool)
     except TermSyntaxError:
         reject()
     title = f" {written} "
-    assert ItemText(item(title)).hits(term), term.words
+    assert all_hits(ItemText(item(title)), term), term.words
 
 
 @pytest.fixture(scope="module")

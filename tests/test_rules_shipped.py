@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from monitor.rules import (
+    AtLeast,
     Example,
+    Group,
+    Near,
     Node,
     Rule,
     RuleSet,
@@ -69,13 +72,37 @@ def scripts(text: str) -> set[str]:
 
 
 @pytest.mark.parametrize("rule", shipped().rules, ids=lambda rule: rule.id)
-def test_each_rule_has_six_examples_both_ways_in_four_languages(rule: Rule) -> None:
-    assert len(rule.examples) >= 6
+def test_each_rule_has_ten_examples_each_way_in_four_languages(rule: Rule) -> None:
+    """At least ten examples that must match and ten that must not, each set written in
+    English, Russian, Kazakh and Chinese."""
     matching = [example for example in rule.examples if example.should_match]
-    assert len(matching) >= 3
-    assert len(rule.examples) - len(matching) >= 3
-    covered = set().union(*(scripts(example.title + example.summary) for example in matching))
-    assert covered == {"latin", "cyrillic", "kazakh", "cjk"}
+    refusing = [example for example in rule.examples if not example.should_match]
+    assert len(matching) >= 10
+    assert len(refusing) >= 10
+    for examples in (matching, refusing):
+        covered = set().union(*(scripts(example.title + example.summary) for example in examples))
+        assert covered == {"latin", "cyrillic", "kazakh", "cjk"}
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "title"),
+    [
+        ("kz-tungsten-deposits", "Kazakhstan tungsten mining JV to supply light bulb makers"),
+        ("kz-tungsten-deposits", "Kazakh jewellery brand buys tungsten from a local deposit"),
+        ("kz-tungsten-deposits", "Darts: Kazakhstan team sponsored by a tungsten mine"),
+        ("rare-earth-export-controls", "Rare earth miner receives mining licence; exports later"),
+        ("rare-earth-export-controls", "Rare Earth hypothesis: export permits for life"),
+        ("rare-earth-export-controls", "Rare earth plant export staff get parking permits"),
+        ("us-central-asia-critical-minerals", "US bid at art auction for Uzbek lithium painting"),
+    ],
+)
+def test_the_exclusions_the_issue_names_hold(rule_id: str, title: str) -> None:
+    """Tungsten bulbs, jewellery and darts; mining licences, other senses of "rare earth" and
+    parking permits; art-auction bids: each is written so the rule would otherwise fire."""
+    rule = shipped().get(rule_id)
+    assert rule is not None
+    assert check_example(rule, Example(title, "", should_match=False)) is None
+    assert check_example(rule, Example(title, "", should_match=True)) is not None
 
 
 @pytest.mark.parametrize("rule", shipped().rules, ids=lambda rule: rule.id)
@@ -91,7 +118,12 @@ def terms_of(node: Node) -> list[Term]:
         return [node]
     if isinstance(node, SetRef):
         return list(node.terms)
-    children = (*node.all_of, *node.any_of, *node.none_of)
+    if isinstance(node, Group):
+        children: tuple[Node, ...] = (*node.all_of, *node.any_of, *node.none_of)
+    elif isinstance(node, Near | AtLeast):
+        children = node.of
+    else:
+        return []
     return [term for child in children for term in terms_of(child)]
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.rules.text import Folded, fold, is_unspaced
+from monitor.rules.text import _IDENTITY_BLOCKS, Folded, fold, fold_reference, is_unspaced
 
 # Characters that stress folding: decompositions, expansions, marks, invisibles, kana voicing.
 TRICKY = list(
@@ -151,3 +151,54 @@ def test_a_space_separates_unspaced_scripts_from_others(original: str, folded: s
     for index, char in enumerate(result.text):
         if char == " ":
             assert result.starts[index] == result.ends[index]
+
+
+# Text as feeds carry it: words of each script, digits, punctuation, ellipses, soft hyphens.
+NEWSY = list(
+    "Kazakhstan tungsten Қазақстан вольфрам Ёлка 钨矿稀土 2025年 DFC美国 … — «» “” ，。！"
+    "Straße ﬁnance ＫＺ１２ café\u00ad\u200b 🚀\ufe0f\u00a0№"
+)
+newsy_text = st.text(
+    st.sampled_from(NEWSY) | st.sampled_from(TRICKY) | st.characters(), max_size=60
+)
+
+
+@settings(max_examples=1000)
+@given(newsy_text, st.booleans())
+def test_fast_folding_equals_the_reference_folding(text: str, case: bool) -> None:
+    """``fold`` takes shortcuts for speed; ``fold_reference`` is the definition.  Same text,
+    same spans, for every text."""
+    fast = fold(text, case=case)
+    slow = fold_reference(text, case=case)
+    assert fast.text == slow.text
+    assert list(fast.starts) == list(slow.starts)
+    assert list(fast.ends) == list(slow.ends)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Казахстан… ё Ё и Kazakh\u00adstan",  # replacements that change length, soft hyphen
+        "美国DFC宣布2025年投资，１０万吨",  # script breaks and full-width forms
+        "Tungsten 🚀\ufe0f news",  # a character outside the known blocks
+        "cafe\u0301 и за\u0301мок",  # combining marks: the piece-by-piece road
+    ],
+)
+@pytest.mark.parametrize("case", [False, True])
+def test_each_road_of_fold_matches_the_reference(text: str, case: bool) -> None:
+    fast, slow = fold(text, case=case), fold_reference(text, case=case)
+    assert (fast.text, list(fast.starts), list(fast.ends)) == (
+        slow.text,
+        list(slow.starts),
+        list(slow.ends),
+    )
+
+
+def test_identity_blocks_fold_to_themselves() -> None:
+    """The known-character road trusts Chinese ideographs and Hangul syllables to fold to
+    themselves without looking; this looks, once, at every one of them."""
+    for low, high in _IDENTITY_BLOCKS:
+        for point in range(low, high + 1):
+            char = chr(point)
+            assert fold_reference(char).text == char, hex(point)
+            assert fold_reference(char, case=True).text == char, hex(point)

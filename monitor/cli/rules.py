@@ -1,4 +1,4 @@
-"""``monitor rules``: the analyst's tools: lint rule files, dry-run them over feeds or items."""
+"""``monitor rules``: the analyst's tools: lint, test, dry-run and backtest rule files."""
 
 from __future__ import annotations
 
@@ -7,19 +7,30 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 import aiohttp
 
-from monitor.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subcommands
+from monitor.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    load_settings_or_exit,
+    redis_for_command,
+)
 from monitor.errors import FeedError, MonitorError, RuleSetError
 from monitor.fetch import Fetcher
 from monitor.model import Item, Match, Source
 from monitor.normalize import normalize_entry
 from monitor.parse import NotAFeedError, parse_feed
-from monitor.rules import lint_rules, load_rules
+from monitor.redisio import Keys
+from monitor.rules import RuleSet, explain, lint_rules, load_rules, run_examples
+from monitor.settings import Settings, parse_duration
+from monitor.store import Store
 
 
 def register(commands: Subcommands) -> None:
@@ -30,6 +41,18 @@ def register(commands: Subcommands) -> None:
         "paths", nargs="*", type=Path, help="rule files or directories (default: rules/)"
     )
     lint.set_defaults(handler=cmd_rules_lint)
+    test = rule_commands.add_parser(
+        "test", help="run every rule's examples; report pass/fail per rule, exit 1 on a failure"
+    )
+    test.add_argument(
+        "paths", nargs="*", type=Path, help="rule files or directories (default: rules/)"
+    )
+    test.set_defaults(handler=cmd_rules_test)
+    _register_match(rule_commands)
+    _register_backtest(rule_commands)
+
+
+def _register_match(rule_commands: Subcommands) -> None:
     match = rule_commands.add_parser(
         "match", help="dry run: print the matches rules would raise on feeds or items"
     )
@@ -46,7 +69,34 @@ def register(commands: Subcommands) -> None:
         metavar="SOURCE",
         help="a feed file, a feed URL, or a JSON Lines file of items (.jsonl)",
     )
+    match.add_argument(
+        "--explain",
+        action="store_true",
+        help="print each match readably: the text with hits marked and why the rule matched",
+    )
     match.set_defaults(handler=cmd_rules_match)
+
+
+def _register_backtest(rule_commands: Subcommands) -> None:
+    backtest = rule_commands.add_parser(
+        "backtest",
+        help="run draft rules over the item history in Redis; compare with the deployed rules",
+    )
+    backtest.add_argument(
+        "--since",
+        default="7d",
+        help="how far back to look, e.g. 12h, 7d, 30d (default 7d; history.retention bounds it)",
+    )
+    backtest.add_argument(
+        "--rules",
+        type=Path,
+        action="append",
+        help="draft rule file or directory (repeatable; default: the deployed rules)",
+    )
+    backtest.add_argument(
+        "-c", "--config", help="config file (default: $MONITOR_CONFIG, ./monitor.yaml)"
+    )
+    backtest.set_defaults(handler=cmd_rules_backtest)
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -68,12 +118,46 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    paths = list(args.paths) or [Path("rules")]
+    missing = [path for path in paths if not path.exists()]
+    for path in missing:
+        print(f"{path}: no such file or directory", file=sys.stderr)
+    if missing:
+        return EXIT_USAGE
+    try:
+        results = run_examples(paths)
+    except RuleSetError as exc:
+        _print_problems(exc, "fix these first ('monitor rules lint' lists them)")
+        return EXIT_USAGE
+    for result in results:
+        count = len(result.rule.examples)
+        if result.passed:
+            print(f"PASS  {result.rule.id}  ({count} examples)")
+            continue
+        passed = count - len(result.failures)
+        print(f"FAIL  {result.rule.id}  ({passed} of {count} examples behave)")
+        for failure in result.failures:
+            print(f"      {failure}")
+    failed = sum(not result.passed for result in results)
+    untested = sum(not result.rule.examples for result in results)
+    summary = f"{len(results)} rules: {len(results) - failed} passed, {failed} failed"
+    print(summary + (f" ({untested} without examples)" if untested else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_problems(exc: RuleSetError, hint: str | None = None) -> None:
+    for problem in exc.problems:
+        print(str(problem), file=sys.stderr)
+    if hint:
+        print(f"{len(exc.problems)} problem(s) in the rule files; {hint}", file=sys.stderr)
+
+
 def cmd_rules_match(args: argparse.Namespace) -> int:
     try:
         rules = load_rules(args.rules)
     except RuleSetError as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
+        _print_problems(exc)
         return EXIT_USAGE
     now = datetime.now(UTC)
     status = EXIT_OK
@@ -86,8 +170,106 @@ def cmd_rules_match(args: argparse.Namespace) -> int:
             continue
         for item in items:
             for found in rules.match(item):
-                write_match(found, sys.stdout)
+                if args.explain:
+                    write_explanation(rules, found, sys.stdout)
+                else:
+                    write_match(found, sys.stdout)
     return status
+
+
+def write_explanation(rules: RuleSet, match: Match, out: TextIO) -> None:
+    """The readable view of one match: rule, item, marked text and the rule's tree."""
+    rule = rules.get(match.rule_id)
+    if rule is None:
+        return
+    item = match.item
+    out.write("\n".join(explain(rule, item)) + "\n")
+    where = "  ".join(part for part in (item.source, item.link) if part)
+    out.write(f"  item: {item.id}  {where}\n\n")
+
+
+# -- backtest --------------------------------------------------------------------------------
+
+
+def cmd_rules_backtest(args: argparse.Namespace) -> int:
+    settings = load_settings_or_exit(args.config)
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"monitor: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        deployed = load_rules(settings.rule_paths())
+        draft = load_rules(args.rules) if args.rules else deployed
+    except RuleSetError as exc:
+        _print_problems(exc, "a backtest needs rules that load")
+        return EXIT_USAGE
+    now = datetime.now(UTC)
+    try:
+        items = asyncio.run(_history(settings, now - since))
+    except MonitorError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = compare(items, deployed, draft)
+    print_backtest(report, deployed, draft, now - since, sys.stdout)
+    return EXIT_OK
+
+
+async def _history(settings: Settings, since: datetime) -> list[Item]:
+    async with redis_for_command(settings) as client:
+        return await Store(client, Keys(settings.redis.key_prefix)).history(since)
+
+
+@dataclass(frozen=True, slots=True)
+class Backtest:
+    """What a draft rule set would have raised over stored items, against the deployed set:
+    ``alerts`` are the draft's matches; ``new`` the ones the deployed rules did not raise;
+    ``gone`` the deployed rules' matches the draft no longer raises."""
+
+    items: int
+    alerts: tuple[Match, ...]
+    new: frozenset[str]
+    gone: tuple[Match, ...]
+
+
+def compare(items: list[Item], deployed: RuleSet, draft: RuleSet) -> Backtest:
+    """Match every item with both rule sets; alerts are told apart by rule id and item id."""
+    before = [match for item in items for match in deployed.match(item)]
+    after = before if draft is deployed else [m for item in items for m in draft.match(item)]
+    keys_before = {match.key.casefold() for match in before}
+    keys_after = {match.key.casefold() for match in after}
+    new = frozenset(match.key for match in after if match.key.casefold() not in keys_before)
+    gone = tuple(match for match in before if match.key.casefold() not in keys_after)
+    return Backtest(len(items), tuple(after), new, gone)
+
+
+def print_backtest(
+    report: Backtest, deployed: RuleSet, draft: RuleSet, since: datetime, out: TextIO
+) -> None:
+    """A summary line, then every alert the draft would raise (+ new, = also deployed) and
+    every deployed alert it would no longer raise (-)."""
+    out.write(
+        f"backtest over {report.items} items since {since:%Y-%m-%d %H:%M} UTC\n"
+        f"deployed rules: {len(deployed)} rules, version {deployed.version}\n"
+        f"draft rules:    {len(draft)} rules, version {draft.version}\n"
+        f"draft alerts: {len(report.alerts)} ({len(report.new)} new, "
+        f"{len(report.alerts) - len(report.new)} also deployed); "
+        f"{len(report.gone)} deployed alerts no longer raised\n"
+    )
+    if report.alerts:
+        out.write("\nwould alert on (+ new, = also raised by the deployed rules):\n")
+        for match in report.alerts:
+            out.write(_alert_line("+" if match.key in report.new else "=", match))
+    if report.gone:
+        out.write("\nno longer raised (- deployed only):\n")
+        for match in report.gone:
+            out.write(_alert_line("-", match))
+
+
+def _alert_line(mark: str, match: Match) -> str:
+    item = match.item
+    title = " ".join(item.title.split())
+    return f"  {mark} {match.rule_id}  {item.published:%Y-%m-%d %H:%M}  {item.source}  {title}\n"
 
 
 def write_match(match: Match, out: TextIO) -> None:

@@ -1,8 +1,8 @@
-"""The rule language as frozen data: terms, term-set references, match groups, examples, rules.
+"""The rule language as frozen data: terms, regexes, set references, groups, examples, rules.
 
 These are what the loader produces and the evaluator reads; no YAML mapping travels past the
 loader.  Term-set references are resolved at load time, so an expression tree is complete on
-its own and any evaluator (this package's reference one, or a faster index) can run it.
+its own and any evaluator (this package's reference one, or the compiled engine) can run it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 
 from monitor.errors import Location
 from monitor.model import Item, Severity
+from monitor.rules.regex import Regex
 from monitor.rules.terms import Word, parse_term, term_pattern
 
 _NOWHERE = Location("<memory>")
+
+#: The item fields a rule can look at (``in:``), in the order hits are reported.
+FIELDS: tuple[str, ...] = ("title", "summary", "tags", "link", "source", "lang")
+#: Where terms are looked for when no ``in:`` says otherwise.
+DEFAULT_FIELDS: tuple[str, ...] = ("title", "summary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,15 @@ class Term:
     pattern: re.Pattern[str] = field(compare=False, repr=False)
     case: bool = False
     set_name: str | None = None
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Hash once: terms key the per-item hit memo, looked up thousands of times."""
+        identity = (self.written, self.words, self.case, self.set_name)
+        object.__setattr__(self, "_hash", hash(identity))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def parse(cls, written: str, *, case: bool = False, set_name: str | None = None) -> Term:
@@ -66,14 +81,38 @@ class SetRef:
 @dataclass(frozen=True, slots=True)
 class Group:
     """``all``: every child matches; ``any``: at least one does (when given); ``none``: no child
-    does.  The loader guarantees ``all_of`` or ``any_of`` is non-empty."""
+    does.  The loader guarantees ``all_of`` or ``any_of`` is non-empty.  ``fields`` (``in:``)
+    says which item fields the terms inside look at; None keeps the enclosing choice."""
 
     all_of: tuple[Node, ...] = ()
     any_of: tuple[Node, ...] = ()
     none_of: tuple[Node, ...] = ()
+    fields: tuple[str, ...] | None = None
 
 
-Node = Term | SetRef | Group
+@dataclass(frozen=True, slots=True)
+class Near:
+    """Proximity: every entry is found in one field, in a stretch of text holding at most
+    ``within`` words besides theirs (None: no limit) and, with ``sentence``, in one sentence."""
+
+    of: tuple[Leaf | SetRef, ...]
+    within: int | None = None
+    sentence: bool = False
+    fields: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """Weighted evidence: at least ``count`` of the entries are found.  An ``@set`` entry counts
+    each of its terms that is found; any other entry counts once."""
+
+    count: int
+    of: tuple[Node, ...]
+    fields: tuple[str, ...] | None = None
+
+
+Leaf = Term | Regex
+Node = Term | Regex | SetRef | Group | Near | AtLeast
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,14 @@ from pathlib import Path
 from types import MappingProxyType
 
 from monitor.errors import Location, RuleFileError, RuleSetError
-from monitor.rules.expr import Group, Node, Rule, SetRef, TermSet
+from monitor.rules.expr import AtLeast, Group, Near, Node, Rule, SetRef, TermSet
 from monitor.rules.match import check_example
 from monitor.rules.ruleset import RuleSet
 from monitor.rules.schema import (
+    AtLeastDraft,
     FileDraft,
     GroupDraft,
+    NearDraft,
     NodeDraft,
     RefDraft,
     RuleDraft,
@@ -78,7 +80,43 @@ class _Result:
     problems: list[RuleFileError] = field(default_factory=list)
 
 
-def _compile(paths: Sequence[Path]) -> _Result:
+@dataclass(frozen=True, slots=True)
+class RuleTest:
+    """What ``monitor rules test`` reports for one rule: how many examples it has and the
+    ones that did not behave, each as a problem at the example's line."""
+
+    rule: Rule
+    failures: tuple[RuleFileError, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def run_examples(paths: Sequence[Path]) -> list[RuleTest]:
+    """Run every rule's examples, reporting each rule whether it passes or not.
+
+    Raises ``RuleSetError`` when the files have problems other than failing examples: rules
+    that cannot be loaded cannot be tested.
+    """
+    result = _compile(paths, examples=False)
+    if result.problems or result.ruleset is None:
+        raise RuleSetError(result.problems)
+    return [RuleTest(rule, tuple(example_problems(rule))) for rule in result.ruleset]
+
+
+def example_problems(rule: Rule) -> list[RuleFileError]:
+    """A problem for each of the rule's examples that does not behave as declared."""
+    found: list[RuleFileError] = []
+    for example in rule.examples:
+        failure = check_example(rule, example)
+        if failure is not None:
+            message, hint = failure
+            found.append(RuleFileError(example.location, message, hint=hint))
+    return found
+
+
+def _compile(paths: Sequence[Path], *, examples: bool = True) -> _Result:
     files = find_rule_files(paths)
     problems: list[RuleFileError] = []
     if not files:
@@ -98,8 +136,17 @@ def _compile(paths: Sequence[Path]) -> _Result:
             digests.append(hashlib.sha256(raw).hexdigest())
         if draft is not None:
             drafts.append(draft)
-    linker = _Linker(drafts, complete=len(drafts) == len(files))
+    linker = _Linker(drafts, complete=len(drafts) == len(files), examples=examples)
     problems.extend(linker.problems)
+    if drafts and len(drafts) == len(files) and all(file.written_rules == 0 for file in drafts):
+        problems.append(
+            RuleFileError(
+                Location(str(files[0])),
+                "the rule files define no rules",
+                hint="a rule set with only term sets would never alert; add a rule under "
+                "'rules:' or check the rules path in the config",
+            )
+        )
     problems.sort(key=_sort_key)
     if problems:
         return _Result(None, problems)
@@ -145,11 +192,14 @@ class _Linker:
     """Links the files' drafts: term sets are global, rule ids unique, references resolved,
     and every rule's examples are run."""
 
-    def __init__(self, drafts: Sequence[FileDraft], *, complete: bool) -> None:
+    def __init__(
+        self, drafts: Sequence[FileDraft], *, complete: bool, examples: bool = True
+    ) -> None:
         """``complete`` is False when some file could not be read as YAML at all: its
         references are unknown, so no term set is reported unused."""
         self.problems: list[RuleFileError] = []
         self.incomplete: set[str] = set()
+        self.examples = examples
         self.term_sets = self._term_sets(draft for file in drafts for draft in file.term_sets)
         if complete:
             self._unused(frozenset().union(*(file.referenced for file in drafts)))
@@ -193,21 +243,14 @@ class _Linker:
         for draft in drafts:
             first = seen.get(draft.id.casefold())
             if first is not None:
-                self.problems.append(
-                    RuleFileError(
-                        draft.location,
-                        f"duplicate rule id '{draft.id}'",
-                        hint=f"'{first.id}' is already defined at {first.location}; "
-                        "ids must be unique across all rule files, ignoring case",
-                    )
-                )
+                self.problems.append(_duplicate_id(draft, first))
                 continue
             seen[draft.id.casefold()] = draft
             rule = self._rule(draft)
             if rule is None:
                 continue
-            if not set_names(rule.match) & self.incomplete:
-                self._check_examples(rule)
+            if self.examples and not set_names(rule.match) & self.incomplete:
+                self.problems.extend(example_problems(rule))
             rules.append(rule)
         return tuple(rules)
 
@@ -235,7 +278,31 @@ class _Linker:
         all_of, any_of, none_of = parts
         if all_of is None or any_of is None or none_of is None:
             return None
-        return Group(all_of, any_of, none_of)
+        return Group(all_of, any_of, none_of, draft.fields)
+
+    def _near(self, draft: NearDraft) -> Near | None:
+        of = self._nodes(draft.of)
+        if of is None:
+            return None
+        entries = tuple(entry for entry in of if not isinstance(entry, Group | Near | AtLeast))
+        return Near(entries, draft.within, draft.sentence, draft.fields)
+
+    def _at_least(self, draft: AtLeastDraft) -> AtLeast | None:
+        of = self._nodes(draft.of)
+        if of is None:
+            return None
+        reachable = sum(len(node.terms) if isinstance(node, SetRef) else 1 for node in of)
+        if draft.count > reachable:
+            self.problems.append(
+                RuleFileError(
+                    draft.location,
+                    f"'at_least: {draft.count}' can never be reached: "
+                    f"its entries can count at most {reachable}",
+                    hint="lower the number or add entries under 'of:'",
+                )
+            )
+            return None
+        return AtLeast(draft.count, of, draft.fields)
 
     def _nodes(self, drafts: tuple[NodeDraft, ...]) -> tuple[Node, ...] | None:
         nodes = [self._node(draft) for draft in drafts]
@@ -246,6 +313,10 @@ class _Linker:
     def _node(self, draft: NodeDraft) -> Node | None:
         if isinstance(draft, GroupDraft):
             return self._group(draft)
+        if isinstance(draft, NearDraft):
+            return self._near(draft)
+        if isinstance(draft, AtLeastDraft):
+            return self._at_least(draft)
         if isinstance(draft, RefDraft):
             return self._reference(draft)
         return draft
@@ -265,22 +336,33 @@ class _Linker:
         )
         return None
 
-    def _check_examples(self, rule: Rule) -> None:
-        """Run the rule's examples; only for rules whose term sets are complete, since a
-        term dropped for a problem of its own would make examples fail for the wrong reason."""
-        for example in rule.examples:
-            failure = check_example(rule, example)
-            if failure is not None:
-                message, hint = failure
-                self.problems.append(RuleFileError(example.location, message, hint=hint))
+
+def set_names(node: Node) -> set[str]:
+    """The names of every term set a node uses, at any depth."""
+    if isinstance(node, SetRef):
+        return {node.name}
+    if isinstance(node, Group):
+        children: tuple[Node, ...] = (*node.all_of, *node.any_of, *node.none_of)
+    elif isinstance(node, Near | AtLeast):
+        children = node.of
+    else:
+        return set()
+    return set().union(*(set_names(child) for child in children))
 
 
-def set_names(group: Group) -> set[str]:
-    """The names of every term set a group uses, at any depth."""
-    names: set[str] = set()
-    for node in (*group.all_of, *group.any_of, *group.none_of):
-        if isinstance(node, SetRef):
-            names.add(node.name)
-        elif isinstance(node, Group):
-            names |= set_names(node)
-    return names
+def _duplicate_id(draft: RuleDraft, first: RuleDraft) -> RuleFileError:
+    """Ids are compared ignoring case, since alerts and files are looked up by them and
+    'KZ-Tungsten' next to 'kz-tungsten' is a mistake waiting to happen."""
+    if draft.id == first.id:
+        return RuleFileError(
+            draft.location,
+            f"duplicate rule id '{draft.id}'",
+            hint=f"it is already defined at {first.location}; "
+            "ids must be unique across all rule files",
+        )
+    return RuleFileError(
+        draft.location,
+        f"rule id '{draft.id}' differs from '{first.id}' only in case",
+        hint=f"'{first.id}' is defined at {first.location}; ids are compared ignoring case, "
+        "so rename one of them",
+    )

@@ -16,7 +16,8 @@ from typing import TypeVar
 
 from monitor.errors import Location, RuleFileError
 from monitor.model import Severity
-from monitor.rules.expr import Example, Term
+from monitor.rules.expr import FIELDS, Example, Term
+from monitor.rules.regex import Regex
 from monitor.rules.terms import TermSyntaxError
 from monitor.yamlsrc import YamlDocument, YamlPath
 
@@ -35,13 +36,50 @@ RULE_KEYS = (
     "examples",
 )
 RULE_REQUIRED = ("id", "title", "severity", "match")
-GROUP_KEYS = ("all", "any", "none")
-TERM_KEYS = ("term", "case")
+GROUP_KEYS = ("all", "any", "none", "in")
+TERM_KEYS = ("term", "case", "in")
+SET_TERM_KEYS = ("term", "case")
+REGEX_KEYS = ("regex", "case", "in")
+NEAR_KEYS = ("near", "within", "sentence", "in")
+AT_LEAST_KEYS = ("at_least", "of", "in")
+#: Every key a mapping in a match can have, for did-you-mean on a misspelt one.
+NODE_KEYS = (
+    "all",
+    "any",
+    "none",
+    "in",
+    "term",
+    "case",
+    "regex",
+    "near",
+    "within",
+    "sentence",
+    "at_least",
+    "of",
+)
+#: ``in:`` names: the item fields, with the other names analysts use for them.
+FIELD_ALIASES = {
+    "title": "title",
+    "summary": "summary",
+    "content": "summary",
+    "description": "summary",
+    "tags": "tags",
+    "categories": "tags",
+    "link": "link",
+    "url": "link",
+    "source": "source",
+    "feed": "source",
+    "lang": "lang",
+    "language": "lang",
+}
+#: Largest ``within:`` distance, in words.
+MAX_WITHIN = 1000
 EXAMPLES_KEYS = ("match", "no_match")
 EXAMPLE_KEYS = ("title", "summary")
 
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _SET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_COUNT = re.compile(r"[1-9][0-9]{0,3}")
 _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 
@@ -64,9 +102,30 @@ class GroupDraft:
     all_of: tuple[NodeDraft, ...]
     any_of: tuple[NodeDraft, ...]
     none_of: tuple[NodeDraft, ...]
+    fields: tuple[str, ...] | None = None
 
 
-NodeDraft = Term | RefDraft | GroupDraft
+@dataclass(frozen=True, slots=True)
+class NearDraft:
+    """A ``near:`` entry whose ``@set`` references are not yet resolved."""
+
+    of: tuple[Term | Regex | RefDraft, ...]
+    within: int | None
+    sentence: bool
+    fields: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AtLeastDraft:
+    """An ``at_least:`` entry; ``location`` is its count, blamed if it can never be reached."""
+
+    count: int
+    of: tuple[NodeDraft, ...]
+    fields: tuple[str, ...] | None
+    location: Location
+
+
+NodeDraft = Term | Regex | RefDraft | GroupDraft | NearDraft | AtLeastDraft
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +167,8 @@ class FileDraft:
     ``referenced`` holds every ``@name`` seen, even in broken rules, so that a typo in one rule
     does not also make its term sets look unused; ``orphans`` are the valid match groups of
     rules dropped for other problems, still linked so their unknown ``@sets`` are reported too.
+    ``written_rules`` counts the entries under ``rules:`` (0 when a file holds only term sets;
+    None when the file has no usable top level at all).
     """
 
     path: str
@@ -115,6 +176,7 @@ class FileDraft:
     rules: tuple[RuleDraft, ...]
     referenced: frozenset[str]
     orphans: tuple[GroupDraft, ...] = ()
+    written_rules: int | None = None
 
 
 def read_rule_file(doc: YamlDocument) -> tuple[FileDraft, list[RuleFileError]]:
@@ -165,8 +227,10 @@ class _Reader:
         what: str,
         allowed: Sequence[str],
         required: Sequence[str] = (),
+        suggest: Sequence[str] = (),
     ) -> dict[str, object] | None:
-        """The known keys of a mapping; unknown keys and missing required keys are problems."""
+        """The known keys of a mapping; unknown keys and missing required keys are problems.
+        A misspelt key is matched against ``allowed`` and then ``suggest`` for a hint."""
         if not isinstance(value, dict):
             self.problem(
                 path, f"{what} must be a mapping of 'key: value' lines, not {_kind(value)}"
@@ -174,14 +238,16 @@ class _Reader:
             return None
         for key in value:
             if key not in allowed:
-                self._unknown_key(path, key, what, allowed)
+                self._unknown_key(path, key, what, allowed, suggest)
         for key in required:
             if key not in value:
                 self.problem(path, f"{what} is missing '{key}'", f"add a '{key}:' line")
         return {key: item for key, item in value.items() if key in allowed}
 
-    def _unknown_key(self, path: YamlPath, key: str, what: str, allowed: Sequence[str]) -> None:
-        guess = did_you_mean(key, allowed)
+    def _unknown_key(
+        self, path: YamlPath, key: str, what: str, allowed: Sequence[str], suggest: Sequence[str]
+    ) -> None:
+        guess = did_you_mean(key, allowed) or did_you_mean(key, suggest)
         hint = f"did you mean '{guess}'?" if guess else f"known keys: {', '.join(allowed)}"
         self.problem((*path, key), f"unknown key '{key}' in {what}", hint, key=True)
 
@@ -230,8 +296,14 @@ class _Reader:
         fields = fields or {}
         sets = self.term_sets(fields["terms"], ("terms",)) if "terms" in fields else ()
         rules = self.rules(fields["rules"], ("rules",)) if "rules" in fields else ()
+        written = fields.get("rules", [] if fields else None)
         return FileDraft(
-            self.doc.path, sets, rules, frozenset(self.referenced), tuple(self.orphans)
+            self.doc.path,
+            sets,
+            rules,
+            frozenset(self.referenced),
+            tuple(self.orphans),
+            len(written) if isinstance(written, list) else None,
         )
 
     def term_sets(self, value: object, path: YamlPath) -> tuple[TermSetDraft, ...]:
@@ -274,6 +346,14 @@ class _Reader:
                 "term sets hold terms only; list both sets in the rule instead",
             )
             return None
+        if isinstance(value, dict) and "term" not in value:
+            self.problem(
+                path,
+                f"term set '{set_name}' holds something other than a term",
+                "term sets hold words and phrases; put regexes, groups, near: and at_least: "
+                "in a rule's match",
+            )
+            return None
         return self.term(value, path, set_name)
 
     def _duplicates(self, terms: tuple[Term, ...], path: YamlPath) -> None:
@@ -295,7 +375,8 @@ class _Reader:
     def term(self, value: object, path: YamlPath, set_name: str | None = None) -> Term | None:
         """A term written as text, or as ``{term: ..., case: true}``."""
         if isinstance(value, dict):
-            spec = self._term_mapping(value, path)
+            allowed = SET_TERM_KEYS if set_name is not None else TERM_KEYS
+            spec = self._term_mapping(value, path, allowed)
         else:
             written = self.text(value, path, "a term")
             spec = None if written is None else (written, False)
@@ -308,10 +389,12 @@ class _Reader:
             self.problem(path, exc.message, exc.hint)
             return None
 
-    def _term_mapping(self, value: dict[str, object], path: YamlPath) -> tuple[str, bool] | None:
+    def _term_mapping(
+        self, value: dict[str, object], path: YamlPath, allowed: Sequence[str]
+    ) -> tuple[str, bool] | None:
         """The text and case flag of ``{term: ..., case: ...}``; never a set reference, since
         '@' in it would otherwise silently match the bare word."""
-        fields = self.mapping(value, path, "a term", TERM_KEYS, ("term",))
+        fields = self.mapping(value, path, "a term", allowed, ("term",))
         if fields is None or "term" not in fields:
             return None
         written = self.text(fields["term"], (*path, "term"), "'term'")
@@ -414,12 +497,12 @@ class _Reader:
         return self.group(value, path)
 
     def group(self, value: object, path: YamlPath) -> GroupDraft | None:
-        """A mapping with ``all``, ``any`` and/or ``none`` lists."""
+        """A mapping with ``all``, ``any`` and/or ``none`` lists, and optionally ``in:``."""
         before = len(self.problems)
-        fields = self.mapping(value, path, "a match group", GROUP_KEYS)
+        fields = self.mapping(value, path, "a match group", GROUP_KEYS, suggest=NODE_KEYS)
         if fields is None:
             return None
-        if not fields:
+        if not set(fields) - {"in"}:
             if len(self.problems) == before:
                 self.problem(path, "empty match group", "give it 'all:', 'any:' and/or 'none:'")
             return None
@@ -429,10 +512,13 @@ class _Reader:
                 "a group with only 'none:' would match almost every item",
                 "add 'all:' or 'any:' next to 'none:' in the same group",
             )
-        parts = {key: self.children(fields[key], (*path, key), key) for key in fields}
+        scope = self.fields(fields["in"], (*path, "in")) if "in" in fields else None
+        parts = {
+            key: self.children(fields[key], (*path, key), key) for key in fields if key != "in"
+        }
         if len(self.problems) > before:
             return None
-        return GroupDraft(parts.get("all", ()), parts.get("any", ()), parts.get("none", ()))
+        return GroupDraft(parts.get("all", ()), parts.get("any", ()), parts.get("none", ()), scope)
 
     def children(self, value: object, path: YamlPath, key: str) -> tuple[NodeDraft, ...]:
         if not isinstance(value, list) or not value:
@@ -445,15 +531,135 @@ class _Reader:
         return tuple(node for node in nodes if node is not None)
 
     def node(self, value: object, path: YamlPath) -> NodeDraft | None:
-        """A term, an ``@set`` reference, or a nested group."""
+        """A term, an ``@set`` reference, a regex, ``near:``, ``at_least:`` or a nested group."""
         if isinstance(value, str) and value.strip().startswith("@"):
             return self._reference(value.strip(), path)
-        if isinstance(value, dict) and "term" not in value:
-            return self.group(value, path)
         if isinstance(value, list):
             self.problem(path, "a list inside a list", "nest a group instead: - any: [a, b]")
             return None
-        return self.term(value, path)
+        if not isinstance(value, dict):
+            return self.term(value, path)
+        if "term" in value:
+            return self._scoped(value, path, self.term(value, path))
+        if "regex" in value:
+            return self._scoped(value, path, self._regex(value, path))
+        if "near" in value:
+            return self._near(value, path)
+        if "at_least" in value:
+            return self._at_least(value, path)
+        return self.group(value, path)
+
+    def _scoped(
+        self, value: dict[str, object], path: YamlPath, leaf: Term | Regex | None
+    ) -> NodeDraft | None:
+        """A term or regex with its own ``in:`` becomes a one-entry group over those fields."""
+        if leaf is None or "in" not in value:
+            return leaf
+        fields = self.fields(value["in"], (*path, "in"))
+        return None if fields is None else GroupDraft((), (leaf,), (), fields)
+
+    def _regex(self, value: dict[str, object], path: YamlPath) -> Regex | None:
+        fields = self.mapping(value, path, "a regex", REGEX_KEYS, ("regex",))
+        if fields is None or "regex" not in fields:
+            return None
+        written = fields["regex"]
+        if not isinstance(written, str) or not written:
+            self.problem((*path, "regex"), f"'regex' must be a pattern, not {_kind(written)}")
+            return None
+        case = self.flag(fields["case"], (*path, "case"), "'case'") if "case" in fields else False
+        if case is None:
+            return None
+        try:
+            return Regex.parse(written, case=case)
+        except TermSyntaxError as exc:
+            self.problem((*path, "regex"), exc.message, exc.hint)
+            return None
+
+    def fields(self, value: object, path: YamlPath) -> tuple[str, ...] | None:
+        """An ``in:`` value: one field name or a list of them."""
+        names = [value] if isinstance(value, str) else value
+        listed = self.texts(names, path, "'in'")
+        if listed is None:
+            return None
+        found: list[str] = []
+        for index, name in enumerate(listed):
+            field = FIELD_ALIASES.get(name.lower())
+            if field is None:
+                guess = did_you_mean(name, list(FIELD_ALIASES))
+                hint = f"did you mean '{guess}'?" if guess else f"use {', '.join(FIELDS)}"
+                where = path if isinstance(value, str) else (*path, index)
+                self.problem(where, f"unknown field {name!r} in 'in'", hint)
+                return None
+            found.append(field)
+        return tuple(dict.fromkeys(found))
+
+    def _near(self, value: dict[str, object], path: YamlPath) -> NearDraft | None:
+        before = len(self.problems)
+        fields = self.mapping(value, path, "a near: entry", NEAR_KEYS, suggest=NODE_KEYS)
+        if fields is None:
+            return None
+        entries = self.children(fields["near"], (*path, "near"), "near")
+        of = tuple(
+            entry
+            for entry in entries
+            if not isinstance(entry, GroupDraft | NearDraft | AtLeastDraft)
+        )
+        if len(of) != len(entries):
+            self.problem(
+                (*path, "near"),
+                "'near' takes terms, @sets and regexes, not groups",
+                "list the words that must be close together; put groups next to 'near:'",
+            )
+        elif len(of) < 2 and entries:
+            self.problem((*path, "near"), "'near' needs at least two entries to be near each other")
+        within = (
+            self._count(fields["within"], (*path, "within"), "'within'", MAX_WITHIN)
+            if "within" in fields
+            else None
+        )
+        sentence = (
+            self.flag(fields["sentence"], (*path, "sentence"), "'sentence'")
+            if "sentence" in fields
+            else False
+        )
+        if "within" not in fields and "sentence" not in fields:
+            self.problem(
+                path,
+                "'near' does not say how near",
+                "add 'within: 5' (words apart) and/or 'sentence: true' (in one sentence)",
+            )
+        scope = self.fields(fields["in"], (*path, "in")) if "in" in fields else None
+        if len(self.problems) > before or sentence is None:
+            return None
+        refs = (entry for entry in of if isinstance(entry, Term | Regex | RefDraft))
+        return NearDraft(tuple(refs), within, sentence, scope)
+
+    def _at_least(self, value: dict[str, object], path: YamlPath) -> AtLeastDraft | None:
+        before = len(self.problems)
+        fields = self.mapping(
+            value, path, "an at_least: entry", AT_LEAST_KEYS, ("of",), suggest=NODE_KEYS
+        )
+        if fields is None:
+            return None
+        count = self._count(fields["at_least"], (*path, "at_least"), "'at_least'", 10_000)
+        of = self.children(fields["of"], (*path, "of"), "of") if "of" in fields else ()
+        scope = self.fields(fields["in"], (*path, "in")) if "in" in fields else None
+        if len(self.problems) > before or count is None:
+            return None
+        return AtLeastDraft(count, of, scope, self.doc.locate((*path, "at_least")))
+
+    def _count(self, value: object, path: YamlPath, what: str, largest: int) -> int | None:
+        """A whole number from 1 to ``largest``, written plainly (``010`` is refused: YAML 1.1
+        would have read it as 8, so its meaning is unclear)."""
+        written = value.strip() if isinstance(value, str) else None
+        if written is None or not _COUNT.fullmatch(written) or int(written) > largest:
+            self.problem(
+                path,
+                f"{what} must be a whole number from 1 to {largest}, not {value!r}",
+                "write it plainly, e.g. 5",
+            )
+            return None
+        return int(written)
 
     def _reference(self, written: str, path: YamlPath) -> RefDraft | None:
         name = written[1:].strip()

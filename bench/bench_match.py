@@ -1,0 +1,239 @@
+"""Matching benchmark: the compiled engine against the reference evaluator, 10 to 10,000 rules.
+
+    python bench/bench_match.py [--sizes 10,100,1000,10000] [--items 2000] [--seconds 2]
+
+Rules and items are synthetic and deterministic (a fixed seed): a vocabulary of pseudo-words
+in four scripts (Latin for English, Cyrillic for Russian, Cyrillic with Kazakh letters, and
+two- or three-character Chinese words), 45,000 distinct words in all.  Rules are drawn from it
+in the shapes analysts write: two words that must both appear, a word plus any of three, a
+phrase, prefixes (``stem*``), exclusions, proximity and at-least, and a few regexes.  Items are
+about 1,000 characters of one language each, built from the same vocabulary with punctuation,
+so a typical item matches zero to two rules; the mean is printed.
+
+Only the matching stage is timed, on items already normalized, in one process on one core:
+``RuleSet.match`` (the engine: fold, one automaton scan per field, evaluate the candidates)
+and ``RuleSet.match_reference`` (every rule evaluated on its own).  The index's memory is what
+``tracemalloc`` sees while the engine is built (Python objects and pyahocorasick's nodes; RE2
+allocates in C++, outside it).  Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monitor.model import Item, Severity  # noqa: E402
+from monitor.rules import AtLeast, Group, Near, Regex, Rule, RuleSet, Term  # noqa: E402
+from monitor.rules.engine import Engine  # noqa: E402
+
+SEED = 20260105
+WHEN = datetime(2026, 1, 5, tzinfo=UTC)
+LATIN = "abcdefghijklmnopqrstuvwxyz"
+RUSSIAN = "абвгдежзийклмнопрстуфхцчшщыьэюя"
+KAZAKH = "аәбвгғдежзийкқлмнңоөпрстуұүфхһцчшщыіьэюя"
+HANZI = (
+    "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学"
+    "对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面"
+    "公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部"
+    "正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关"
+    "钨矿稀土出口管制投资合资勘探许可"
+)
+PUNCTUATION = {"latin": [" ", " ", " ", ", ", ". "], "cjk": ["", "", "", "，", "。"]}
+WORDS_PER_SCRIPT = {"en": 12_000, "ru": 12_000, "kk": 9_000, "zh": 12_000}
+
+
+@dataclass(frozen=True)
+class Row:
+    rules: int
+    keys: int
+    memory_mib: float
+    matches_per_item: float
+    engine_per_second: float
+    reference_per_second: float
+
+
+def vocabulary(rng: random.Random) -> dict[str, list[str]]:
+    """Distinct pseudo-words per language, the same on every run."""
+    makers: dict[str, Callable[[], str]] = {
+        "en": lambda: pseudo_word(rng, LATIN, 4, 10),
+        "ru": lambda: pseudo_word(rng, RUSSIAN, 4, 11),
+        "kk": lambda: pseudo_word(rng, KAZAKH, 4, 11) + rng.choice("әғқңөұүһі"),
+        "zh": lambda: "".join(rng.choice(HANZI) for _ in range(rng.choice((2, 2, 3)))),
+    }
+    words: dict[str, list[str]] = {}
+    for language, count in WORDS_PER_SCRIPT.items():
+        found: dict[str, None] = {}
+        while len(found) < count:
+            found[makers[language]()] = None
+        words[language] = list(found)
+    return words
+
+
+def pseudo_word(rng: random.Random, letters: str, shortest: int, longest: int) -> str:
+    return "".join(rng.choice(letters) for _ in range(rng.randint(shortest, longest)))
+
+
+def make_rules(count: int, words: dict[str, list[str]], rng: random.Random) -> tuple[Rule, ...]:
+    return tuple(make_rule(number, words, rng) for number in range(count))
+
+
+def make_rule(number: int, words: dict[str, list[str]], rng: random.Random) -> Rule:
+    """One rule in one language, in one of the shapes analysts write."""
+    language = rng.choice(list(WORDS_PER_SCRIPT))
+    pool = words[language]
+
+    def term(prefix: bool = False) -> Term:
+        word = rng.choice(pool)
+        if prefix and language != "zh" and len(word) > 6:
+            return Term.parse(word[:5] + "*")
+        return Term.parse(word)
+
+    shape = number % 10
+    if shape in (0, 1, 2):
+        match = Group(all_of=(term(), term()))
+    elif shape in (3, 4):
+        match = Group(all_of=(term(),), any_of=(term(), term(), term()))
+    elif shape == 5:
+        separator = "" if language == "zh" else " "
+        phrase = Term.parse(separator.join((rng.choice(pool), rng.choice(pool))))
+        match = Group(any_of=(phrase, Group(all_of=(term(prefix=True), term()))))
+    elif shape == 6:
+        match = Group(all_of=(term(), term(prefix=True)), none_of=(term(),))
+    elif shape == 7:
+        match = Group(all_of=(Near((term(), term()), within=8, sentence=False),))
+    elif shape == 8:
+        match = Group(all_of=(AtLeast(2, (term(), term(), term(), term())),))
+    elif number % 100 == 9:
+        stem = rng.choice(pool)[:4]
+        match = Group(all_of=(term(),), any_of=(Regex.parse(stem + r"\pL{2,}"),))
+    else:
+        match = Group(all_of=(term(), term()), fields=("title", "summary"))
+    return Rule(id=f"rule-{number}", title=f"Rule {number}", severity=Severity.LOW, match=match)
+
+
+def make_items(count: int, words: dict[str, list[str]], rng: random.Random) -> list[Item]:
+    """Items of about 1,000 characters, each in one language."""
+    items = []
+    for number in range(count):
+        language = list(WORDS_PER_SCRIPT)[number % len(WORDS_PER_SCRIPT)]
+        title = text(rng, words[language], language, 60)
+        summary = text(rng, words[language], language, 940)
+        items.append(
+            Item(
+                id=f"item-{number}",
+                source="bench",
+                title=title,
+                summary=summary,
+                link=f"https://news.example/{number}",
+                published=WHEN,
+                lang=language,
+            )
+        )
+    return items
+
+
+def text(rng: random.Random, pool: Sequence[str], language: str, size: int) -> str:
+    marks = PUNCTUATION["cjk" if language == "zh" else "latin"]
+    parts: list[str] = []
+    length = 0
+    while length < size:
+        word = rng.choice(pool)
+        if language != "zh" and rng.random() < 0.1:
+            word = word.capitalize()
+        parts.append(word + rng.choice(marks))
+        length += len(parts[-1])
+    return "".join(parts)[:size]
+
+
+def rate(work: Callable[[Item], object], items: Sequence[Item], seconds: float) -> float:
+    """Items per second, going round ``items`` for at least ``seconds`` (at least one pass of
+    up to 20 items, so slow runs still finish)."""
+    done = 0
+    started = time.perf_counter()
+    while True:
+        work(items[done % len(items)])
+        done += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds and done >= min(len(items), 20):
+            return done / elapsed
+
+
+def measure(
+    size: int, words: dict[str, list[str]], items: list[Item], seconds: float, reference: float
+) -> Row:
+    rules = make_rules(size, words, random.Random(SEED + size))
+    ruleset = RuleSet(rules, "bench")
+    tracemalloc.start()
+    engine = Engine(rules)
+    memory, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    for item in items[:50]:
+        ruleset.match(item)  # warm the folding tables and caches
+    matches = sum(len(ruleset.match(item)) for item in items) / len(items)
+    engine_rate = rate(ruleset.match, items, seconds)
+    reference_rate = rate(ruleset.match_reference, items, reference)
+    return Row(size, engine.keys, memory / 2**20, matches, engine_rate, reference_rate)
+
+
+def check_equal(sizes: Sequence[int], words: dict[str, list[str]], items: list[Item]) -> None:
+    """The engine must agree with the reference on what is being timed."""
+    rules = make_rules(min(sizes[-1], 1000), words, random.Random(SEED + min(sizes[-1], 1000)))
+    ruleset = RuleSet(rules, "bench")
+    for item in items[:40]:
+        if ruleset.match(item) != ruleset.match_reference(item):
+            raise SystemExit(f"engine and reference disagree on {item.id}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,1000,10000")
+    parser.add_argument("--items", type=int, default=2000, help="distinct items (default 2000)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="engine timing per size")
+    parser.add_argument("--reference-seconds", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",")]
+    rng = random.Random(SEED)
+    words = vocabulary(rng)
+    items = make_items(args.items, words, rng)
+    distinct = sum(len(pool) for pool in words.values())
+    mean_chars = sum(len(item.title) + len(item.summary) for item in items) / len(items)
+    print(
+        f"vocabulary: {distinct:,} distinct words; items: {len(items):,} of {mean_chars:,.0f} "
+        "characters on average (en, ru, kk, zh in turn)"
+    )
+    check_equal(sizes, words, items)
+    rows = [measure(size, words, items, args.seconds, args.reference_seconds) for size in sizes]
+    print()
+    print(
+        "| rules | index keys | index memory | matches/item | engine items/s "
+        "| reference items/s | engine ÷ reference |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row.rules:,} | {row.keys:,} | {row.memory_mib:.1f} MiB "
+            f"| {row.matches_per_item:.2f} | {row.engine_per_second:,.0f} "
+            f"| {row.reference_per_second:,.1f} "
+            f"| {row.engine_per_second / row.reference_per_second:,.0f}× |"
+        )
+    first, last = rows[0], rows[-1]
+    print()
+    print(
+        f"engine slowdown from {first.rules:,} to {last.rules:,} rules: "
+        f"{first.engine_per_second / last.engine_per_second:.2f}×"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
