@@ -31,8 +31,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from monitor import __version__
-from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel
-from monitor.deliver.worker import DeliveryPolicy, DeliveryReport, DeliveryWorker
+from monitor.deliver import Channel
+from monitor.deliver import build as delivery
+from monitor.deliver.worker import DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
 from monitor.fetch import Fetcher, FetchResult
@@ -54,6 +55,7 @@ from monitor.store import Store
 log = structlog.get_logger("monitor.app")
 SHUTDOWN_GRACE = 20.0
 RULES_CHECK_EVERY = 5.0
+DIGEST_CHECK_EVERY = 15.0
 
 
 def utcnow() -> datetime:
@@ -82,30 +84,7 @@ def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[s
 
 
 def _channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:
-    config = settings.channels
-    channels: dict[str, Channel] = {}
-    if config.console is not None and config.console.enabled:
-        channels["console"] = ConsoleChannel()
-    if config.slack is not None and config.slack.active:
-        channels["slack"] = SlackChannel(
-            config.slack.webhook_url.get_secret_value(),
-            session=session,
-            timeout=config.slack.timeout.total_seconds(),
-        )
-    if config.email is not None and config.email.active:
-        email = config.email
-        channels["email"] = EmailChannel(
-            host=email.host,
-            port=email.port,
-            sender=email.sender,
-            recipients=email.to,
-            username=email.username or None,
-            password=email.password.get_secret_value() if email.password else None,
-            starttls=email.starttls,
-            ssl=email.ssl,
-            timeout=email.timeout.total_seconds(),
-        )
-    return channels
+    return delivery.build_channels(settings, session)
 
 
 def rules_signature(paths: tuple[Path, ...]) -> tuple[tuple[str, int, int], ...]:
@@ -197,7 +176,12 @@ class Monitor:
             seen_ttl=self.settings.dedup.ttl,
             history_retention=self.settings.history.retention,
         )
-        self._queue = AlertQueue(self._redis, keys)
+        self._queue = AlertQueue(
+            self._redis,
+            keys,
+            keep_dead=self.settings.delivery.keep_dead,
+            keep_log=self.settings.delivery.keep_log,
+        )
         await self._queue.ensure_group()
         limit = self.settings.http.max_concurrency
         self._session = aiohttp.ClientSession(
@@ -205,15 +189,8 @@ class Monitor:
             auto_decompress=True,
         )
         self._channels = build_channels(self.settings, self._session)
-        self._worker = DeliveryWorker(
-            self._queue,
-            self._channels,
-            DeliveryPolicy(
-                routes=self.settings.effective_routes(),
-                sent_ttl=self.settings.dedup.ttl,
-                claim_idle=self.settings.delivery.retry_after,
-            ),
-            consumer=self.consumer,
+        self._worker = delivery.build_worker(
+            self.settings, self._queue, self._channels, consumer=self.consumer, clock=self.clock
         )
         self._pool = _process_pool(self.settings.ingest.workers)
         self._poll_context = PollContext(
@@ -307,8 +284,10 @@ class Monitor:
         return list(await asyncio.gather(*(bounded(source) for source in self.sources)))
 
     async def deliver_due(self) -> DeliveryReport:
-        """Deliver everything deliverable now, pass after pass, until a pass reads nothing."""
+        """Deliver everything deliverable now, pass after pass, until a pass reads nothing;
+        then send the digests whose window has closed."""
         total = DeliveryReport()
+        total.digests = await self.worker.flush_digests()
         while True:
             report = await self.worker.run_once()
             if report.read == 0:
@@ -317,6 +296,9 @@ class Monitor:
             total.delivered += report.delivered
             total.failed += report.failed
             total.dead += report.dead
+            total.throttled += report.throttled
+            total.silenced += report.silenced
+            total.digested += report.digested
             for name, count in report.channels.items():
                 total.channels[name] = total.channels.get(name, 0) + count
             if report.delivered == 0 and report.dead == 0:
@@ -433,6 +415,15 @@ class Monitor:
         self._scheduler = scheduler
         for source in self.sources:
             self._schedule(scheduler, source)
+        if self.settings.channels.digests():
+            scheduler.add_job(
+                self._digest_job,
+                "interval",
+                seconds=DIGEST_CHECK_EVERY,
+                id="digests",
+                max_instances=1,
+                coalesce=True,
+            )
         scheduler.start()
         runner = await self._start_health_server()
         background = [
@@ -484,6 +475,17 @@ class Monitor:
         finally:
             if task is not None:
                 self._inflight.discard(task)
+
+    async def _digest_job(self) -> None:
+        """Send each digest whose window closed (windows follow each channel's cron)."""
+        if self._stopping.is_set():
+            return
+        try:
+            await self.worker.flush_digests()
+        except StoreError as exc:
+            self._redis_failed(exc)
+        except Exception:
+            log.exception("digest job crashed; retrying at the next check")
 
     async def _delivery_loop(self) -> None:
         backoff = 1.0

@@ -1,17 +1,23 @@
-"""The alert queue: the delivery side of the matches stream, and per-channel delivery markers.
+"""The alert queue: the delivery side of the matches stream, retries, dead letters and markers.
 
 Matches enter the stream in ``Store.record_item`` (atomically with the item's seen-keys); this
 module reads them through the consumer group, reclaims entries a dead worker left behind,
-acknowledges them, dead-letters refusals, and keeps the markers that make delivery happen at
-most once per match and channel.
+schedules retries, acknowledges, dead-letters refusals, and keeps the markers that make
+delivery happen at most once per match and channel.
+
+Life of an entry: read (pending in the group) → every channel done → acknowledged and deleted;
+or some channel failed for now → moved, in one transaction, to the ``retry`` sorted set with
+its due time, and put back into the stream when due; or refused for good → copied to the
+``dead`` stream.  The matches stream therefore only ever holds work still to do, and nothing
+is deleted from it before it was delivered, dead-lettered or rescheduled.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -20,22 +26,155 @@ from redis.exceptions import ResponseError
 from monitor.model import Match
 from monitor.redisio import DELIVERY_GROUP, Keys, guarded
 
+# Moves retries that are due back into the stream, atomically, so two workers never both
+# re-queue one.  KEYS: retry set, matches stream.  ARGV: now (ms), how many at most.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  if redis.call('ZREM', KEYS[1], member) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'retry', member)
+  end
+end
+return #due
+"""
+
+# Claims the right to send one match to one unit.  KEYS: marker[, throttle].
+# ARGV: lease (s), severity, match key, throttle window (s).
+# Returns go, done (already sent or dead-lettered), busy (another worker sends it now) or
+# throttled (the story was alerted at this severity or higher by another match).
+_BEGIN = """
+local state = redis.call('GET', KEYS[1])
+if state then
+  if state == 'sending' then return 'busy' end
+  return 'done'
+end
+if #KEYS > 1 then
+  local held = redis.call('GET', KEYS[2])
+  if held then
+    local sep = string.find(held, '|', 1, true)
+    local severity = tonumber(string.sub(held, 1, sep - 1))
+    local owner = string.sub(held, sep + 1)
+    if owner ~= ARGV[3] and severity >= tonumber(ARGV[2]) then return 'throttled' end
+  end
+  redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[3], 'EX', tonumber(ARGV[4]))
+end
+redis.call('SET', KEYS[1], 'sending', 'EX', tonumber(ARGV[1]))
+return 'go'
+"""
+
+# Drops a throttle only if this match holds it (its send was refused for good).
+_RELEASE = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, string.find(held, '|', 1, true) + 1) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Sends a dead letter again: only the operator who removes it from ``dead`` re-queues it.
+# KEYS: dead stream, matches stream, marker.  ARGV: dead entry id, retry JSON.
+_REQUEUE_DEAD = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[3])
+  redis.call('XADD', KEYS[2], '*', 'retry', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# A channel's rate limit across every worker: returns 0 when this caller may post now (and
+# takes the slot), else the milliseconds to wait.  KEYS: pace key.  ARGV: interval (ms).
+_PACE = """
+if redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[1]), 'NX') then return 0 end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then return 1 end
+return left
+"""
+
+# Holds a channel back for at least ARGV[1] ms (a server said Retry-After), never shortening
+# a longer hold.  KEYS: pace key.
+_HOLD = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[1]))
+end
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedMatch:
-    """A match read from the stream, with the entry id needed to acknowledge it."""
+    """A match read from the stream, with the entry id needed to acknowledge it.
+
+    ``attempt`` counts failed attempts so far; ``only`` limits a retried entry to the units
+    that still need it (empty: every routed channel); ``recipients`` names, per channel, the
+    addresses a retry is for.  ``origin`` is the id the match was first queued under, so
+    logs can follow one alert through its retries.
+    """
 
     entry_id: str
     match: Match | None
     raw: str
+    attempt: int = 0
+    origin: str = ""
+    only: tuple[str, ...] = ()
+    recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    enqueued_ms: int = 0
+
+    def retry_fields(
+        self, attempt: int, only: Sequence[str], recipients: Mapping[str, Sequence[str]]
+    ) -> str:
+        """This entry as the JSON a retry (or a re-sent dead letter) is queued as."""
+        return json.dumps(
+            {
+                "match": self.raw,
+                "attempt": attempt,
+                "origin": self.origin or self.entry_id,
+                "only": list(only),
+                "recipients": {name: list(r) for name, r in recipients.items() if r},
+                "enqueued": self.enqueued_ms or entry_ms(self.entry_id),
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One match a channel refused for good, as ``monitor alerts dead`` lists it."""
+
+    id: str
+    channel: str
+    unit: str
+    reason: str
+    match: Match | None
+    raw: str
+    attempts: int
+    recipients: tuple[str, ...]
+    origin: str
+
+
+def entry_ms(entry_id: str) -> int:
+    """The time (ms since the epoch) Redis stamped a stream entry id with."""
+    head = entry_id.partition("-")[0]
+    return int(head) if head.isdigit() else 0
 
 
 class AlertQueue:
     """Delivery's view of Redis, behind named operations."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, *, keep_dead: int = 10_000, keep_log: int = 10_000
+    ) -> None:
         self.client = client
         self.keys = keys
+        self.keep_dead = keep_dead
+        self.keep_log = keep_log
+        self._promote = client.register_script(_PROMOTE)
+        self._begin = client.register_script(_BEGIN)
+        self._release = client.register_script(_RELEASE)
+        self._requeue = client.register_script(_REQUEUE_DEAD)
+        self._pace = client.register_script(_PACE)
+        self._hold = client.register_script(_HOLD)
 
     async def ensure_group(self) -> None:
         """Create the delivery consumer group (and stream) if they do not exist yet."""
@@ -51,6 +190,21 @@ class AlertQueue:
 
         await guarded(create)
 
+    # -- reading ------------------------------------------------------------------------------
+
+    async def promote_due(self, now: datetime, count: int = 500) -> int:
+        """Put retries whose time has come back into the stream; returns how many."""
+        now_ms = int(now.timestamp() * 1000)
+        keys = [self.keys.retry, self.keys.matches]
+        return int(await guarded(lambda: self._promote(keys=keys, args=[now_ms, count])))
+
+    async def next_due(self) -> float | None:
+        """When (epoch seconds) the earliest scheduled retry is due, or None without any."""
+        first: Any = await guarded(
+            lambda: self.client.zrange(self.keys.retry, 0, 0, withscores=True)
+        )
+        return float(first[0][1]) / 1000 if first else None
+
     async def read_matches(
         self, consumer: str, count: int, block_ms: int | None
     ) -> list[QueuedMatch]:
@@ -64,7 +218,7 @@ class AlertQueue:
             )
         )
         entries = response[0][1] if response else []
-        return [_queued(entry_id, fields) for entry_id, fields in entries]
+        return [queued(entry_id, fields) for entry_id, fields in entries]
 
     async def claim_stale(
         self, consumer: str, min_idle: timedelta, count: int
@@ -80,7 +234,9 @@ class AlertQueue:
                 count=count,
             )
         )
-        return [_queued(entry_id, fields) for entry_id, fields in response[1] if fields]
+        return [queued(entry_id, fields) for entry_id, fields in response[1] if fields]
+
+    # -- finishing an entry -------------------------------------------------------------------
 
     async def acknowledge(self, entry_id: str) -> None:
         """The match is fully handled: drop it from the group's pending list and the stream."""
@@ -93,53 +249,162 @@ class AlertQueue:
 
         await guarded(ack)
 
-    async def dead_letter(
-        self, entry: QueuedMatch, channel: str, reason: str, ttl: timedelta
+    async def retry_later(
+        self,
+        entry: QueuedMatch,
+        due: datetime,
+        *,
+        attempt: int,
+        only: Sequence[str],
+        recipients: Mapping[str, Sequence[str]],
     ) -> None:
-        """Keep a match one channel refused for good, with the reason, and stop sending it
-        there; the other channels of the match carry on.  An unreadable entry (no match) is
-        acknowledged at once, since no channel can ever take it."""
-        fields = {"match": entry.raw, "channel": channel, "reason": reason}
-        seconds = max(1, int(ttl.total_seconds()))
+        """Schedule another attempt for the units in ``only`` and finish this entry, in one
+        transaction: the match is always either in the stream or in the retry set."""
+        member = entry.retry_fields(attempt, only, recipients)
+        due_ms = int(due.timestamp() * 1000)
 
         async def move() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.xadd(self.keys.dead, fields)  # type: ignore[arg-type]
-                if entry.match is None:
-                    pipe.xack(self.keys.matches, DELIVERY_GROUP, entry.entry_id)
-                    pipe.xdel(self.keys.matches, entry.entry_id)
-                else:
-                    pipe.set(self.keys.sent(entry.match.key, channel), "dead", ex=seconds)
+                pipe.zadd(self.keys.retry, {member: due_ms})
+                pipe.xack(self.keys.matches, DELIVERY_GROUP, entry.entry_id)
+                pipe.xdel(self.keys.matches, entry.entry_id)
                 await pipe.execute()
 
         await guarded(move)
 
-    async def begin_send(self, match_key: str, channel: str, lease: timedelta) -> str:
-        """Claim the right to send one match to one channel.
+    async def dead_letter(
+        self,
+        entry: QueuedMatch,
+        unit: str,
+        reason: str,
+        ttl: timedelta,
+        *,
+        attempts: int = 0,
+        recipients: Sequence[str] = (),
+    ) -> None:
+        """Keep a match one channel refused for good, with the reason, and stop sending it
+        there; the other channels of the match carry on.  An unreadable entry (no match) is
+        acknowledged at once, since no channel can ever take it.  The dead stream is capped
+        at ``keep_dead`` entries: only letters already dead are ever trimmed."""
+        fields = {
+            "match": entry.raw,
+            "channel": unit.partition("#")[0],
+            "unit": unit,
+            "reason": reason,
+            "attempts": str(attempts),
+            "recipients": json.dumps(list(recipients)),
+            "origin": entry.origin or entry.entry_id,
+        }
+        seconds = max(1, int(ttl.total_seconds()))
+
+        async def move() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    self.keys.dead,
+                    fields,  # type: ignore[arg-type]
+                    maxlen=self.keep_dead,
+                    approximate=True,
+                )
+                if entry.match is None:
+                    pipe.xack(self.keys.matches, DELIVERY_GROUP, entry.entry_id)
+                    pipe.xdel(self.keys.matches, entry.entry_id)
+                else:
+                    pipe.set(self.keys.sent(entry.match.key, unit), "dead", ex=seconds)
+                await pipe.execute()
+
+        await guarded(move)
+
+    async def record_suppressed(self, match: Match, channel: str, reason: str) -> None:
+        """Log a match deliberately not sent (silenced, throttled) in a capped stream."""
+        fields = {
+            "rule": match.rule_id,
+            "item": match.item.id,
+            "title": match.item.title[:300],
+            "channel": channel,
+            "reason": reason,
+        }
+        await guarded(
+            lambda: self.client.xadd(
+                self.keys.suppressed,
+                fields,  # type: ignore[arg-type]
+                maxlen=self.keep_log,
+                approximate=True,
+            )
+        )
+
+    # -- send markers -------------------------------------------------------------------------
+
+    async def begin_send(
+        self,
+        key: str,
+        unit: str,
+        lease: timedelta,
+        *,
+        severity: int = 0,
+        throttle_key: str | None = None,
+        throttle: timedelta = timedelta(0),
+    ) -> str:
+        """Claim the right to send one match (or digest), by its ``key``, to one unit.
 
         Returns "go" when this worker should send, "done" when it was already sent (or
-        dead-lettered for this channel), and "busy"
-        when another worker is sending it right now.  The "sending" lease expires, so a worker
-        that dies mid-send does not block the alert forever (it is then sent again: delivery is
+        dead-lettered there), "busy" when another worker is sending it right now, and
+        "throttled" when ``throttle_key``'s story was already alerted at this severity or
+        higher within the window.  The "sending" lease expires, so a worker that dies
+        mid-send does not block the alert forever (it is then sent again: delivery is
         at-least-once on the wire and effectively once in the channel).
         """
-        key = self.keys.sent(match_key, channel)
-        seconds = max(1, int(lease.total_seconds()))
+        keys = [self.keys.sent(key, unit)]
+        window = int(throttle.total_seconds())
+        if throttle_key is not None and window > 0:
+            keys.append(throttle_key)
+        args: list[str | int] = [max(1, int(lease.total_seconds())), int(severity), key, window]
+        return str(await guarded(lambda: self._begin(keys=keys, args=args)))
 
-        async def claim() -> str:
-            if await self.client.set(key, "sending", nx=True, ex=seconds):
-                return "go"
-            state = await self.client.get(key)
-            return "busy" if state == "sending" else "done"
-
-        return await guarded(claim)
-
-    async def finish_send(self, match_key: str, channel: str, ttl: timedelta) -> None:
-        key = self.keys.sent(match_key, channel)
+    async def finish_send(self, match_key: str, unit: str, ttl: timedelta) -> None:
+        key = self.keys.sent(match_key, unit)
         await guarded(lambda: self.client.set(key, "done", ex=max(1, int(ttl.total_seconds()))))
 
-    async def abandon_send(self, match_key: str, channel: str) -> None:
-        await guarded(lambda: self.client.delete(self.keys.sent(match_key, channel)))
+    async def abandon_send(self, match_key: str, unit: str) -> None:
+        await guarded(lambda: self.client.delete(self.keys.sent(match_key, unit)))
+
+    async def release_throttle(self, throttle_key: str, match_key: str) -> None:
+        """A refused alert must not keep its story throttled."""
+        await guarded(lambda: self._release(keys=[throttle_key], args=[match_key]))
+
+    async def pace(self, channel: str, interval: timedelta) -> float:
+        """0 when ``channel`` may post now (the slot is taken), else the seconds to wait."""
+        ms = max(1, int(interval.total_seconds() * 1000))
+        keys = [self.keys.pace(channel)]
+        left = await guarded(lambda: self._pace(keys=keys, args=[ms]))
+        return int(left) / 1000
+
+    async def hold_channel(self, channel: str, wait: timedelta) -> None:
+        """Let nobody post to ``channel`` for ``wait`` (a 429's Retry-After), on every worker."""
+        ms = max(1, int(wait.total_seconds() * 1000))
+        keys = [self.keys.pace(channel)]
+        await guarded(lambda: self._hold(keys=keys, args=[ms]))
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    async def dead_letters(self, count: int = 1000) -> list[DeadLetter]:
+        """The newest ``count`` dead letters, oldest first."""
+        rows: Any = await guarded(
+            lambda: self.client.xrevrange(self.keys.dead, "+", "-", count=count)
+        )
+        return [dead_letter(entry_id, fields) for entry_id, fields in reversed(rows)]
+
+    async def requeue_dead(self, letter: DeadLetter) -> bool:
+        """Send a dead letter again, to its channel only (and only to the recipients that
+        refused it); False if someone else already did."""
+        entry = QueuedMatch(
+            letter.id, letter.match, letter.raw, origin=letter.origin, enqueued_ms=0
+        )
+        unit = letter.unit
+        member = entry.retry_fields(0, [unit], {unit: letter.recipients})
+        key = letter.match.key if letter.match else ""
+        keys = [self.keys.dead, self.keys.matches, self.keys.sent(key, unit)]
+        done = await guarded(lambda: self._requeue(keys=keys, args=[letter.id, member]))
+        return bool(done)
 
     async def stream_counts(self) -> dict[str, int]:
         """Queue length, pending and dead letters, for the --once summary and status."""
@@ -152,11 +417,54 @@ class AlertQueue:
 
         return await guarded(counts)
 
+    async def retrying(self) -> int:
+        """How many matches wait for a later attempt."""
+        return int(await guarded(lambda: self.client.zcard(self.keys.retry)))
 
-def _queued(entry_id: str, fields: Mapping[str, str]) -> QueuedMatch:
+
+def _match_or_none(raw: str) -> Match | None:
+    try:
+        return Match.from_dict(json.loads(raw))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def queued(entry_id: str, fields: Mapping[str, str]) -> QueuedMatch:
+    """Read a stream entry: a fresh match (``match``) or a re-queued one (``retry``)."""
+    if "retry" not in fields:
+        raw = fields.get("match", "")
+        return QueuedMatch(entry_id, _match_or_none(raw), raw, enqueued_ms=entry_ms(entry_id))
+    try:
+        meta = json.loads(fields["retry"])
+        raw = str(meta["match"])
+        return QueuedMatch(
+            entry_id,
+            _match_or_none(raw),
+            raw,
+            attempt=int(meta.get("attempt") or 0),
+            origin=str(meta.get("origin") or entry_id),
+            only=tuple(meta.get("only") or ()),
+            recipients={k: tuple(v) for k, v in (meta.get("recipients") or {}).items()},
+            enqueued_ms=int(meta.get("enqueued") or entry_ms(entry_id)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return QueuedMatch(entry_id, None, fields["retry"])
+
+
+def dead_letter(entry_id: str, fields: Mapping[str, str]) -> DeadLetter:
     raw = fields.get("match", "")
     try:
-        match: Match | None = Match.from_dict(json.loads(raw))
-    except (ValueError, KeyError, TypeError):
-        match = None
-    return QueuedMatch(entry_id, match, raw)
+        recipients = tuple(json.loads(fields.get("recipients") or "[]"))
+    except ValueError:
+        recipients = ()
+    return DeadLetter(
+        id=entry_id,
+        channel=fields.get("channel", "-"),
+        unit=fields.get("unit") or fields.get("channel", "-"),
+        reason=fields.get("reason", ""),
+        match=_match_or_none(raw),
+        raw=raw,
+        attempts=int(fields.get("attempts") or 0),
+        recipients=recipients,
+        origin=fields.get("origin", entry_id),
+    )

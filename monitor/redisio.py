@@ -9,8 +9,19 @@ Every key monitor uses is named here, so no two modules can disagree.
     P:items                      every new item, for backtests (stream, trimmed to the retention)
     P:matches                    matches waiting for delivery (stream; consumer group "deliver")
     P:dead                       matches a channel refused for good, with the reason (stream)
-    P:sent:<rule|item>:<channel> delivery marker: "sending" while a worker sends, then "done"
-                                 (or "dead" when the channel refused it for good)
+    P:sent:<rule|item>:<unit>    delivery marker: "sending" while a worker sends, then "done"
+                                 (or "dead" when the channel refused it for good); a unit is a
+                                 channel, or channel#<digest> for a subset of its recipients
+    P:retry                      matches waiting for their next attempt (sorted set by due time)
+    P:suppressed                 matches not sent on purpose: throttled, silenced (stream, capped)
+    P:throttle:<rule|story>:<ch> highest severity alerted for a story, with its owner (string,
+                                 expires after delivery.throttle)
+    P:silence:<id>               one silence (JSON string, expires with the silence)
+    P:silences                   ids of the silences (set; expired ids are pruned when read)
+    P:digest:<channel>           matches held for a channel's next digest (sorted set by time)
+    P:digest:<channel>:<window>  the matches of one digest window being sent (sorted set)
+    P:digests                    per channel, the end of the last digest window sent (hash)
+    P:pace:<channel>             a channel's rate limit: exists while it must not post (string)
 """
 
 from __future__ import annotations
@@ -64,3 +75,34 @@ class Keys:
 
     def sent(self, match_key: str, channel: str) -> str:
         return f"{self.prefix}:sent:{match_key}:{channel}"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.prefix}:retry"
+
+    @property
+    def suppressed(self) -> str:
+        return f"{self.prefix}:suppressed"
+
+    def throttle(self, rule: str, story: str, channel: str) -> str:
+        return f"{self.prefix}:throttle:{rule}|{story}:{channel}"
+
+    def silence(self, silence_id: str) -> str:
+        return f"{self.prefix}:silence:{silence_id}"
+
+    @property
+    def silences(self) -> str:
+        return f"{self.prefix}:silences"
+
+    def digest(self, channel: str) -> str:
+        return f"{self.prefix}:digest:{channel}"
+
+    def digest_window(self, channel: str, window_ms: int) -> str:
+        return f"{self.prefix}:digest:{channel}:{window_ms}"
+
+    @property
+    def digests(self) -> str:
+        return f"{self.prefix}:digests"
+
+    def pace(self, channel: str) -> str:
+        return f"{self.prefix}:pace:{channel}"

@@ -19,8 +19,10 @@ from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import quote as percent_quote
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from monitor.model import Item, Match, Severity, TermHit
+from monitor.templates import Templates, safe, shipped
 
 ELLIPSIS = "…"
 QUOTE_CHARS = 300
@@ -418,29 +420,75 @@ def slack_header(match: Match) -> str:
     return clip(f"{emoji} {match.severity.name} · {rule}".strip(), SLACK_HEADER_CHARS)
 
 
-def slack_payload(match: Match) -> dict[str, Any]:
+def slack_alert_context(match: Match) -> dict[str, Any]:
+    """What ``slack_alert.j2`` sees: pieces already escaped for Slack are ``Markup``."""
+    found = quote(match)
+    return {
+        "header": safe(slack_header(match)),
+        "headline": safe(_slack_headline(match.item)),
+        "origin": safe(_slack_origin(match)),
+        "quote": safe(_slack_quote(found)) if found is not None else None,
+        "terms": safe(_slack_terms(match)),
+        "rule": safe(_slack_rule(match)),
+        "title": clean_line(match.item.title),
+        "source": clean_line(match.item.source),
+        "severity": match.severity.name,
+        "rule_id": match.rule_id,
+        "rule_title": clean_line(match.rule_title),
+        "link": safe_link(match.item.link),
+    }
+
+
+def slack_blocks(text: str) -> list[dict[str, Any]]:
+    """Blocks from a rendered Slack template: ``#header``, ``#section``, ``#context`` and
+    ``#divider`` lines start blocks; every text is clipped to Slack's limit for its place,
+    empty blocks are dropped and at most 50 are kept, so a template cannot break a post."""
+    blocks: list[dict[str, Any]] = []
+    kind, lines = "", []  # type: tuple[str, list[str]]
+    for line in [*text.splitlines(), "#end"]:
+        marker = line.strip()
+        if marker in ("#header", "#section", "#context", "#divider", "#end"):
+            blocks += _slack_block(kind, lines)
+            kind, lines = marker[1:], []
+        else:
+            lines.append(line)
+    return blocks[:SLACK_MAX_BLOCKS]
+
+
+def _slack_block(kind: str, lines: list[str]) -> list[dict[str, Any]]:
+    body = "\n".join(lines).strip()
+    if kind == "divider":
+        return [{"type": "divider"}]
+    if kind == "header" and body:
+        plain = clip(clean_line(body), SLACK_HEADER_CHARS)
+        return [{"type": "header", "text": {"type": "plain_text", "text": plain}}]
+    if kind == "section" and body:
+        return [{"type": "section", "text": _mrkdwn(clip(body, SLACK_SECTION_CHARS))}]
+    elements = [_mrkdwn(clip(ln.strip(), SLACK_CONTEXT_CHARS)) for ln in lines if ln.strip()]
+    if kind == "context" and elements:
+        return [{"type": "context", "elements": elements[:10]}]
+    return []
+
+
+def slack_payload(match: Match, templates: Templates | None = None) -> dict[str, Any]:
     """Block Kit payload for an incoming webhook, within every Slack limit.
 
     Item text is escaped (no ``<!channel>``, no spoofed ``<url|label>``), only http(s) links
-    are linked, and long text is cut visibly with "…" rather than refused by Slack.
+    are linked, and long text is cut visibly with "…" rather than refused by Slack.  The
+    blocks come from the ``slack_alert.j2`` template (a deployment may override it).
     """
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": slack_header(match)}},
-        {"type": "section", "text": _mrkdwn(_slack_headline(match.item))},
-        {"type": "context", "elements": [_mrkdwn(_slack_origin(match))]},
-    ]
-    found = quote(match)
-    if found is not None:
-        blocks.append({"type": "section", "text": _mrkdwn(_slack_quote(found))})
-    blocks.append(
-        {"type": "context", "elements": [_mrkdwn(_slack_terms(match)), _mrkdwn(_slack_rule(match))]}
-    )
+    chosen = templates or shipped()
+    rendered = chosen.render("slack_alert.j2", alert=slack_alert_context(match))
     return {
         "text": _slack_fallback(match),
-        "blocks": blocks[:SLACK_MAX_BLOCKS],
+        "blocks": slack_blocks(rendered) or [_fallback_block(match)],
         "unfurl_links": False,
         "unfurl_media": False,
     }
+
+
+def _fallback_block(match: Match) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(_slack_headline(match.item))}
 
 
 # --- plain text (console and the email's text part) ---------------------------------------
@@ -497,33 +545,36 @@ def _html_headline(item: Item) -> str:
     return f'<a href="{html.escape(link, quote=True)}">{title}</a>'
 
 
-def email_html(match: Match) -> str:
-    """The HTML part: every piece of text escaped, hits marked, inline styles only."""
-    esc = html.escape
-    item = match.item
+def alert_context(match: Match) -> dict[str, Any]:
+    """What the email templates see: cleaned one-line texts and the quote's runs."""
     found = quote(match)
-    terms = ", ".join(f"<strong>{esc(clean_line(t))}</strong>" for t in match.terms)
-    version = clean_line(match.rule_version) or "unknown"
-    lines = [
-        "<!DOCTYPE html>",
-        '<html><body style="font-family:sans-serif">',
-        f"<p><strong>{esc(match.severity.name)}</strong> · {esc(clean_line(match.rule_title))}</p>",
-        f'<h2 style="font-size:1.2em">{_html_headline(item)}</h2>',
-        f"<p>{esc(clean_line(item.source) or 'unknown source')} · "
-        f"{esc(format_time(item.published))}</p>",
-    ]
-    if found is not None:
-        lines.append(
-            '<blockquote style="border-left:3px solid #999;margin:0;padding:0 0 0 8px">'
-            f"{_html_quote(found)}</blockquote>"
-        )
-    lines += [
-        f"<p>Matched: {terms or '(none)'}</p>",
-        f'<p style="color:#666;font-size:0.9em">Rule {esc(clean_line(match.rule_id))} '
-        f"(rule set {esc(version)})</p>",
-        "</body></html>",
-    ]
-    return "\n".join(lines) + "\n"
+    return {
+        "severity": match.severity.name,
+        "rule_id": clean_line(match.rule_id),
+        "rule_title": clean_line(match.rule_title) or clean_line(match.rule_id),
+        "rule_version": clean_line(match.rule_version) or "unknown",
+        "title": clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)",
+        "link": safe_link(match.item.link),
+        "source": clean_line(match.item.source) or "unknown source",
+        "time": format_time(match.item.published),
+        "terms": [clean_line(t) for t in match.terms],
+        "quote": None
+        if found is None
+        else {
+            "segments": [{"text": seg.text, "hit": seg.hit} for seg in found.segments],
+            "clipped_start": found.clipped_start,
+            "clipped_end": found.clipped_end,
+        },
+    }
+
+
+def email_html(match: Match, templates: Templates | None = None) -> str:
+    """The HTML part: every piece of text escaped (autoescaping), hits marked."""
+    return (templates or shipped()).render("email_alert.html.j2", alert=alert_context(match))
+
+
+def email_text(match: Match, templates: Templates | None = None) -> str:
+    return (templates or shipped()).render("email_alert.txt.j2", alert=alert_context(match))
 
 
 def email_subject(match: Match) -> str:
@@ -549,6 +600,12 @@ def message_id(match: Match, *, channel: str, sender: str) -> str:
     return f"<{digest}@{_domain(sender)}>"
 
 
+def thread_id(thread: str, *, sender: str) -> str:
+    """The Message-ID-shaped root that every email of one story refers to."""
+    digest = hashlib.sha256(f"thread\x00{thread}".encode()).hexdigest()[:32]
+    return f"<thread-{digest}@{_domain(sender)}>"
+
+
 def email_message(
     match: Match,
     *,
@@ -556,11 +613,15 @@ def email_message(
     recipients: Sequence[str],
     now: datetime,
     channel: str = "email",
+    thread: str | None = None,
+    templates: Templates | None = None,
 ) -> EmailMessage:
     """A multipart/alternative alert (text and HTML) with header-safe, stable headers.
 
     ``now`` becomes the Date header (pure: the caller owns the clock); ``channel`` feeds the
-    Message-ID so two email channels sending the same match produce distinct ids.
+    Message-ID so two email channels sending the same match produce distinct ids.  Alerts
+    with the same ``thread`` (their story) name one thread root in In-Reply-To and
+    References, so mail clients show a story's follow-ups together.
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -572,12 +633,245 @@ def email_message(
     message["Message-ID"] = message_id(match, channel=channel, sender=sender)
     message["List-Id"] = LIST_ID
     message["Auto-Submitted"] = "auto-generated"
+    if thread:
+        root = thread_id(thread, sender=sender)
+        message["In-Reply-To"] = root
+        message["References"] = root
     message["X-Monitor-Rule"] = clip_bytes(clean_line(match.rule_id), HEADER_BYTES)
     message["X-Monitor-Severity"] = match.severity.label
     version = clip_bytes(clean_line(match.rule_version), HEADER_BYTES) or "unknown"
     message["X-Monitor-Rule-Version"] = version
-    text = "\n".join([*_plain_lines(match), "", "-- ", "Sent by monitor."]) + "\n"
     # Quoted-printable keeps the raw message readable (and greppable) in mail logs.
-    message.set_content(text, cte="quoted-printable")
-    message.add_alternative(email_html(match), subtype="html", cte="quoted-printable")
+    message.set_content(email_text(match, templates), cte="quoted-printable")
+    message.add_alternative(email_html(match, templates), subtype="html", cte="quoted-printable")
     return message
+
+
+# --- several alerts at once: Slack bursts and digests -------------------------------------
+
+GROUP_MAX = 10
+"""Most alerts in one grouped Slack message (3 blocks each keeps it well under 50)."""
+DIGEST_LINES = 15
+"""Most alerts listed per topic in a Slack digest; the rest are counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One digest window's matches, grouped by topic, for one channel.
+
+    ``closes`` is the end of the window; ``zone`` the schedule's time zone name, so readers
+    see the brief's time as they scheduled it.
+    """
+
+    channel: str
+    closes: datetime
+    zone: str
+    groups: tuple[tuple[str, tuple[Match, ...]], ...]
+
+    @property
+    def count(self) -> int:
+        return sum(len(matches) for _, matches in self.groups)
+
+    @property
+    def key(self) -> str:
+        """Identity for idempotent sending: one channel, one window."""
+        return f"digest|{self.channel}|{int(self.closes.timestamp())}"
+
+    def local_close(self) -> str:
+        return self.closes.astimezone(ZoneInfo(self.zone)).strftime(f"%Y-%m-%d %H:%M {self.zone}")
+
+
+def _slack_line(match: Match) -> str:
+    """One alert as one mrkdwn line: severity, linked headline, source."""
+    emoji = SEVERITY_EMOJI.get(match.severity, "")
+    source = slack_text(match.item.source, 100) or "unknown source"
+    return f"{emoji} {_slack_headline(match.item)} · {source}"
+
+
+def slack_group_payload(matches: Sequence[Match]) -> dict[str, Any]:
+    """Several alerts in one message: a burst coalesced so Slack sees one post, not many."""
+    shown = list(matches[:GROUP_MAX])
+    top = max(m.severity for m in shown)
+    header = clip(f"{SEVERITY_EMOJI.get(top, '')} {len(shown)} alerts".strip(), SLACK_HEADER_CHARS)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header}}
+    ]
+    for match in shown:
+        found = quote(match)
+        body = _slack_headline(match.item) + (f"\n{_slack_quote(found)}" if found else "")
+        blocks += [
+            {"type": "divider"},
+            {"type": "section", "text": _mrkdwn(clip(body, SLACK_SECTION_CHARS))},
+            {
+                "type": "context",
+                "elements": [_mrkdwn(_slack_origin(match)), _mrkdwn(_slack_rule(match))],
+            },
+        ]
+    fallback = "; ".join(_slack_fallback(m) for m in shown)
+    return {
+        "text": clip(fallback, SLACK_TEXT_CHARS),
+        "blocks": blocks[:SLACK_MAX_BLOCKS],
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+def slack_digest_payload(digest: Digest) -> dict[str, Any]:
+    """A digest as one message: a section per topic listing its alerts, cut visibly."""
+    header = clip(f"Digest · {digest.count} alerts · {digest.local_close()}", SLACK_HEADER_CHARS)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header}}
+    ]
+    room = SLACK_MAX_BLOCKS - 2
+    for index, (topic, matches) in enumerate(digest.groups):
+        if index >= room:
+            left = len(digest.groups) - index
+            blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {left} more topics")]})
+            break
+        lines = [f"*{slack_text(topic, 200)}* ({len(matches)})"]
+        lines += [_slack_line(m) for m in matches[:DIGEST_LINES]]
+        if len(matches) > DIGEST_LINES:
+            lines.append(f"… and {len(matches) - DIGEST_LINES} more")
+        blocks.append({"type": "section", "text": _mrkdwn(clip("\n".join(lines), 3000))})
+    return {
+        "text": slack_text(f"Digest: {digest.count} alerts until {digest.local_close()}", 3000),
+        "blocks": blocks[:SLACK_MAX_BLOCKS],
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+def digest_text(digest: Digest) -> str:
+    """A digest as plain text: for the console and the email's text part."""
+    lines = [f"Digest: {digest.count} alerts, window closing {digest.local_close()}"]
+    for topic, matches in digest.groups:
+        lines += ["", f"== {clean_line(topic)} ({len(matches)}) =="]
+        for match in matches:
+            title = clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)"
+            link = safe_link(match.item.link) or "(no web link)"
+            lines.append(f"- [{match.severity.name}] {title}")
+            lines.append(f"  {link} · {clean_line(match.item.source)}")
+    return "\n".join(lines)
+
+
+def digest_context(digest: Digest) -> dict[str, Any]:
+    """What the digest templates see: the window and, per topic, each alert's summary."""
+    return {
+        "count": digest.count,
+        "closes": digest.local_close(),
+        "channel": digest.channel,
+        "groups": [
+            {"topic": clean_line(topic), "alerts": [alert_context(m) for m in matches]}
+            for topic, matches in digest.groups
+        ],
+    }
+
+
+def digest_html(digest: Digest, templates: Templates | None = None) -> str:
+    """A digest's HTML part: a heading and a list per topic, every text escaped."""
+    return (templates or shipped()).render("email_digest.html.j2", digest=digest_context(digest))
+
+
+def digest_email(
+    digest: Digest,
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime,
+    templates: Templates | None = None,
+) -> EmailMessage:
+    """A digest as one multipart email; its Message-ID is stable per channel and window."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    message = EmailMessage(policy=EMAIL_POLICY)
+    subject = f"[digest] {digest.count} alerts · {digest.local_close()}"
+    message["Subject"] = clip_bytes(clean_line(subject), HEADER_BYTES)
+    message["From"] = clean_line(sender)
+    message["To"] = ", ".join(clean_line(r) for r in recipients)
+    message["Date"] = format_datetime(now)
+    key = hashlib.sha256(digest.key.encode()).hexdigest()[:32]
+    message["Message-ID"] = f"<{key}@{_domain(sender)}>"
+    message["List-Id"] = LIST_ID
+    message["Auto-Submitted"] = "auto-generated"
+    chosen = templates or shipped()
+    text = chosen.render("email_digest.txt.j2", digest=digest_context(digest))
+    message.set_content(text, cte="quoted-printable")
+    message.add_alternative(digest_html(digest, chosen), subtype="html", cte="quoted-printable")
+    return message
+
+
+# --- the generic webhook's JSON -----------------------------------------------------------
+
+WEBHOOK_ALERT_SCHEMA = "monitor.alert.v1"
+WEBHOOK_DIGEST_SCHEMA = "monitor.digest.v1"
+
+
+def alert_id(key: str) -> str:
+    """A stable, opaque id for an alert or digest: receivers deduplicate on it."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def webhook_alert(match: Match, *, story: str) -> dict[str, Any]:
+    """One alert as the webhook's JSON (see the README's schema); text is data, not markup,
+    so it is only cleaned of control characters, and ``link`` is null unless http(s)."""
+    item = match.item
+    found = quote(match)
+    return {
+        "id": alert_id(match.key),
+        "story": story,
+        "rule": {
+            "id": match.rule_id,
+            "title": clean_line(match.rule_title),
+            "severity": match.severity.label,
+            "version": match.rule_version,
+            "tags": list(match.tags),
+        },
+        "item": {
+            "id": item.id,
+            "title": clean_line(item.title),
+            "summary": clip(clean_line(item.summary), 2000),
+            "link": safe_link(item.link),
+            "source": clean_line(item.source),
+            "source_tags": list(item.source_tags),
+            "published": item.published.astimezone(UTC).isoformat(),
+            "lang": item.lang,
+        },
+        "terms": list(match.terms),
+        "hits": [
+            {"term": h.term, "field": h.field, "start": h.start, "end": h.end, "text": h.text}
+            for h in match.hits
+        ],
+        "quote": found.text if found is not None else None,
+    }
+
+
+def webhook_alert_body(match: Match, *, story: str, now: datetime) -> dict[str, Any]:
+    return {
+        "schema": WEBHOOK_ALERT_SCHEMA,
+        "kind": "alert",
+        "sent_at": now.astimezone(UTC).isoformat(),
+        **webhook_alert(match, story=story),
+    }
+
+
+def webhook_digest_body(
+    digest: Digest, *, stories: dict[str, str], now: datetime
+) -> dict[str, Any]:
+    """A digest as the webhook's JSON: the window and its alerts grouped by topic."""
+    return {
+        "schema": WEBHOOK_DIGEST_SCHEMA,
+        "kind": "digest",
+        "id": alert_id(digest.key),
+        "sent_at": now.astimezone(UTC).isoformat(),
+        "channel": digest.channel,
+        "window_end": digest.closes.astimezone(UTC).isoformat(),
+        "timezone": digest.zone,
+        "count": digest.count,
+        "groups": [
+            {
+                "topic": clean_line(topic),
+                "alerts": [webhook_alert(m, story=stories.get(m.key, "")) for m in matches],
+            }
+            for topic, matches in digest.groups
+        ],
+    }

@@ -142,14 +142,58 @@ class RulesSettings(_Strict):
     paths: tuple[Path, ...] = (Path("rules"),)
 
 
+SeverityName = Literal["info", "low", "medium", "high", "critical"]
+
+
+class DigestSettings(_Strict):
+    """Digest mode for a channel: matches collect and go out as one message on a schedule."""
+
+    schedule: str = Field(description="cron: minute hour day-of-month month day-of-week")
+    timezone: str = Field(default="UTC", description="IANA zone the schedule is read in")
+    bypass: SeverityName = Field(
+        default="critical", description="matches of this severity or higher are sent at once"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(schedule, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"not a cron schedule ({exc}); e.g. '0 8 * * *' (daily 08:00)"
+            ) from None
+        return schedule
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {zone!r}; use an IANA name like Asia/Almaty"
+            ) from None
+        return zone
+
+
 class ConsoleChannelSettings(_Strict):
     enabled: bool = True
+    digest: DigestSettings | None = None
 
 
 class SlackChannelSettings(_Strict):
     webhook_url: SecretStr = SecretStr("")
     enabled: bool = True
     timeout: Duration = timedelta(seconds=10)
+    rate_limit: Duration = Field(
+        default=timedelta(seconds=1), description="least time between two posts; 0 switches off"
+    )
+    digest: DigestSettings | None = None
 
     @property
     def active(self) -> bool:
@@ -168,6 +212,7 @@ class EmailChannelSettings(_Strict):
     to: tuple[str, ...] = ()
     enabled: bool = True
     timeout: Duration = timedelta(seconds=30)
+    digest: DigestSettings | None = None
 
     @property
     def active(self) -> bool:
@@ -183,27 +228,63 @@ class EmailChannelSettings(_Strict):
         return self
 
 
+class WebhookChannelSettings(_Strict):
+    url: SecretStr = SecretStr("")
+    secret: SecretStr | None = Field(
+        default=None, description="signs each body: X-Monitor-Signature: sha256=<hex HMAC>"
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    timeout: Duration = timedelta(seconds=10)
+    digest: DigestSettings | None = None
+
+    @property
+    def active(self) -> bool:
+        """An empty URL (``${WEBHOOK_URL:-}`` unset) switches the channel off."""
+        return self.enabled and bool(self.url.get_secret_value())
+
+
+CHANNEL_KINDS = ("console", "slack", "email", "webhook")
+
+
 class ChannelsSettings(_Strict):
     console: ConsoleChannelSettings | None = None
     slack: SlackChannelSettings | None = None
     email: EmailChannelSettings | None = None
+    webhook: WebhookChannelSettings | None = None
 
     def active_names(self) -> tuple[str, ...]:
         names = []
         if self.console is not None and self.console.enabled:
             names.append("console")
-        if self.slack is not None and self.slack.active:
-            names.append("slack")
-        if self.email is not None and self.email.active:
-            names.append("email")
+        for name in CHANNEL_KINDS[1:]:
+            channel = getattr(self, name)
+            if channel is not None and channel.active:
+                names.append(name)
         return tuple(names)
 
     def configured_names(self) -> tuple[str, ...]:
-        return tuple(name for name in ("console", "slack", "email") if getattr(self, name))
+        return tuple(name for name in CHANNEL_KINDS if getattr(self, name))
+
+    def digests(self) -> dict[str, DigestSettings]:
+        """Channels in digest mode, with their schedules."""
+        found = {}
+        for name in CHANNEL_KINDS:
+            channel = getattr(self, name)
+            if channel is not None and channel.digest is not None:
+                found[name] = channel.digest
+        return found
 
 
 class RouteSettings(_Strict):
+    """Which matches go where: every criterion given must hold; none given matches all."""
+
     channels: tuple[str, ...] = Field(min_length=1)
+    rules: tuple[str, ...] = Field(default=(), description="rule ids (any of)")
+    tags: tuple[str, ...] = Field(default=(), description="rule or feed tags (any of)")
+    min_severity: SeverityName | None = None
+    fallback: bool = Field(default=False, description="only for matches that no other route takes")
+    to: tuple[str, ...] = Field(default=(), description="extra email recipients on this route")
 
 
 class LogSettings(_Strict):
@@ -249,9 +330,43 @@ class HistorySettings(_Strict):
 
 class DeliverySettings(_Strict):
     retry_after: Duration = Field(
-        default=timedelta(seconds=60),
-        description="an alert a channel refused is retried after this idle time",
+        default=timedelta(seconds=30),
+        description="first retry of an alert a channel did not accept; doubles each attempt",
     )
+    retry_max: Duration = Field(
+        default=timedelta(hours=1), description="longest wait between two attempts"
+    )
+    max_attempts: int = Field(
+        default=10, ge=1, description="attempts before an alert goes to the dead letters"
+    )
+    reclaim_after: Duration = Field(
+        default=timedelta(minutes=1),
+        description="an alert a dead worker left unacknowledged is taken over after this",
+    )
+    send_lease: Duration = Field(
+        default=timedelta(minutes=2),
+        description="how long a send may take before another worker may try it again",
+    )
+    throttle: Duration = Field(
+        default=timedelta(hours=4),
+        description="a story alerted by a rule is not alerted again by it for this long",
+    )
+    burst: int = Field(
+        default=3, ge=1, description="more alerts than this at once to Slack are grouped"
+    )
+    keep_dead: int = Field(default=10_000, gt=0, description="dead letters kept (oldest dropped)")
+    keep_log: int = Field(
+        default=10_000, gt=0, description="silenced and throttled matches kept for inspection"
+    )
+    templates: Path = Field(
+        default=Path("templates"), description="folder of templates overriding the shipped ones"
+    )
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> DeliverySettings:
+        if self.retry_max < self.retry_after:
+            raise ValueError("retry_max must be at least retry_after")
+        return self
 
 
 class HealthSettings(_Strict):
@@ -324,6 +439,10 @@ class Settings(_Strict):
             found.append(self.channels.slack.webhook_url.get_secret_value())
         if self.channels.email is not None and self.channels.email.password is not None:
             found.append(self.channels.email.password.get_secret_value())
+        if self.channels.webhook is not None:
+            found.append(self.channels.webhook.url.get_secret_value())
+            if self.channels.webhook.secret is not None:
+                found.append(self.channels.webhook.secret.get_secret_value())
         password = urlsplit(self.redis.url).password
         if password:
             found.append(password)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support.servers import LOOPBACK, SmtpServer, unused_port
 
-from monitor.deliver import Channel, EmailChannel
+from monitor.deliver import Channel, EmailChannel, RecipientsRefused
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Item, Match, Severity, TermHit
 
@@ -186,12 +186,56 @@ def test_smtp_reply_codes_decide_transient_or_permanent(
     assert smtp_server.messages == []
 
 
-def test_some_recipients_refused_still_counts_as_delivered(smtp_server: SmtpServer) -> None:
-    """Retrying would send a duplicate to those who got it; the refusal is logged instead."""
-    smtp_server.reply("550 5.1.1 No such user", stage="RCPT")
-    deliver(channel_for(smtp_server, recipients=["gone@example.org", "analyst@example.org"]))
+def test_some_recipients_refused_names_who_got_it_and_who_did_not(
+    smtp_server: SmtpServer,
+) -> None:
+    """The caller must not resend to those who got it, and must retry or dead-letter the rest."""
+    smtp_server.refuse("gone@example.org", "550 5.1.1 No such user")
+    smtp_server.refuse("busy@example.org", "451 4.3.0 Try later")
+    channel = channel_for(
+        smtp_server,
+        recipients=["gone@example.org", "analyst@example.org", "Busy <busy@example.org>"],
+    )
+    with pytest.raises(RecipientsRefused) as caught:
+        deliver(channel)
+    refused = caught.value
+    assert refused.accepted == ("analyst@example.org",)
+    assert refused.permanent == ("gone@example.org",)
+    assert refused.transient == ("Busy <busy@example.org>",)
     [received] = smtp_server.messages
     assert received.rcpt_tos == ("analyst@example.org",)
+
+
+def test_every_recipient_refused_alike_is_one_plain_error(smtp_server: SmtpServer) -> None:
+    smtp_server.reply("550 5.1.1 No such user", stage="RCPT", times=2)
+    channel = channel_for(smtp_server, recipients=["a@example.org", "b@example.org"])
+    error = failure(channel)
+    assert type(error) is PermanentDeliveryError
+    assert "refused every recipient" in str(error)
+
+
+def test_send_to_reaches_only_the_given_recipients(smtp_server: SmtpServer) -> None:
+    channel = channel_for(smtp_server, recipients=["a@example.org", "b@example.org"])
+
+    async def scenario() -> None:
+        await channel.send_to(make_match(), ["c@example.org"])
+
+    asyncio.run(scenario())
+    [received] = smtp_server.messages
+    assert received.rcpt_tos == ("c@example.org",)
+    assert received.message["To"] == "c@example.org"
+
+
+def test_follow_ups_of_one_story_thread_together(smtp_server: SmtpServer) -> None:
+    """Same headline (one story) from two items: distinct Message-IDs, one thread root."""
+    channel = channel_for(smtp_server)
+    deliver(channel, make_match(item_id="wire-1"))
+    deliver(channel, make_match(item_id="other-feed-7"))
+    deliver(channel, make_match(title="A different story", item_id="wire-2"))
+    first, second, other = (m.message for m in smtp_server.wait_for(3))
+    assert first["Message-ID"] != second["Message-ID"]
+    assert first["In-Reply-To"] == second["In-Reply-To"] == second["References"]
+    assert other["References"] != first["References"]
 
 
 def test_connection_refused_is_transient() -> None:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from monitor.deliver.console import ConsoleChannel
-from monitor.deliver.email import EmailChannel
+from monitor.deliver.email import EmailChannel, RecipientsRefused
 from monitor.deliver.slack import SlackChannel
+from monitor.deliver.webhook import WebhookChannel
 from monitor.model import Match
+from monitor.render import Digest
 
-__all__ = ["Channel", "ConsoleChannel", "EmailChannel", "SlackChannel"]
+__all__ = [
+    "Channel",
+    "ConsoleChannel",
+    "DigestChannel",
+    "EmailChannel",
+    "GroupChannel",
+    "RecipientsRefused",
+    "SlackChannel",
+    "WebhookChannel",
+]
 
 
 @runtime_checkable
@@ -27,3 +40,23 @@ class Channel(Protocol):
     async def send(self, match: Match) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class GroupChannel(Protocol):
+    """A channel that can coalesce a burst of alerts into one message (Slack)."""
+
+    async def send_group(self, matches: Sequence[Match]) -> None: ...
+
+
+@runtime_checkable
+class DigestChannel(Protocol):
+    """A channel that can send a digest: many matches of a window in one message."""
+
+    async def send_digest(self, digest: Digest) -> None: ...
+
+
+def min_interval(channel: Channel) -> timedelta:
+    """The least time between two posts to this channel (its rate limit); 0 for none."""
+    value = getattr(channel, "min_interval", timedelta(0))
+    return value if isinstance(value, timedelta) else timedelta(0)

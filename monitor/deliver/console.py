@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from datetime import timedelta
 from typing import TextIO
 
 from monitor.errors import PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
-from monitor.render import console_text
+from monitor.render import Digest, console_text, digest_text
 
 
 def encodable(text: str, stream: TextIO) -> str:
@@ -31,6 +32,7 @@ class ConsoleChannel:
 
     def __init__(self, stream: TextIO | None = None, name: str = "console") -> None:
         self.name = name
+        self.min_interval = timedelta(0)
         self._stream = stream
 
     def __repr__(self) -> str:
@@ -39,9 +41,15 @@ class ConsoleChannel:
 
     async def send(self, match: Match) -> None:
         """Write one alert block followed by a blank line, and flush so it shows at once."""
+        self._write(console_text(match))
+
+    async def send_digest(self, digest: Digest) -> None:
+        self._write(digest_text(digest))
+
+    def _write(self, text: str) -> None:
         stream = self._stream if self._stream is not None else sys.stdout
         try:
-            stream.write(encodable(console_text(match), stream) + "\n\n")
+            stream.write(encodable(text, stream) + "\n\n")
             stream.flush()
         except (BrokenPipeError, ValueError) as exc:
             # A closed pipe or file will not reopen by itself.

@@ -21,9 +21,13 @@ from email.utils import parseaddr
 import structlog
 
 from monitor.deliver._secret import Secret
+from monitor.deliver.policy import story_key
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
-from monitor.render import clean_line, clip, email_message
+from monitor.render import Digest, clean_line, clip, digest_email, email_message
+from monitor.templates import TemplateError, Templates
+
+TEMPLATE_HINT = "fix the template in the config folder's templates/, then 'monitor alerts retry'"
 
 TLS_HINT = "check that the port matches the mode: 465 is implicit TLS (ssl), 587 is STARTTLS"
 AUTH_HINT = "check the SMTP username and password"
@@ -83,7 +87,9 @@ class EmailChannel:
         clock: Callable[[], datetime] = _utcnow,
         tls_context: tls.SSLContext | None = None,
         local_hostname: str | None = None,
+        templates: Templates | None = None,
     ) -> None:
+        self._templates = templates
         if starttls and ssl:
             raise ValueError("choose starttls (usually port 587) or ssl (port 465), not both")
         if not recipients:
@@ -112,15 +118,46 @@ class EmailChannel:
         )
 
     async def send(self, match: Match) -> None:
-        """Send one alert; return once the server accepted it for at least one recipient."""
-        message = email_message(
-            match,
-            sender=self.sender,
-            recipients=self.recipients,
-            now=self._clock(),
-            channel=self.name,
-        )
-        failure = await asyncio.to_thread(self._deliver, message)
+        """Send one alert to the channel's recipients; see ``send_to``."""
+        await self.send_to(match, self.recipients)
+
+    async def send_to(self, match: Match, recipients: Sequence[str]) -> None:
+        """Send one alert to ``recipients``; return once the server accepted every one.
+
+        Raises ``RecipientsRefused`` when the server took the message for some recipients and
+        refused others (or refused them for different reasons), so the caller retries or
+        dead-letters only those; the others already have it.
+        """
+        try:
+            message = email_message(
+                match,
+                sender=self.sender,
+                recipients=recipients,
+                now=self._clock(),
+                channel=self.name,
+                thread=story_key(match),
+                templates=self._templates,
+            )
+        except TemplateError as exc:
+            raise PermanentDeliveryError(self.name, str(exc), hint=TEMPLATE_HINT) from None
+        await self._send_message(message, recipients)
+
+    async def send_digest(self, digest: Digest) -> None:
+        """Send one digest email to the channel's recipients."""
+        try:
+            message = digest_email(
+                digest,
+                sender=self.sender,
+                recipients=self.recipients,
+                now=self._clock(),
+                templates=self._templates,
+            )
+        except TemplateError as exc:
+            raise PermanentDeliveryError(self.name, str(exc), hint=TEMPLATE_HINT) from None
+        await self._send_message(message, self.recipients)
+
+    async def _send_message(self, message: EmailMessage, recipients: Sequence[str]) -> None:
+        failure = await asyncio.to_thread(self._deliver, message, tuple(recipients))
         if failure is not None:
             # Raised outside any except block, so no smtplib exception is chained to it.
             raise failure
@@ -130,12 +167,12 @@ class EmailChannel:
 
     # --- the blocking part, run in a worker thread ---------------------------------------
 
-    def _deliver(self, message: EmailMessage) -> DeliveryError | None:
+    def _deliver(self, message: EmailMessage, recipients: Sequence[str]) -> DeliveryError | None:
         """Run one SMTP conversation; return the error instead of raising it (see ``send``)."""
         try:
-            refused = self._converse(message)
+            refused = self._converse(message, recipients)
         except smtplib.SMTPRecipientsRefused as exc:
-            return self._all_refused(exc.recipients)
+            return self._all_refused(exc.recipients, recipients)
         except smtplib.SMTPResponseException as exc:
             return self._rejected(exc)
         except smtplib.SMTPServerDisconnected as exc:
@@ -168,12 +205,12 @@ class EmailChannel:
             reason = exc.strerror or type(exc).__name__
             return TransientDeliveryError(self.name, f"cannot connect to {self._where}: {reason}")
         if refused:
-            structlog.get_logger(__name__).warning(
-                "email_recipients_refused", channel=self.name, refused=sorted(refused)
-            )
+            return self._some_refused(refused, recipients)
         return None
 
-    def _converse(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+    def _converse(
+        self, message: EmailMessage, recipients: Sequence[str]
+    ) -> dict[str, tuple[int, bytes]]:
         """Connect, secure, authenticate, send; return the recipients refused (if some were)."""
         client = self._client()
         # smtplib takes the TLS server name (for the certificate check) from ``_host``, which
@@ -191,7 +228,7 @@ class EmailChannel:
             refused = client.send_message(
                 message,
                 from_addr=parseaddr(self.sender)[1],
-                to_addrs=[parseaddr(r)[1] for r in self.recipients],
+                to_addrs=[parseaddr(r)[1] for r in recipients],
             )
             self._quit(client)
             return refused
@@ -250,16 +287,63 @@ class EmailChannel:
             self.name, exc.smtp_code, f"{self._where} answered {said} to {stage}", hint=hint
         )
 
-    def _all_refused(self, refused: dict[str, tuple[int, bytes]]) -> DeliveryError:
-        """Every recipient was refused: transient if any refusal was, so a retry may reach them."""
-        details = "; ".join(
-            f"{clean_line(rcpt)}: {code} {self._reply_text(reply)}"
-            for rcpt, (code, reply) in sorted(refused.items())
-        )
+    def _all_refused(
+        self, refused: dict[str, tuple[int, bytes]], recipients: Sequence[str]
+    ) -> DeliveryError:
+        """Every recipient was refused: one error when all refusals agree on retrying or not,
+        else a ``RecipientsRefused`` so each recipient gets the right treatment."""
+        kinds = {code >= 500 for code, _ in refused.values()}
+        if len(kinds) > 1:
+            return self._some_refused(refused, recipients)
         code = min((code for code, _ in refused.values()), default=0)
         return classify(
             self.name,
             code,
-            f"{self._where} refused every recipient ({details})",
+            f"{self._where} refused every recipient ({self._details(refused)})",
             hint="check the recipient addresses" if code >= 500 else None,
         )
+
+    def _details(self, refused: dict[str, tuple[int, bytes]]) -> str:
+        return "; ".join(
+            f"{clean_line(rcpt)}: {code} {self._reply_text(reply)}"
+            for rcpt, (code, reply) in sorted(refused.items())
+        )
+
+    def _some_refused(
+        self, refused: dict[str, tuple[int, bytes]], recipients: Sequence[str]
+    ) -> RecipientsRefused:
+        """Split the envelope by outcome, mapping refused addresses back to the configured
+        recipient strings (which may carry display names)."""
+        by_address = {parseaddr(r)[1]: r for r in recipients}
+        transient = tuple(by_address.get(a, a) for a, (code, _) in refused.items() if code < 500)
+        permanent = tuple(by_address.get(a, a) for a, (code, _) in refused.items() if code >= 500)
+        accepted = tuple(r for a, r in by_address.items() if a not in refused)
+        structlog.get_logger(__name__).warning(
+            "email recipients refused", channel=self.name, refused=sorted(refused)
+        )
+        return RecipientsRefused(
+            self.name,
+            f"{self._where} refused some recipients ({self._details(refused)})",
+            accepted=accepted,
+            transient=transient,
+            permanent=permanent,
+        )
+
+
+class RecipientsRefused(DeliveryError):
+    """The server refused some recipients: ``accepted`` have the message; ``transient`` may
+    take it later; ``permanent`` never will (4xx versus 5xx per address)."""
+
+    def __init__(
+        self,
+        channel: str,
+        message: str,
+        *,
+        accepted: tuple[str, ...],
+        transient: tuple[str, ...],
+        permanent: tuple[str, ...],
+    ) -> None:
+        super().__init__(channel, message, hint="check the refused addresses")
+        self.accepted = accepted
+        self.transient = transient
+        self.permanent = permanent

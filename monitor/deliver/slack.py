@@ -8,8 +8,9 @@ full URL in their text, so none of them is ever chained to an error raised here.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +20,10 @@ import aiohttp
 from monitor.deliver._secret import Secret
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
-from monitor.render import slack_payload
+from monitor.render import Digest, slack_digest_payload, slack_group_payload, slack_payload
+from monitor.templates import TemplateError, Templates
+
+TEMPLATE_HINT = "fix the template in the config folder's templates/, then 'monitor alerts retry'"
 
 NEW_WEBHOOK = "create a new incoming webhook and put its URL in SLACK_WEBHOOK_URL"
 BUG = "monitor built a message Slack refuses; this is a bug, please report it with the rule id"
@@ -49,7 +53,7 @@ HINTS = {
 }
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _SAFE_PATH_HEADS = ("services", "workflows", "triggers", "commands")
-_BODY_LIMIT = 4096
+BODY_LIMIT = 4096
 """Slack answers with one short word; anything longer is not Slack and is not read."""
 
 
@@ -172,8 +176,13 @@ class SlackChannel:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 10.0,
         name: str = "slack",
+        min_interval: timedelta = timedelta(seconds=1),
+        templates: Templates | None = None,
     ) -> None:
         self.name = name
+        self._templates = templates
+        self.min_interval = min_interval
+        """Slack allows about one message per second per webhook; the worker paces posts."""
         self._webhook = Secret(webhook_url.strip())
         self.where = redact_webhook(webhook_url)
         self._session = session
@@ -185,13 +194,31 @@ class SlackChannel:
 
     async def send(self, match: Match) -> None:
         """Post one alert; return once Slack answered 200, else raise a DeliveryError."""
+        try:
+            payload = slack_payload(match, self._templates)
+        except TemplateError as exc:
+            raise PermanentDeliveryError(self.name, str(exc), hint=TEMPLATE_HINT) from None
+        await self._deliver(payload)
+
+    async def send_group(self, matches: Sequence[Match]) -> None:
+        """Post a burst of alerts as one grouped message (at most ``GROUP_MAX``)."""
+        if len(matches) == 1:
+            await self.send(matches[0])
+            return
+        await self._deliver(slack_group_payload(matches))
+
+    async def send_digest(self, digest: Digest) -> None:
+        """Post one digest message."""
+        await self._deliver(slack_digest_payload(digest))
+
+    async def _deliver(self, payload: dict[str, Any]) -> None:
         if not is_webhook_url(self._webhook.reveal()):
             raise PermanentDeliveryError(
                 self.name,
                 f"the webhook URL is not an http(s) URL ({self.where})",
                 hint="check SLACK_WEBHOOK_URL",
             )
-        outcome = await self._post(slack_payload(match))
+        outcome = await self._post(payload)
         failure = (
             judge(self.name, outcome, now=datetime.now(UTC))
             if isinstance(outcome, Reply)
@@ -209,7 +236,7 @@ class SlackChannel:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             ) as response:
-                body = await response.content.read(_BODY_LIMIT)
+                body = await response.content.read(BODY_LIMIT)
                 return Reply(
                     response.status,
                     body.decode("utf-8", "replace"),

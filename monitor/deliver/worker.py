@@ -1,24 +1,54 @@
 """The delivery worker: one pass reads matches from the queue and hands each to its channels.
 
-It acknowledges an entry only when every channel accepted it (or refused it for good, which
-dead-letters it for that channel), so a crash or an outage never loses an alert; per-channel
-markers in Redis stop a redelivered entry from reaching a channel twice.
+It acknowledges an entry only when every channel accepted it, refused it for good (a dead
+letter), or it was rescheduled for a later attempt, so a crash or an outage never loses an
+alert; per-channel markers in Redis stop a redelivered entry from reaching a channel twice.
+Routing, silences, throttling and digests are decided here, from pure rules in ``policy``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
-from monitor.deliver import Channel
+from monitor.deliver import Channel, DigestChannel, EmailChannel, GroupChannel, min_interval
+from monitor.deliver.digest import RETRY_DIGEST, DigestStore, parse_matches
+from monitor.deliver.email import RecipientsRefused
+from monitor.deliver.policy import (
+    DigestSchedule,
+    RetryPolicy,
+    Route,
+    Silence,
+    backoff_delay,
+    delivery_unit,
+    digest_due,
+    gives_up,
+    group_by_topic,
+    route_plan,
+    silenced_by,
+    story_key,
+)
+from monitor.deliver.silences import SilenceStore
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from monitor.model import Match
 from monitor.queue import AlertQueue, QueuedMatch
+from monitor.render import GROUP_MAX, Digest
 
 log = structlog.get_logger("monitor.deliver")
+MAX_PACE_WAIT = 5.0
+"""Longest a pass waits for a rate-limited channel; beyond it the alert is rescheduled."""
+SEND_CONCURRENCY = 8
+"""Sends in flight at once to one channel without a rate limit (email, webhook)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -29,23 +59,77 @@ class DeliveryReport:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+    throttled: int = 0
+    silenced: int = 0
+    digested: int = 0
+    digests: int = 0
     channels: dict[str, int] = field(default_factory=dict)
+
+    def sent(self, channel: str, count: int = 1) -> None:
+        self.channels[channel] = self.channels.get(channel, 0) + count
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
-    """How long delivery state lives; from the config."""
+    """How delivery behaves; built from the config by ``monitor.deliver.build``.
 
-    routes: tuple[tuple[str, ...], ...]
+    ``routes`` may also be given as plain tuples of channel names (each a catch-all route).
+    Without ``retry``, failed sends are retried after ``claim_idle``, doubling each time.
+    ``burst``: more alerts than this waiting for one rate-limited channel in a pass are
+    coalesced into grouped messages.
+    """
+
+    routes: tuple[Route, ...] | tuple[tuple[str, ...], ...]
     sent_ttl: timedelta = timedelta(days=30)
     send_lease: timedelta = timedelta(minutes=2)
     claim_idle: timedelta = timedelta(minutes=1)
     batch: int = 50
+    retry: RetryPolicy | None = None
+    throttle: timedelta = timedelta(hours=4)
+    burst: int = 3
+    digests: Mapping[str, DigestSchedule] = field(default_factory=dict)
+
+    @property
+    def route_list(self) -> tuple[Route, ...]:
+        return tuple(r if isinstance(r, Route) else Route(channels=tuple(r)) for r in self.routes)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self.retry or RetryPolicy(base=self.claim_idle, cap=max(self.claim_idle * 64, ONE))
+
+
+ONE = timedelta(seconds=1)
+
+
+@dataclass(slots=True)
+class _Send:
+    """One send to make: a match to one unit (a channel, or a channel and some recipients)."""
+
+    entry: QueuedMatch
+    match: Match
+    channel: str
+    unit: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What happened to one entry's units in this pass, to finish the entry afterwards."""
+
+    entry: QueuedMatch
+    busy: bool = False
+    unsettled: int = 0
+    """Sends claimed but without an outcome yet (an outage cut the pass short)."""
+    retry: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    retry_after: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+Step = Callable[[], Awaitable[Any]]
 
 
 class DeliveryWorker:
-    """Reads matches from the stream and hands each to its channels, acknowledging only when
-    every channel accepted it (or a permanent failure moved it to the dead letters)."""
+    """Reads matches from the stream and hands each to its channels (see the module doc)."""
 
     def __init__(
         self,
@@ -54,91 +138,470 @@ class DeliveryWorker:
         policy: DeliveryPolicy,
         *,
         consumer: str,
+        clock: Callable[[], datetime] = utcnow,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.queue = queue
         self.channels = channels
         self.policy = policy
         self.consumer = consumer
+        self.clock = clock
+        self.jitter = jitter
+        self.silences = SilenceStore(queue.client, queue.keys)
+        self.digests = DigestStore(queue.client, queue.keys)
+        self._routes = policy.route_list
+        self._backlog: list[Step] = []
+
+    # -- one pass -----------------------------------------------------------------------------
 
     async def run_once(self, *, block_ms: int | None = None) -> DeliveryReport:
-        """Deliver stale matches left by failed attempts, then new ones (waiting up to
-        ``block_ms`` for some to arrive)."""
+        """Finish what an outage interrupted, re-queue due retries, then deliver stale
+        matches left by dead workers and new ones (waiting up to ``block_ms`` for some)."""
         report = DeliveryReport()
+        await self._replay_backlog()
+        now = self.clock()
+        await self.queue.promote_due(now)
         stale = await self.queue.claim_stale(
             self.consumer, self.policy.claim_idle, self.policy.batch
         )
-        fresh = await self.queue.read_matches(
-            self.consumer, self.policy.batch, None if stale else block_ms
-        )
-        for entry in [*stale, *fresh]:
-            report.read += 1
-            await self._deliver(entry, report)
+        wait = None if stale else await self._block_for(block_ms, now)
+        fresh = await self.queue.read_matches(self.consumer, self.policy.batch, wait)
+        entries = [*stale, *fresh]
+        report.read = len(entries)
+        if entries:
+            await self._deliver(entries, report)
         return report
 
-    def channels_for(self, match: Match) -> tuple[str, ...]:
-        """The rule's own route when it names active channels, else every configured route."""
-        if match.route:
-            chosen = tuple(name for name in match.route if name in self.channels)
-            if chosen:
-                return chosen
-            log.warning("rule route names no active channel", rule=match.rule_id, route=match.route)
-        names = [name for route in self.policy.routes for name in route]
-        return tuple(dict.fromkeys(name for name in names if name in self.channels))
+    async def _block_for(self, block_ms: int | None, now: datetime) -> int | None:
+        """Block no longer than until the next retry is due, so it is not sent late."""
+        if block_ms is None:
+            return None
+        due = await self.queue.next_due()
+        if due is None:
+            return block_ms
+        return max(1, min(block_ms, int((due - now.timestamp()) * 1000)))
 
-    async def _deliver(self, entry: QueuedMatch, report: DeliveryReport) -> None:
-        match = entry.match
-        if match is None:
-            log.error("unreadable match in stream", entry=entry.entry_id)
-            reason = "the stream entry is not a readable match"
-            await self.queue.dead_letter(entry, "-", reason, self.policy.sent_ttl)
-            report.dead += 1
-            return
-        bound = log.bind(rule=match.rule_id, item=match.item.id, alert=entry.entry_id)
-        outstanding = False
-        for channel_name in self.channels_for(match):
-            outcome = await self._send(entry, match, channel_name, bound)
-            if outcome == "dead":
-                report.dead += 1
-            if outcome == "sent":
-                report.channels[channel_name] = report.channels.get(channel_name, 0) + 1
-            outstanding = outstanding or outcome == "retry"
-        if outstanding:
-            report.failed += 1
-            return
-        await self.queue.acknowledge(entry.entry_id)
-        report.delivered += 1
+    async def _deliver(self, entries: Sequence[QueuedMatch], report: DeliveryReport) -> None:
+        now = self.clock()
+        silences = await self.silences.active(now)
+        progress: list[_Progress] = []
+        sends: dict[str, list[_Send]] = {}
+        for entry in entries:
+            state = await self._prepare(entry, silences, now, sends, report)
+            if state is not None:
+                progress.append(state)
+        by_entry = {id(p.entry): p for p in progress}
+        results = await asyncio.gather(
+            *(self._send_channel(name, batch, by_entry, report) for name, batch in sends.items()),
+            return_exceptions=True,
+        )
+        for state in progress:
+            await self._finish(state, report)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
-    async def _send(
+    # -- deciding what to send ------------------------------------------------------------------
+
+    async def _prepare(
         self,
         entry: QueuedMatch,
-        match: Match,
-        channel_name: str,
-        bound: structlog.typing.FilteringBoundLogger,
-    ) -> str:
-        """Send to one channel at most once; returns sent, skipped, retry or dead."""
-        state = await self.queue.begin_send(match.key, channel_name, self.policy.send_lease)
-        if state == "done":
-            return "skipped"
-        if state == "busy":
-            return "retry"
-        try:
-            await self.channels[channel_name].send(match)
-        except TransientDeliveryError as exc:
-            await self.queue.abandon_send(match.key, channel_name)
-            bound.warning("alert not accepted, will retry", channel=channel_name, error=str(exc))
-            return "retry"
-        except PermanentDeliveryError as exc:
-            await self.queue.dead_letter(entry, channel_name, str(exc), self.policy.sent_ttl)
-            bound.error(
-                "alert refused, moved to dead letters", channel=channel_name, error=str(exc)
+        silences: Sequence[Silence],
+        now: datetime,
+        sends: dict[str, list[_Send]],
+        report: DeliveryReport,
+    ) -> _Progress | None:
+        """Route one entry and claim its sends; None when the entry is already finished."""
+        match = entry.match
+        if match is None:
+            log.error("unreadable match in stream", alert=entry.entry_id)
+            reason = "the stream entry is not a readable match"
+            await self.queue.dead_letter(entry, "-", reason, ttl=self.policy.sent_ttl)
+            report.dead += 1
+            return None
+        bound = log.bind(
+            rule=match.rule_id, item=match.item.id, alert=entry.origin or entry.entry_id
+        )
+        silence = None if entry.only else silenced_by(match, silences, now)
+        if silence is not None:
+            await self.queue.record_suppressed(match, "*", f"silenced by {silence.id}")
+            await self.queue.acknowledge(entry.entry_id)
+            bound.info("alert silenced", silence=silence.id, reason=silence.reason)
+            report.silenced += 1
+            return None
+        state = _Progress(entry)
+        for channel, unit, recipients in self._plan(entry, match, bound):
+            if await self._held_for_digest(entry, match, channel, now):
+                report.digested += 1
+                continue
+            verdict = await self.queue.begin_send(
+                match.key,
+                unit,
+                self.policy.send_lease,
+                severity=int(match.severity),
+                throttle_key=self.queue.keys.throttle(match.rule_id, story_key(match), channel),
+                throttle=self.policy.throttle,
             )
-            return "dead"
+            if verdict == "go":
+                sends.setdefault(channel, []).append(_Send(entry, match, channel, unit, recipients))
+                state.unsettled += 1
+            elif verdict == "busy":
+                state.busy = True
+            elif verdict == "throttled":
+                await self.queue.record_suppressed(match, channel, "throttled")
+                bound.info("alert throttled", channel=channel, story=story_key(match))
+                report.throttled += 1
+        return state
+
+    def _plan(
+        self, entry: QueuedMatch, match: Match, bound: Any
+    ) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(channel, unit, recipients) to send to: a retry's remaining units, else the route's.
+
+        Route recipients extend an email channel's own list; the unit then names the whole
+        list, so a changed list is a different delivery.
+        """
+        if entry.only:
+            planned = []
+            for unit in entry.only:
+                channel = unit.partition("#")[0]
+                if channel in self.channels:
+                    planned.append((channel, unit, tuple(entry.recipients.get(unit, ()))))
+                else:
+                    bound.warning("retry for a channel no longer configured", channel=channel)
+            return planned
+        planned = []
+        addressable = [n for n, c in self.channels.items() if isinstance(c, EmailChannel)]
+        for channel, extra in route_plan(match, self._routes, self.channels, addressable).items():
+            if not extra:
+                planned.append((channel, channel, ()))
+                continue
+            own = tuple(getattr(self.channels[channel], "recipients", ()))
+            everyone = tuple(dict.fromkeys((*own, *extra)))
+            planned.append((channel, delivery_unit(channel, everyone), everyone))
+        if not planned:
+            bound.warning("no route takes this alert; it is recorded, not sent")
+        return planned
+
+    async def _held_for_digest(
+        self, entry: QueuedMatch, match: Match, channel: str, now: datetime
+    ) -> bool:
+        schedule = self.policy.digests.get(channel)
+        if schedule is None or entry.only or not schedule.holds(match):
+            return False
+        await self.digests.hold(channel, entry.raw, now)
+        return True
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def _send_channel(
+        self,
+        name: str,
+        sends: list[_Send],
+        progress: Mapping[int, _Progress],
+        report: DeliveryReport,
+    ) -> None:
+        """Send everything due to one channel: paced and coalesced when it is rate-limited,
+        a few at a time otherwise."""
+        channel = self.channels[name]
+        interval = min_interval(channel)
+        if interval <= timedelta(0):
+            limit = asyncio.Semaphore(SEND_CONCURRENCY)
+
+            async def one(send: _Send) -> None:
+                async with limit:
+                    await self._attempt(channel, [send], progress, report)
+
+            await asyncio.gather(*(one(send) for send in sends))
+            return
+        for group in self._groups(channel, sends):
+            wait = await self._wait_for_slot(name, interval)
+            if wait:
+                for send in group:
+                    await self._record_retry(send, progress, "rate limit", wait)
+                continue
+            await self._attempt(channel, group, progress, report)
+
+    def _groups(self, channel: Channel, sends: list[_Send]) -> list[list[_Send]]:
+        if not isinstance(channel, GroupChannel) or len(sends) <= self.policy.burst:
+            return [[send] for send in sends]
+        return [sends[i : i + GROUP_MAX] for i in range(0, len(sends), GROUP_MAX)]
+
+    async def _wait_for_slot(self, name: str, interval: timedelta) -> float:
+        """Wait for the channel's rate limit (shared by every worker through Redis); returns
+        0 once the slot is taken, or the remaining wait when it is too long to wait here."""
+        while True:
+            wait = await self.queue.pace(name, interval)
+            if wait <= 0:
+                return 0.0
+            if wait > MAX_PACE_WAIT:
+                return wait
+            await asyncio.sleep(wait)
+
+    async def _attempt(
+        self,
+        channel: Channel,
+        group: list[_Send],
+        progress: Mapping[int, _Progress],
+        report: DeliveryReport,
+    ) -> None:
+        """One post (a single alert or a coalesced group) and what follows from its answer."""
+        try:
+            await self._post(channel, group)
+        except RecipientsRefused as exc:
+            await self._partly_sent(group[0], exc, progress, report)
+        except TransientDeliveryError as exc:
+            if exc.retry_after and min_interval(channel) > timedelta(0):
+                await self.queue.hold_channel(channel.name, timedelta(seconds=exc.retry_after))
+            for send in group:
+                await self._record_retry(send, progress, str(exc), exc.retry_after or 0.0)
+        except PermanentDeliveryError as exc:
+            if len(group) > 1:  # find which alert the far end refuses; the others go through
+                for send in group:
+                    await self._attempt(channel, [send], progress, report)
+                return
+            await self._record_dead(group[0], str(exc), report, progress=progress)
         except StoreError:
             raise
         except Exception as exc:  # a channel bug must not lose the alert: retry it later
-            await self.queue.abandon_send(match.key, channel_name)
-            bound.exception("channel failed unexpectedly", channel=channel_name, error=repr(exc))
-            return "retry"
-        await self.queue.finish_send(match.key, channel_name, self.policy.sent_ttl)
-        bound.info("alert sent", channel=channel_name)
-        return "sent"
+            log.exception("channel failed unexpectedly", channel=channel.name, error=repr(exc))
+            for send in group:
+                await self._record_retry(send, progress, f"unexpected {type(exc).__name__}", 0.0)
+        else:
+            for send in group:
+                await self._record_sent(send, progress, report, grouped=len(group))
+
+    @staticmethod
+    async def _post(channel: Channel, group: list[_Send]) -> None:
+        first = group[0]
+        if len(group) > 1 and isinstance(channel, GroupChannel):
+            await channel.send_group([send.match for send in group])
+        elif first.recipients and isinstance(channel, EmailChannel):
+            await channel.send_to(first.match, first.recipients)
+        else:
+            await channel.send(first.match)
+
+    # -- recording outcomes ---------------------------------------------------------------------
+
+    async def _record_sent(
+        self,
+        send: _Send,
+        progress: Mapping[int, _Progress],
+        report: DeliveryReport,
+        *,
+        grouped: int,
+    ) -> None:
+        progress[id(send.entry)].unsettled -= 1
+        await self._step(
+            lambda: self.queue.finish_send(send.match.key, send.unit, self.policy.sent_ttl)
+        )
+        report.sent(send.channel)
+        if grouped > 1:
+            self._log(send).info("alert sent", grouped=grouped)
+        else:
+            self._log(send).info("alert sent")
+
+    async def _record_retry(
+        self, send: _Send, progress: Mapping[int, _Progress], error: str, retry_after: float
+    ) -> None:
+        await self._step(lambda: self.queue.abandon_send(send.match.key, send.unit))
+        state = progress[id(send.entry)]
+        state.unsettled -= 1
+        state.retry[send.unit] = send.recipients
+        state.retry_after = max(state.retry_after, retry_after)
+        state.errors.append(error)
+        self._log(send).warning("alert not accepted, will retry", error=error)
+
+    async def _record_dead(
+        self,
+        send: _Send,
+        reason: str,
+        report: DeliveryReport,
+        recipients: Sequence[str] = (),
+        progress: Mapping[int, _Progress] | None = None,
+    ) -> None:
+        if progress is not None:
+            progress[id(send.entry)].unsettled -= 1
+        unit = delivery_unit(send.channel, recipients) if recipients else send.unit
+        attempts = send.entry.attempt + 1
+        await self._step(
+            lambda: self.queue.dead_letter(
+                send.entry,
+                unit,
+                reason,
+                ttl=self.policy.sent_ttl,
+                attempts=attempts,
+                recipients=recipients or send.recipients,
+            )
+        )
+        throttle_key = self.queue.keys.throttle(
+            send.match.rule_id, story_key(send.match), send.channel
+        )
+        await self._step(lambda: self.queue.release_throttle(throttle_key, send.match.key))
+        report.dead += 1
+        self._log(send).error("alert refused, moved to dead letters", error=reason)
+
+    async def _partly_sent(
+        self,
+        send: _Send,
+        exc: RecipientsRefused,
+        progress: Mapping[int, _Progress],
+        report: DeliveryReport,
+    ) -> None:
+        """Some recipients have it: mark the unit sent for them, and retry or dead-letter the
+        others as their own units, so nobody gets the alert twice."""
+        if exc.accepted:
+            await self._record_sent(send, progress, report, grouped=1)
+        else:
+            progress[id(send.entry)].unsettled -= 1
+            await self._step(lambda: self.queue.abandon_send(send.match.key, send.unit))
+        if exc.transient:
+            unit = delivery_unit(send.channel, exc.transient)
+            retry = _Send(send.entry, send.match, send.channel, unit, exc.transient)
+            state = progress[id(send.entry)]
+            state.retry[unit] = exc.transient
+            state.errors.append(str(exc))
+            self._log(retry).warning("some recipients refused, will retry", error=str(exc))
+        if exc.permanent:
+            unit = delivery_unit(send.channel, exc.permanent)
+            dead = _Send(send.entry, send.match, send.channel, unit, exc.permanent)
+            await self._record_dead(dead, str(exc), report, recipients=exc.permanent)
+
+    async def _finish(self, state: _Progress, report: DeliveryReport) -> None:
+        """Acknowledge the entry, reschedule its failed units, or leave it pending if another
+        worker is sending part of it right now (it is then reclaimed later)."""
+        entry = state.entry
+        if state.busy or state.unsettled:
+            report.failed += 1
+            return
+        if not state.retry:
+            await self._step(lambda: self.queue.acknowledge(entry.entry_id))
+            report.delivered += 1
+            return
+        attempt = entry.attempt + 1
+        if gives_up(attempt, self.policy.retry_policy):
+            await self._give_up(state, attempt, report)
+            return
+        delay = backoff_delay(
+            attempt, self.policy.retry_policy, jitter=self.jitter(), retry_after=state.retry_after
+        )
+        due = self.clock() + timedelta(seconds=delay)
+        units, recipients = list(state.retry), dict(state.retry)
+        await self._step(
+            lambda: self.queue.retry_later(
+                entry, due, attempt=attempt, only=units, recipients=recipients
+            )
+        )
+        report.failed += 1
+        log.info(
+            "alert rescheduled",
+            alert=entry.origin or entry.entry_id,
+            attempt=attempt,
+            delay=round(delay, 2),
+            units=units,
+        )
+
+    async def _give_up(self, state: _Progress, attempt: int, report: DeliveryReport) -> None:
+        entry = state.entry
+        assert entry.match is not None
+        last = state.errors[-1] if state.errors else "unknown error"
+        reason = f"gave up after {attempt} attempts; last error: {last}"
+        for unit, recipients in state.retry.items():
+            channel = unit.partition("#")[0]
+            send = _Send(entry, entry.match, channel, unit, recipients)
+            await self._record_dead(send, reason, report)
+        await self._step(lambda: self.queue.acknowledge(entry.entry_id))
+
+    @staticmethod
+    def _log(send: _Send) -> Any:
+        return log.bind(
+            rule=send.match.rule_id,
+            item=send.match.item.id,
+            alert=send.entry.origin or send.entry.entry_id,
+            channel=send.unit,
+        )
+
+    # -- Redis outages --------------------------------------------------------------------------
+
+    async def _step(self, step: Step) -> None:
+        """Record an outcome in Redis; if Redis is down, keep it to replay on the next pass
+        instead of forgetting that a channel already accepted the alert (which would send it
+        again once the lease ran out)."""
+        if self._backlog:
+            self._backlog.append(step)
+            return
+        try:
+            await step()
+        except StoreError:
+            self._backlog.append(step)
+
+    async def _replay_backlog(self) -> None:
+        """Write the outcomes an outage kept from Redis, in order; raises while it is down."""
+        while self._backlog:
+            await self._backlog[0]()
+            self._backlog.pop(0)
+
+    @property
+    def has_backlog(self) -> bool:
+        return bool(self._backlog)
+
+    # -- digests --------------------------------------------------------------------------------
+
+    async def flush_digests(self) -> int:
+        """Send the digest of every channel whose window closed; returns how many were sent."""
+        sent = 0
+        await self._replay_backlog()
+        for name, schedule in self.policy.digests.items():
+            if name in self.channels and await self._flush_digest(name, schedule):
+                sent += 1
+        return sent
+
+    async def _flush_digest(self, name: str, schedule: DigestSchedule) -> bool:
+        now = self.clock()
+        closes = await self.digests.open_window(name)
+        if closes is None:
+            last = await self.digests.last_sent(name, now)
+            window = digest_due(schedule, last, now)
+            if window is None:
+                return False
+            closes = await self.digests.take(name, window)
+        later = await self.digests.not_before(name)
+        if later is not None and now < later:
+            return False
+        matches = parse_matches(await self.digests.batch(name, closes))
+        if not matches:
+            await self.digests.close(name, closes)
+            return False
+        digest = Digest(name, closes, schedule.timezone, _grouped(matches))
+        return await self._send_digest(name, digest, now)
+
+    async def _send_digest(self, name: str, digest: Digest, now: datetime) -> bool:
+        channel = self.channels[name]
+        bound = log.bind(channel=name, digest=digest.key, alerts=digest.count)
+        verdict = await self.queue.begin_send(digest.key, name, self.policy.send_lease)
+        if verdict != "go":
+            if verdict == "done":
+                await self.digests.close(name, digest.closes)
+            return False
+        try:
+            if not isinstance(channel, DigestChannel):
+                raise PermanentDeliveryError(name, "this channel cannot send digests")
+            await channel.send_digest(digest)
+        except TransientDeliveryError as exc:
+            await self.queue.abandon_send(digest.key, name)
+            await self.digests.postpone(name, now + RETRY_DIGEST)
+            bound.warning("digest not accepted, will retry", error=str(exc))
+            return False
+        except PermanentDeliveryError as exc:
+            bound.error("digest refused; its alerts are dropped", error=str(exc))
+            await self.queue.finish_send(digest.key, name, self.policy.sent_ttl)
+            await self.digests.close(name, digest.closes)
+            return False
+        await self._step(lambda: self.queue.finish_send(digest.key, name, self.policy.sent_ttl))
+        await self._step(lambda: self.digests.close(name, digest.closes))
+        bound.info("digest sent")
+        return True
+
+
+def _grouped(matches: Sequence[Match]) -> tuple[tuple[str, tuple[Match, ...]], ...]:
+    return tuple((topic, tuple(ms)) for topic, ms in group_by_topic(matches))

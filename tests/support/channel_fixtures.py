@@ -5,11 +5,14 @@ Function-scoped so every test starts with an empty record and no scripted failur
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from monitor.model import Item, Match, Severity, TermHit
 from support.servers import OpensslMissingError, SlackServer, SmtpServer
 
 
@@ -61,3 +64,48 @@ def smtp_server_factory() -> Iterator[Callable[..., SmtpServer]]:
     yield start
     for server in reversed(started):
         server.stop()
+
+
+# --- matches for delivery tests ---------------------------------------------------------------
+
+
+def make_match(
+    rule: str = "kz-tungsten",
+    item: str = "wire:1",
+    *,
+    title: str = "Kazakhstan opens tungsten tender",
+    severity: Severity = Severity.HIGH,
+    tags: tuple[str, ...] = ("minerals",),
+    source_tags: tuple[str, ...] = ("en",),
+    route: tuple[str, ...] = (),
+) -> Match:
+    """A match as the rules would make it, with a hit in the summary to quote."""
+    summary = "Bids for the Upper Kairakty tungsten deposit are due in March."
+    start = summary.index("tungsten")
+    return Match(
+        rule_id=rule,
+        rule_title=f"Rule {rule}",
+        severity=severity,
+        rule_version="rv1",
+        item=Item(
+            id=item,
+            source="wire",
+            title=title,
+            summary=summary,
+            link=f"https://wire.example/{item.replace(':', '/')}",
+            published=datetime(2026, 3, 1, 6, 0, tzinfo=UTC),
+            source_tags=source_tags,
+        ),
+        hits=(TermHit("tungsten", "summary", start, start + 8, "tungsten"),),
+        route=route,
+        tags=tags,
+    )
+
+
+async def enqueue(client: Any, prefix: str, *matches: Match) -> list[str]:
+    """Queue matches exactly as ``Store.record_item`` does: one ``match`` field per entry."""
+    ids = []
+    for match in matches:
+        payload = json.dumps(match.to_dict(), ensure_ascii=False)
+        ids.append(await client.xadd(f"{prefix}:matches", {"match": payload}))
+    return ids

@@ -120,6 +120,8 @@ class SlackRequest:
     payload: Any
     """The JSON body parsed, or None when it was not JSON."""
     reply: HttpReply
+    received_at: float = 0.0
+    """``time.monotonic()`` when the request arrived, for timing and latency measurements."""
 
 
 def slack_problems(payload: Any) -> list[str]:
@@ -302,10 +304,13 @@ class SlackServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        arrived = time.monotonic()
         payload = _json_or_none(body)
         reply = self._next_reply(request, payload)
         self._requests.append(
-            SlackRequest(request.method, request.path, dict(request.headers), body, payload, reply)
+            SlackRequest(
+                request.method, request.path, dict(request.headers), body, payload, reply, arrived
+            )
         )
         if reply.delay:
             await asyncio.sleep(reply.delay)
@@ -383,7 +388,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        scripted = self.owner.scripted("RCPT")
+        scripted = self.owner.refusal_for(address) or self.owner.scripted("RCPT")
         if scripted:
             return scripted
         envelope.rcpt_tos.append(address)
@@ -441,12 +446,24 @@ class SmtpServer:
         self.failed_logins: list[str] = []
         self._messages: _Recorder[ReceivedMessage] = _Recorder()
         self._script: dict[str, deque[str]] = {"MAIL": deque(), "RCPT": deque(), "DATA": deque()}
+        self._refusals: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
         self._controller: _Controller | None = None
         self._certs: tempfile.TemporaryDirectory[str] | None = None
         self._cert_pem = ""
 
     # --- what tests use ---
+
+    def refuse(self, address: str, answer: str, *, times: int = 1) -> None:
+        """Answer RCPT TO for ``address`` with ``answer`` ("550 5.1.1 No such user"), the
+        next ``times`` times it is named; other recipients are accepted as usual."""
+        with self._lock:
+            self._refusals.setdefault(address.lower(), deque()).extend([answer] * times)
+
+    def refusal_for(self, address: str) -> str | None:
+        with self._lock:
+            queue = self._refusals.get(address.lower())
+            return queue.popleft() if queue else None
 
     def reply(self, answer: str, *, times: int = 1, stage: Stage = "DATA") -> None:
         """Answer the next ``times`` messages with ``answer`` ("421 4.3.2 Busy") at ``stage``."""

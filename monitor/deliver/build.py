@@ -1,0 +1,105 @@
+"""Builds the delivery side from the settings: channels, routes, retry, digests, the worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import aiohttp
+
+from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel, WebhookChannel
+from monitor.deliver.policy import DigestSchedule, RetryPolicy, Route
+from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker, utcnow
+from monitor.model import Severity
+from monitor.queue import AlertQueue
+from monitor.settings import RouteSettings, Settings
+from monitor.templates import Templates
+
+
+def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:
+    """One channel object per active channel in the config (ValueError if one is unsafe)."""
+    config = settings.channels
+    templates = Templates(settings.resolve_path(settings.delivery.templates))
+    templates.check()
+    channels: dict[str, Channel] = {}
+    if config.console is not None and config.console.enabled:
+        channels["console"] = ConsoleChannel()
+    if config.slack is not None and config.slack.active:
+        channels["slack"] = SlackChannel(
+            config.slack.webhook_url.get_secret_value(),
+            session=session,
+            timeout=config.slack.timeout.total_seconds(),
+            min_interval=config.slack.rate_limit,
+            templates=templates,
+        )
+    if config.email is not None and config.email.active:
+        email = config.email
+        channels["email"] = EmailChannel(
+            host=email.host,
+            port=email.port,
+            sender=email.sender,
+            recipients=email.to,
+            username=email.username or None,
+            password=email.password.get_secret_value() if email.password else None,
+            starttls=email.starttls,
+            ssl=email.ssl,
+            timeout=email.timeout.total_seconds(),
+            templates=templates,
+        )
+    if config.webhook is not None and config.webhook.active:
+        hook = config.webhook
+        channels["webhook"] = WebhookChannel(
+            hook.url.get_secret_value(),
+            session=session,
+            timeout=hook.timeout.total_seconds(),
+            secret=hook.secret.get_secret_value() if hook.secret else None,
+            headers=hook.headers,
+        )
+    return channels
+
+
+def route(config: RouteSettings) -> Route:
+    return Route(
+        channels=config.channels,
+        rules=config.rules,
+        tags=config.tags,
+        min_severity=Severity.parse(config.min_severity) if config.min_severity else None,
+        fallback=config.fallback,
+        to=config.to,
+    )
+
+
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    """The worker's policy: routes (every active channel when none are configured), retry
+    schedule, throttle window and digest schedules."""
+    delivery = settings.delivery
+    routes = tuple(route(r) for r in settings.routes) or (
+        Route(channels=settings.channels.active_names()),
+    )
+    digests = {
+        name: DigestSchedule(d.schedule, d.timezone, Severity.parse(d.bypass))
+        for name, d in settings.channels.digests().items()
+    }
+    return DeliveryPolicy(
+        routes=routes,
+        sent_ttl=max(settings.dedup.ttl, delivery.throttle),
+        send_lease=delivery.send_lease,
+        claim_idle=delivery.reclaim_after,
+        retry=RetryPolicy(delivery.retry_after, delivery.retry_max, delivery.max_attempts),
+        throttle=delivery.throttle,
+        burst=delivery.burst,
+        digests=digests,
+    )
+
+
+def build_worker(
+    settings: Settings,
+    queue: AlertQueue,
+    channels: Mapping[str, Channel],
+    *,
+    consumer: str,
+    clock: Callable[[], datetime] = utcnow,
+) -> DeliveryWorker:
+    return DeliveryWorker(
+        queue, channels, delivery_policy(settings), consumer=consumer, clock=clock
+    )
