@@ -12,9 +12,12 @@ The tree::
     │   └── FeedParseError            the body is not a feed we can read
     ├── StoreError                    Redis cannot be reached or answered unexpectedly
     │   └── EmbeddedRedisError        the embedded redis-server could not start
-    └── DeliveryError                 a channel did not accept an alert
-        ├── TransientDeliveryError    worth retrying later (timeouts, 5xx, 429, SMTP 4xx)
-        └── PermanentDeliveryError    retrying will not help (bad webhook, SMTP 5xx)
+    ├── DeliveryError                 a channel did not accept an alert
+    │   ├── TransientDeliveryError    worth retrying later (timeouts, 5xx, 429, SMTP 4xx)
+    │   ├── PermanentDeliveryError    retrying will not help (bad webhook, SMTP 5xx)
+    │   └── RecipientsRefused         (deliver.email) some recipients refused, others accepted
+    └── TemplateError                 (templates) a template does not compile or render
+
 
 Every error carries the context an operator needs (file and line, feed and URL, channel) and,
 where one exists, a hint saying what to fix.  Messages never contain secrets: URLs that are
