@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from monitor.deliver._secret import Secret
+from monitor.deliver._session import SessionHolder
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
 from monitor.render import Digest, slack_digest_payload, slack_group_payload, slack_payload
@@ -185,8 +186,7 @@ class SlackChannel:
         """Slack allows about one message per second per webhook; the worker paces posts."""
         self._webhook = Secret(webhook_url.strip())
         self.where = redact_webhook(webhook_url)
-        self._session = session
-        self._own_session: aiohttp.ClientSession | None = None
+        self._sessions = SessionHolder(session)
         self._timeout = timeout
 
     def __repr__(self) -> str:
@@ -246,14 +246,8 @@ class SlackChannel:
             return transport_error(self.name, self.where, self._timeout, exc)
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is not None:
-            return self._session
-        if self._own_session is None or self._own_session.closed:
-            self._own_session = aiohttp.ClientSession()
-        return self._own_session
+        return self._sessions.get()
 
     async def close(self) -> None:
         """Close the session this channel created; a session passed in belongs to the caller."""
-        if self._own_session is not None:
-            await self._own_session.close()
-            self._own_session = None
+        await self._sessions.close()

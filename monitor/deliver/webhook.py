@@ -19,6 +19,7 @@ import aiohttp
 
 from monitor import __version__
 from monitor.deliver._secret import Secret
+from monitor.deliver._session import SessionHolder
 from monitor.deliver.policy import story_key
 from monitor.deliver.slack import (
     BODY_LIMIT,
@@ -73,8 +74,7 @@ class WebhookChannel:
         self._secret = Secret(secret or "")
         self.where = redact_webhook(url)
         self._headers = dict(headers or {})
-        self._session = session
-        self._own_session: aiohttp.ClientSession | None = None
+        self._sessions = SessionHolder(session)
         self._timeout = timeout
         self._clock = clock
 
@@ -132,13 +132,8 @@ class WebhookChannel:
             return transport_error(self.name, self.where, self._timeout, exc)
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is not None:
-            return self._session
-        if self._own_session is None or self._own_session.closed:
-            self._own_session = aiohttp.ClientSession()
-        return self._own_session
+        return self._sessions.get()
 
     async def close(self) -> None:
-        if self._own_session is not None:
-            await self._own_session.close()
-            self._own_session = None
+        """Close the session this channel created; a session passed in belongs to the caller."""
+        await self._sessions.close()
