@@ -37,6 +37,7 @@ from monitor.deliver.worker import DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
 from monitor.fetch import Fetcher, FetchResult
+from monitor.metrics import Metrics
 from monitor.model import PollResult, Source
 from monitor.pipeline import (
     PollContext,
@@ -55,6 +56,8 @@ from monitor.store import Store
 log = structlog.get_logger("monitor.app")
 SHUTDOWN_GRACE = 20.0
 RULES_CHECK_EVERY = 5.0
+HEARTBEAT_EVERY = 15.0
+HEARTBEAT_TTL = timedelta(minutes=2)
 DIGEST_CHECK_EVERY = 15.0
 
 
@@ -148,6 +151,10 @@ class Monitor:
         self._started = time.monotonic()
         self._last_cycle: datetime | None = None
         self._redis_down_since: float | None = None
+        self.metrics = Metrics()
+        self.metrics.rules.set(len(self.rules))
+        self._started_at = datetime.now(UTC)
+        self._last_alert: datetime | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -269,10 +276,12 @@ class Monitor:
         deadline = source.timeout.total_seconds() + 30
         try:
             async with asyncio.timeout(deadline):
-                return await poll_once(source, self.rules, self._poll_context, due_only=due_only)
+                result = await poll_once(source, self.rules, self._poll_context, due_only=due_only)
         except TimeoutError:
             log.warning("poll abandoned after deadline", feed=source.name, deadline=deadline)
-            return PollResult(source=source.name, status="error", error="poll deadline passed")
+            result = PollResult(source=source.name, status="error", error="poll deadline passed")
+        self.metrics.observe_poll(result)
+        return result
 
     async def poll_all(self) -> list[PollResult]:
         limit = asyncio.Semaphore(self.settings.http.max_concurrency)
@@ -290,6 +299,7 @@ class Monitor:
         total.digests = await self.worker.flush_digests()
         while True:
             report = await self.worker.run_once()
+            self._observe_delivery(report)
             if report.read == 0:
                 return total
             total.read += report.read
@@ -310,6 +320,8 @@ class Monitor:
         summary.polls = await self.poll_all()
         summary.delivery = await self.deliver_due()
         summary.queue = await self.queue.stream_counts()
+        self._last_cycle = self.clock()
+        await self.store.beat(self.consumer, self.heartbeat_fields(), HEARTBEAT_TTL)
         counts = summarize(summary.polls)
         log.info(
             "pass complete",
@@ -352,8 +364,11 @@ class Monitor:
                 rules=len(self.rules),
                 rules_version=self.rules.version,
             )
+            self.metrics.rule_reloads.labels(result="refused").inc()
             return False
         self.rules = rules
+        self.metrics.rule_reloads.labels(result="ok").inc()
+        self.metrics.rules.set(len(rules))
         log.info("rules reloaded", reason=reason, rules=len(rules), rules_version=rules.version)
         return True
 
@@ -430,6 +445,7 @@ class Monitor:
             asyncio.create_task(self._delivery_loop(), name="delivery"),
             asyncio.create_task(self._watch_rules(), name="rules-watch"),
             asyncio.create_task(self._supervise_redis(), name="redis-supervisor"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
         try:
             await self._stopping.wait()
@@ -491,7 +507,7 @@ class Monitor:
         backoff = 1.0
         while not self._stopping.is_set():
             try:
-                await self.worker.run_once(block_ms=1000)
+                self._observe_delivery(await self.worker.run_once(block_ms=1000))
                 self._redis_recovered()
                 backoff = 1.0
             except StoreError as exc:
@@ -540,10 +556,38 @@ class Monitor:
             self._redis_down_since = time.monotonic()
             log.error("redis unavailable; retrying with backoff", error=str(exc))
 
+    def _observe_delivery(self, report: DeliveryReport) -> None:
+        for channel, count in report.channels.items():
+            self.metrics.alerts_sent.labels(channel=channel).inc(count)
+        self.metrics.alerts_failed.inc(report.failed)
+        self.metrics.alerts_dead.inc(report.dead)
+        if report.channels:
+            self._last_alert = self.clock()
+
+    def heartbeat_fields(self) -> dict[str, str]:
+        """What this daemon tells ``monitor status`` and ``/readyz`` about itself."""
+        return {
+            "version": __version__,
+            "started_at": self._started_at.isoformat(),
+            "last_cycle": self._last_cycle.isoformat() if self._last_cycle else "",
+            "last_alert": self._last_alert.isoformat() if self._last_alert else "",
+            "rules": str(len(self.rules)),
+            "rules_version": self.rules.version,
+        }
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.store.beat(self.consumer, self.heartbeat_fields(), HEARTBEAT_TTL)
+            except StoreError as exc:
+                self._redis_failed(exc)
+            await self._sleep(HEARTBEAT_EVERY)
+
     def _redis_recovered(self) -> None:
         if self._redis_down_since is not None:
             down = time.monotonic() - self._redis_down_since
             self._redis_down_since = None
+            self.metrics.redis_reconnects.inc()
             log.info("redis reachable again", outage_seconds=round(down, 1))
 
     # -- health -------------------------------------------------------------------------------
@@ -555,6 +599,7 @@ class Monitor:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -581,6 +626,10 @@ class Monitor:
             await self.store.ping()
         except StoreError as exc:
             return web.json_response({"status": "unready", "reason": str(exc)}, status=503)
-        return web.json_response(
-            {"status": "ready", "rules": len(self.rules), "rules_version": self.rules.version}
-        )
+        return web.json_response({"status": "ready", **self.heartbeat_fields()})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        """Prometheus text format; queue gauges are read fresh from Redis on each scrape."""
+        with contextlib.suppress(StoreError):
+            self.metrics.observe_queue(await self.queue.stream_counts())
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")

@@ -67,6 +67,14 @@ class Keys:
     def dead(self) -> str:
         return f"{self.prefix}:dead"
 
+    def heartbeat(self, consumer: str) -> str:
+        return f"{self.prefix}:heartbeat:{consumer}"
+
+    @property
+    def heartbeats(self) -> str:
+        """The pattern matching every daemon's heartbeat key."""
+        return f"{self.prefix}:heartbeat:*"
+
     def seen(self, key: str) -> str:
         return f"{self.prefix}:seen:{key}"
 

@@ -127,6 +127,34 @@ class Store:
         result = await guarded(lambda: self._record_item(keys=keys, args=args))
         return bool(result)
 
+    async def beat(self, consumer: str, fields: Mapping[str, str], ttl: timedelta) -> None:
+        """The dead-man signal: this daemon is alive and when it last completed a cycle.
+
+        The key expires, so a daemon that died stops showing up in ``monitor status``.
+        """
+        key = self.keys.heartbeat(consumer)
+
+        async def write() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                mapping: dict[Any, Any] = dict(fields)
+                pipe.hset(key, mapping=mapping)
+                pipe.expire(key, max(1, int(ttl.total_seconds())))
+                await pipe.execute()
+
+        await guarded(write)
+
+    async def heartbeats(self) -> dict[str, dict[str, str]]:
+        """Every live daemon's heartbeat, by consumer name."""
+
+        async def read() -> dict[str, dict[str, str]]:
+            found: dict[str, dict[str, str]] = {}
+            async for key in self.client.scan_iter(match=self.keys.heartbeats, count=100):
+                beat: dict[str, str] = await cast(Awaitable[Any], self.client.hgetall(key))
+                found[key.rsplit(":", 1)[-1]] = beat
+            return found
+
+        return await guarded(read)
+
     async def unseen(self, items: Sequence[Item]) -> list[bool]:
         """Which items are new, in one round trip, before any work is spent on them.
 

@@ -61,7 +61,7 @@ def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
     return FeedRow(
         name=source.name,
         health=health,
-        last_success=_ago(state.last_success, now),
+        last_success=ago(state.last_success, now),
         failures=state.failures,
         next_poll=_ahead(state.next_poll_at, now),
         items_seen=state.items_seen,
@@ -69,17 +69,18 @@ def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
     )
 
 
-def _ago(moment: datetime | None, now: datetime) -> str:
-    return "-" if moment is None else f"{_span(now - moment)} ago"
+def ago(moment: datetime | None, now: datetime) -> str:
+    return "-" if moment is None else f"{span(now - moment)} ago"
 
 
 def _ahead(moment: datetime | None, now: datetime) -> str:
     if moment is None or moment <= now:
         return "due"
-    return f"in {_span(moment - now)}"
+    return f"in {span(moment - now)}"
 
 
-def _span(delta: timedelta) -> str:
+def span(delta: timedelta) -> str:
+    """A duration as an operator reads it: 45s, 12m, 3h, 2d."""
     seconds = int(delta.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:

@@ -1,0 +1,71 @@
+"""Prometheus metrics: what the daemon did, for /metrics.
+
+One ``Metrics`` object per daemon holds its own registry (no module-level collectors), so
+tests and several daemons in one process never share counts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from monitor.model import PollResult
+
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The daemon's counters and gauges; ``render()`` gives the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.polls = Counter(
+            "monitor_polls", "Feed polls by feed and outcome", ["feed", "outcome"], registry=r
+        )
+        self.poll_seconds = Histogram(
+            "monitor_poll_duration_seconds", "Time one poll took", buckets=POLL_BUCKETS, registry=r
+        )
+        self.new_items = Counter("monitor_new_items", "Items seen for the first time", registry=r)
+        self.deduplicated = Counter(
+            "monitor_items_deduplicated", "Feed entries already seen", registry=r
+        )
+        self.matches = Counter("monitor_matches", "Matches queued for delivery", registry=r)
+        self.alerts_sent = Counter(
+            "monitor_alerts_sent", "Alerts a channel accepted", ["channel"], registry=r
+        )
+        self.alerts_failed = Counter(
+            "monitor_alerts_failed", "Alerts left for a retry by a delivery pass", registry=r
+        )
+        self.alerts_dead = Counter("monitor_alerts_dead", "Alerts dead-lettered", registry=r)
+        self.stream_length = Gauge(
+            "monitor_stream_length", "Matches in the delivery stream", registry=r
+        )
+        self.pending = Gauge(
+            "monitor_stream_pending", "Matches read but not yet acknowledged", registry=r
+        )
+        self.dead_letters = Gauge("monitor_dead_letters", "Dead letters kept", registry=r)
+        self.rule_reloads = Counter(
+            "monitor_rule_reloads", "Rule reloads by result", ["result"], registry=r
+        )
+        self.redis_reconnects = Counter(
+            "monitor_redis_reconnects", "Times Redis came back after an outage", registry=r
+        )
+        self.rules = Gauge("monitor_rules", "Rules loaded", registry=r)
+
+    def observe_poll(self, result: PollResult) -> None:
+        outcome = result.status
+        self.polls.labels(feed=result.source, outcome=outcome).inc()
+        if outcome == "skipped":
+            return
+        self.poll_seconds.observe(result.duration)
+        self.new_items.inc(result.new_items)
+        self.deduplicated.inc(max(0, result.entries - result.new_items))
+        self.matches.inc(result.matches)
+
+    def observe_queue(self, counts: dict[str, int]) -> None:
+        self.stream_length.set(counts.get("queued", 0))
+        self.pending.set(counts.get("pending", 0))
+        self.dead_letters.set(counts.get("dead", 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,136 @@
+"""What an operator sees: /metrics, /readyz, the heartbeat and `monitor status`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support.feed_server import FeedServer, rss
+
+from monitor.cli import main
+from monitor.embedded_redis import EmbeddedRedis, free_port
+from monitor.metrics import Metrics
+from monitor.model import PollResult
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_poll_results_are_counted_by_feed_and_outcome() -> None:
+    metrics = Metrics()
+    metrics.observe_poll(PollResult("wire", "ok", 200, entries=5, new_items=2, matches=1))
+    metrics.observe_poll(PollResult("wire", "not-modified", 304))
+    metrics.observe_poll(PollResult("bad", "error", error="HTTP 500"))
+    metrics.observe_queue({"queued": 4, "pending": 1, "dead": 2})
+    found = samples(metrics.render().decode())
+    assert found[("monitor_polls_total", (("feed", "wire"), ("outcome", "ok")))] == 1
+    assert found[("monitor_polls_total", (("feed", "bad"), ("outcome", "error")))] == 1
+    assert found[("monitor_new_items_total", ())] == 2
+    assert found[("monitor_items_deduplicated_total", ())] == 3
+    assert found[("monitor_matches_total", ())] == 1
+    assert found[("monitor_poll_duration_seconds_count", ())] == 3
+    assert found[("monitor_stream_length", ())] == 4
+    assert found[("monitor_dead_letters", ())] == 2
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_until(check: object, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    pytest.fail("condition not reached in time")
+
+
+@pytest.mark.slow
+def test_metrics_readyz_and_status_of_a_running_daemon(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    own_redis: EmbeddedRedis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "rules:\n  - {id: w, title: W, severity: low, match: {any: [tungsten]}}\n"
+    )
+    feed_server.put("/a.xml", rss([{"title": "tungsten news", "guid": "1"}]))
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f'redis: {{url: "{own_redis.url}"}}\n'
+        f'feeds: [{{name: a, url: "{feed_server.url("/a.xml")}", interval: 10s}}]\n'
+        f'rules: {{paths: ["{rules}"]}}\nchannels: {{console: {{}}}}\n'
+        f"health: {{port: {port}}}\nlog: {{format: json}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MONITOR_CONFIG"}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "-c", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def polled() -> bool:
+            try:
+                status, body = fetch(f"{base}/metrics")
+            except OSError:
+                return False
+            found = samples(body) if status == 200 else {}
+            return found.get(("monitor_polls_total", (("feed", "a"), ("outcome", "ok")))) == 1
+
+        wait_until(polled)
+        found = samples(fetch(f"{base}/metrics")[1])
+        assert found[("monitor_new_items_total", ())] == 1
+        assert found[("monitor_rules", ())] == 1
+        status, body = fetch(f"{base}/readyz")
+        assert status == 200
+        assert json.loads(body)["rules"] == "1"
+
+        def status_shows_the_daemon() -> bool:
+            main(["status", "-c", str(config)])
+            return "daemon       " in capsys.readouterr().out
+
+        wait_until(status_shows_the_daemon)  # the first heartbeat is written at start
+        assert main(["status", "-c", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert "1 healthy, 0 failing or stale" in out
+        assert "rules        1 loaded" in out
+
+        own_redis.kill()
+        wait_until(lambda: fetch(f"{base}/readyz")[0] == 503)
+        assert "Redis" in json.loads(fetch(f"{base}/readyz")[1])["reason"]
+        own_redis.restart_if_dead()
+        wait_until(lambda: fetch(f"{base}/readyz")[0] == 200)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, stderr
