@@ -29,6 +29,9 @@ OFFLINE_FEEDS = REPO / "examples" / "offline" / "feeds"
         ["rules", "backtest"],
         ["feeds"],
         ["feeds", "status"],
+        ["status"],
+        ["alerts"],
+        ["silence"],
         ["health"],
     ],
 )
