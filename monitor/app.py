@@ -57,6 +57,9 @@ log = structlog.get_logger("monitor.app")
 SHUTDOWN_GRACE = 20.0
 RULES_CHECK_EVERY = 5.0
 HEARTBEAT_EVERY = 15.0
+LEASE_FACTOR = 1.25
+"""A feed's poll lease lasts this many intervals: longer than one, so the holder's next
+(jittered) tick renews it before another replica can take it."""
 HEARTBEAT_TTL = timedelta(minutes=2)
 DIGEST_CHECK_EVERY = 15.0
 
@@ -481,6 +484,9 @@ class Monitor:
         if task is not None:
             self._inflight.add(task)
         try:
+            lease = source.interval * LEASE_FACTOR
+            if not await self.store.take_lease(source.name, self.consumer, lease):
+                return  # another replica polls this feed this interval
             await self.poll(source, due_only=True)
             self._redis_recovered()
             self._last_cycle = self.clock()
@@ -545,6 +551,8 @@ class Monitor:
         """Let in-flight polls and the current delivery pass finish within the grace period."""
         pending = [*background, *self._inflight]
         _done, still = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+        with contextlib.suppress(StoreError):
+            await self.store.release_leases([s.name for s in self.sources], self.consumer)
         for task in still:
             task.cancel()
         if still:

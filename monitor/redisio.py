@@ -6,6 +6,8 @@ Every key monitor uses is named here, so no two modules can disagree.
 
     P:seen:<key>                 an item identity already handled (string, expires after dedup.ttl)
     P:feed:<name>                a feed's state: validators and health (hash)
+    P:lease:<name>               which replica polls the feed this interval (string, expires)
+    P:heartbeat:<consumer>       a daemon's dead-man signal (hash, expires)
     P:items                      every new item, for backtests (stream, trimmed to the retention)
     P:matches                    matches waiting for delivery (stream; consumer group "deliver")
     P:dead                       matches a channel refused for good, with the reason (stream)
@@ -66,6 +68,9 @@ class Keys:
     @property
     def dead(self) -> str:
         return f"{self.prefix}:dead"
+
+    def lease(self, feed: str) -> str:
+        return f"{self.prefix}:lease:{feed}"
 
     def heartbeat(self, consumer: str) -> str:
         return f"{self.prefix}:heartbeat:{consumer}"

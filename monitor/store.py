@@ -47,6 +47,20 @@ return 1
 """
 HISTORY_BATCH = 500
 
+# A feed's poll lease: taken when free, kept (and extended) by its holder, refused to others.
+_TAKE_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: one item's seen-keys.  Returns 1 when none exists (the item is new); otherwise keeps
 # the existing ones alive for another TTL, so an item that stays in a feed never expires
 # and alerts again, and returns 0.
@@ -116,6 +130,8 @@ class Store:
         self.history_retention = history_retention
         self._record_item = client.register_script(_RECORD_ITEM)
         self._triage_item = client.register_script(_TRIAGE_ITEM)
+        self._take_lease = client.register_script(_TAKE_LEASE)
+        self._release_lease = client.register_script(_RELEASE_LEASE)
 
     async def ping(self) -> bool:
         return bool(await guarded(lambda: self.client.ping()))
@@ -126,6 +142,27 @@ class Store:
         keys, args = self._record_args(item, matches, now)
         result = await guarded(lambda: self._record_item(keys=keys, args=args))
         return bool(result)
+
+    async def take_lease(self, feed: str, holder: str, ttl: timedelta) -> bool:
+        """Claim the right to poll ``feed`` for ``ttl``; True for the holder, False for the
+        other replicas.  The lease expires, so a replica that dies gives its feeds up within
+        one lease time."""
+        keys = [self.keys.lease(feed)]
+        args: list[str | int] = [holder, max(1, int(ttl.total_seconds() * 1000))]
+        return bool(await guarded(lambda: self._take_lease(keys=keys, args=args)))
+
+    async def release_leases(self, feeds: Sequence[str], holder: str) -> None:
+        """Give up this replica's leases at shutdown, so others take over at once."""
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for feed in feeds:
+                    await self._release_lease(
+                        keys=[self.keys.lease(feed)], args=[holder], client=pipe
+                    )
+                await pipe.execute()
+
+        await guarded(run)
 
     async def beat(self, consumer: str, fields: Mapping[str, str], ttl: timedelta) -> None:
         """The dead-man signal: this daemon is alive and when it last completed a cycle.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -143,3 +144,18 @@ async def test_redis_outage_surfaces_as_store_error(own_redis: EmbeddedRedis) ->
     own_redis.restart_if_dead()
     assert await store.ping()
     await client.aclose()
+
+
+async def test_a_feed_lease_belongs_to_one_replica_until_it_expires_or_is_released(
+    store: Store,
+) -> None:
+    lease = timedelta(seconds=0.3)
+    assert await store.take_lease("wire", "replica-a", lease)
+    assert await store.take_lease("wire", "replica-a", lease)  # the holder renews
+    assert not await store.take_lease("wire", "replica-b", lease)
+    await asyncio.sleep(0.4)
+    assert await store.take_lease("wire", "replica-b", lease)  # a dead holder's lease lapses
+    await store.release_leases(["wire"], "replica-a")  # not a's any more: nothing happens
+    assert not await store.take_lease("wire", "replica-a", lease)
+    await store.release_leases(["wire"], "replica-b")
+    assert await store.take_lease("wire", "replica-a", lease)
