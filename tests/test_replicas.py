@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from support.feed_server import FeedServer, rss
 
 from monitor.embedded_redis import EmbeddedRedis
@@ -20,9 +21,10 @@ FEEDS = 30
 REPLICAS = 3
 
 
-def test_three_replicas_fetch_each_feed_once_per_interval(
-    tmp_path: Path, feed_server: FeedServer, own_redis: EmbeddedRedis
-) -> None:
+def start_replicas(
+    count: int, tmp_path: Path, feed_server: FeedServer, redis_url: str
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` daemons polling the same FEEDS feeds (10 s interval) on one Redis."""
     for number in range(FEEDS):
         feed_server.put(f"/f{number}.xml", rss([{"title": f"item {number}", "guid": str(number)}]))
     feeds = "\n".join(
@@ -33,12 +35,12 @@ def test_three_replicas_fetch_each_feed_once_per_interval(
     rules.write_text("rules:\n  - {id: r, title: R, severity: low, match: {any: [nothing]}}\n")
     config = tmp_path / "monitor.yaml"
     config.write_text(
-        f'redis: {{url: "{own_redis.url}"}}\nfeeds:\n{feeds}\n'
+        f'redis: {{url: "{redis_url}"}}\nfeeds:\n{feeds}\n'
         f'rules: {{paths: ["{rules}"]}}\nchannels: {{console: {{}}}}\n'
         "health: {port: 0}\nhttp: {host_gap: 0s, per_host: 10}\nlog: {format: json}\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "MONITOR_CONFIG"}
-    daemons = [
+    return [
         subprocess.Popen(
             [sys.executable, "-m", "monitor", "run", "-c", str(config)],
             cwd=REPO,
@@ -46,15 +48,53 @@ def test_three_replicas_fetch_each_feed_once_per_interval(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(REPLICAS)
+        for _ in range(count)
     ]
+
+
+def fetches(feed_server: FeedServer, number: int) -> int:
+    return feed_server.requests[f"/f{number}.xml"]
+
+
+def test_three_replicas_fetch_each_feed_once_per_interval(
+    tmp_path: Path, feed_server: FeedServer, own_redis: EmbeddedRedis
+) -> None:
+    daemons = start_replicas(REPLICAS, tmp_path, feed_server, own_redis.url)
     try:
         time.sleep(13)  # two ticks of every feed on every replica: 0-1 s and 9-11 s
     finally:
         for daemon in daemons:
             daemon.send_signal(signal.SIGTERM)
         codes = [daemon.wait(30) for daemon in daemons]
-    fetches = [feed_server.requests[f"/f{n}.xml"] for n in range(FEEDS)]
+    counts = [fetches(feed_server, n) for n in range(FEEDS)]
     assert codes == [0] * REPLICAS
-    assert min(fetches) >= 1, "every feed was polled"
-    assert max(fetches) <= 2, f"a feed was fetched by several replicas: {fetches}"
+    assert min(counts) >= 1, "every feed was polled"
+    assert max(counts) <= 2, f"a feed was fetched by several replicas: {counts}"
+
+
+def test_a_killed_replicas_feeds_are_taken_over_within_the_lease_time(
+    tmp_path: Path, feed_server: FeedServer, own_redis: EmbeddedRedis
+) -> None:
+    victim, survivor = start_replicas(2, tmp_path, feed_server, own_redis.url)
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    try:
+        time.sleep(4)  # both replicas have made their first ticks and taken leases
+        holders = {n: client.get(f"monitor:lease:f{n}") for n in range(FEEDS)}
+        orphaned = [n for n, who in holders.items() if who and who.endswith(f"-{victim.pid}")]
+        assert orphaned, f"the victim held no feed: {holders}"
+        before = {n: fetches(feed_server, n) for n in orphaned}
+        victim.kill()  # SIGKILL: no chance to release its leases
+        victim.wait(10)
+        deadline = time.monotonic() + 25  # lease (12.5 s) plus one interval of the survivor
+        while time.monotonic() < deadline:
+            if all(fetches(feed_server, n) > before[n] for n in orphaned):
+                break
+            time.sleep(0.5)
+        taken_over = [n for n in orphaned if fetches(feed_server, n) > before[n]]
+    finally:
+        client.close()
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(30)
+        if victim.poll() is None:
+            victim.kill()
+    assert taken_over == orphaned
