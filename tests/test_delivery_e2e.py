@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from support.feed_server import FeedServer, rss
+from support.samples import KZ_TUNGSTEN_RULES
 from support.servers import HttpReply, SlackServer, SmtpServer
 
 from monitor.cli import main
@@ -28,14 +29,7 @@ from monitor.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-RULES = """\
-rules:
-  - id: kz-tungsten
-    title: Kazakhstan tungsten
-    severity: high
-    match:
-      all: [Kazakhstan, tungsten]
-"""
+RULES = KZ_TUNGSTEN_RULES
 
 
 def items(count: int) -> list[dict[str, str]]:

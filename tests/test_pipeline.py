@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from support.feed_server import FeedServer, rss
+from support.samples import KZ_TUNGSTEN_RULES
 
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.errors import PermanentDeliveryError, TransientDeliveryError
@@ -23,14 +24,7 @@ from monitor.rules import RuleSet, load_rules
 from monitor.store import Store
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-RULES = """\
-rules:
-  - id: kz-tungsten
-    title: Kazakhstan tungsten
-    severity: high
-    match:
-      all: [Kazakhstan, tungsten]
-"""
+RULES = KZ_TUNGSTEN_RULES
 
 
 @pytest.fixture

@@ -167,7 +167,28 @@ def _block_problems(block: Any) -> list[str]:
     return problems
 
 
-class SlackServer:
+class _Running:
+    """``with Server() as server:`` starts the server and always stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class SlackServer(_Running):
     """An HTTP server that answers like a Slack incoming webhook.
 
     The webhook path ``/services/T000/B000/<secret>`` answers ``200 ok`` to a valid payload,
@@ -261,17 +282,6 @@ class SlackServer:
                 self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(START_TIMEOUT)
             self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(self, sock: socket.socket, ready: threading.Event) -> None:
         assert self._loop is not None
@@ -427,7 +437,7 @@ class _Controller(Controller):
         return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
 
 
-class SmtpServer:
+class SmtpServer(_Running):
     """An aiosmtpd server on a free loopback port that records the messages it accepts.
 
     ``auth=(user, password)`` makes it require AUTH (PLAIN/LOGIN) before MAIL, over a plain
@@ -541,17 +551,6 @@ class SmtpServer:
             self._controller.stop()
             self._controller = None
         self._cleanup_certs()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _server_tls_context(self) -> ssl.SSLContext:
         self._certs = tempfile.TemporaryDirectory(prefix="smtp-test-tls-")
