@@ -1,15 +1,21 @@
 """Ingestion benchmark: a user's first and second poll of 1,000 feeds, against local servers.
 
-    python bench/bench_ingest.py [--feeds 1000] [--items 50] [--workers -1]
+    python bench/bench_ingest.py [--feeds 1000] [--items 50] [--workers -1] [--rounds 2]
 
 Pass 1 polls every feed for the first time (every item is new); then 10 % of the feeds gain
-five items and pass 2 polls again, the other 90 % answering 304.  Feeds are served by a local
-aiohttp server in its own process (with ETag/Last-Modified), Redis is a private redis-server,
-and the daemon's own ``Monitor.poll_all`` does the work with the shipped rules.  Prints wall
-time, CPU seconds (daemon and its parser processes), peak memory and new items per pass, and
-the parse+normalize rate of one core alone.  Feed text is synthetic (English, Chinese and
-Russian word lists, about 2 % of words from the watched topics); nothing is fetched from the
-network.
+five items and pass 2 polls again, the other 90 % answering 304.  ``--rounds`` more passes
+follow, each with another tenth of the feeds gaining five items: the steady state of a daemon
+polling every five minutes, from which the share of one core that ``--feeds`` feeds need is
+printed.  Feeds are served by a local aiohttp server in its own process (with
+ETag/Last-Modified), Redis is a private redis-server, and the daemon's own
+``Monitor.poll_all`` does the work with the shipped rules.
+
+Prints, per pass: wall time, CPU seconds (the event loop and the parser processes, and Redis'
+apart), peak memory and new items; then the parse+normalize rate of one core alone.  Peak
+memory is the PSS of the daemon, its fork server and parsers (Redis apart), sampled every
+0.2 s: the parsers share the fork server's imported modules, which RSS would count three
+times.  Feed text is synthetic (English, Chinese and Russian word lists, about 2 % of words
+from the watched topics); nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,6 +343,7 @@ def feed_body(feed: int, count: int, extra: int = 0) -> bytes:
 def serve(port: int, feeds: int, items: int, ready: object) -> None:
     """The feed server process: in-memory bodies, ETag and Last-Modified, a bump endpoint."""
     bodies = {n: feed_body(n, items) for n in range(feeds)}
+    extra = dict.fromkeys(range(feeds), 0)
 
     async def feed(request: web.Request) -> web.Response:
         number = int(request.match_info["n"])
@@ -346,9 +354,12 @@ def serve(port: int, feeds: int, items: int, ready: object) -> None:
         headers = {"ETag": etag, "Last-Modified": "Sun, 22 Nov 2026 06:00:00 GMT"}
         return web.Response(body=body, content_type="application/rss+xml", headers=headers)
 
-    async def bump(_request: web.Request) -> web.Response:
-        for number in range(0, feeds, 10):
-            bodies[number] = feed_body(number, items, extra=5)
+    async def bump(request: web.Request) -> web.Response:
+        """Round r: every tenth feed (those numbered r mod 10) gains five items."""
+        tenth = int(request.query.get("round", "0")) % 10
+        for number in range(tenth, feeds, 10):
+            extra[number] += NEW_PER_BUMP
+            bodies[number] = feed_body(number, items, extra=extra[number])
         return web.Response(text="ok")
 
     app = web.Application()
@@ -356,6 +367,9 @@ def serve(port: int, feeds: int, items: int, ready: object) -> None:
     app.router.add_post("/bump", bump)
     ready.set()  # type: ignore[attr-defined]
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+NEW_PER_BUMP = 5
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -382,6 +396,56 @@ def peak_rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the fork server, its parser processes, redis-server)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Proportional set size: pages shared between the processes (the fork server's imported
+    modules) count once in the total, not once per process as RSS would."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class MemorySampler:
+    """The peak PSS of the daemon and its processes (Redis apart), sampled while a pass runs."""
+
+    def __init__(self, exclude: list[int]) -> None:
+        self.exclude = set(exclude)
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            tree = [os.getpid(), *descendants(os.getpid())]
+            self.peak = max(self.peak, pss_mb([p for p in tree if p not in self.exclude]))
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def config_text(port: int, feeds: int, workers: int, data: Path) -> str:
     lines = [f"redis: {{url: embedded, data_dir: '{data}'}}", "feeds:"]
     lines += [
@@ -399,39 +463,57 @@ def config_text(port: int, feeds: int, workers: int, data: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def run_passes(config: Path, port: int) -> None:
-    import aiohttp
-
+async def run_passes(config: Path, port: int, feeds: int, rounds: int) -> None:
     settings = load_settings(config)
     configure_logging(level="warning", fmt="json")
     async with Monitor(settings) as daemon:
-        pool = daemon._pool
-        workers = list(pool._processes) if pool is not None else []
-        for label in ("pass 1 (first poll)", "pass 2 (10 % changed)"):
-            if label.startswith("pass 2"):
-                async with aiohttp.ClientSession() as session:
-                    await session.post(f"http://127.0.0.1:{port}/bump")
-            if pool is not None:
-                workers = list(pool._processes)
-            pids = [os.getpid(), *workers]
-            cpu_before = cpu_seconds(pids)
-            started = time.perf_counter()
-            results = await daemon.poll_all()
-            wall = time.perf_counter() - started
-            if pool is not None:
-                pids = [os.getpid(), *pool._processes]
-            cpu = cpu_seconds(pids) - cpu_before
-            new = sum(r.new_items for r in results)
-            failed = [r for r in results if r.status == "error"]
-            statuses = {s: sum(r.status == s for r in results) for s in ("ok", "not-modified")}
-            print(
-                f"{label}: wall {wall:6.2f} s  cpu {cpu:6.2f} s  new items {new:6d}  "
-                f"{statuses}  failed {len(failed)}  "
-                f"peak RSS daemon {peak_rss_mb([os.getpid()]):.0f} MB, "
-                f"with parser processes {peak_rss_mb(pids):.0f} MB"
-            )
-            if failed:
-                print("  first failure:", failed[0].error)
+        embedded = daemon._embedded
+        redis_pids = [embedded._process.pid] if embedded and embedded._process else []
+        await measured_pass(daemon, "pass 1 (first poll)", redis_pids)
+        steady: list[float] = []
+        for number in range(rounds + 1):
+            await bump(port, number)
+            label = "pass 2 (10 % changed)" if number == 0 else f"round {number + 2} (10 % changed)"
+            steady.append(await measured_pass(daemon, label, redis_pids))
+        per_round = sum(steady) / len(steady)
+        print(
+            f"steady state: {per_round:.2f} CPU s per pass of {feeds:,} feeds, so "
+            f"{feeds:,} feeds every 5 minutes use {per_round / 300 * 100:.1f} % of one core"
+        )
+
+
+async def bump(port: int, number: int) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        await session.post(f"http://127.0.0.1:{port}/bump?round={number}")
+
+
+async def measured_pass(daemon: Monitor, label: str, redis_pids: list[int]) -> float:
+    """One pass over every feed; prints what it cost and returns the CPU seconds."""
+    pool = daemon._pool
+    parsers = pool.pids() if pool is not None else []
+    before = [cpu_seconds([os.getpid()]), cpu_seconds(parsers), cpu_seconds(redis_pids)]
+    started = time.perf_counter()
+    with MemorySampler(exclude=redis_pids) as memory:
+        results = await daemon.poll_all()
+    wall = time.perf_counter() - started
+    parsers = pool.pids() if pool is not None else []
+    after = [cpu_seconds([os.getpid()]), cpu_seconds(parsers), cpu_seconds(redis_pids)]
+    own, parsing, redis = (a - b for a, b in zip(after, before, strict=True))
+    new = sum(r.new_items for r in results)
+    failed = [r for r in results if r.status == "error"]
+    statuses = {s: sum(r.status == s for r in results) for s in ("ok", "not-modified")}
+    print(
+        f"{label}: wall {wall:6.2f} s  cpu {own + parsing:6.2f} s "
+        f"(event loop {own:.1f} + parsers {parsing:.1f}; redis-server {redis:.1f})  "
+        f"new items {new:6d}  {statuses}  failed {len(failed)}  "
+        f"peak memory (PSS) {memory.peak:.0f} MB; peak RSS: daemon "
+        f"{peak_rss_mb([os.getpid()]):.0f} MB, parsers {peak_rss_mb(parsers):.0f} MB"
+    )
+    if failed:
+        print("  first failure:", failed[0].error)
+    return own + parsing
 
 
 def parse_rate(feeds: int, items: int) -> None:
@@ -455,6 +537,9 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=1000)
     parser.add_argument("--items", type=int, default=50)
     parser.add_argument("--workers", type=int, default=-1, help="-1: one parser per core")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="steady-state passes after pass 2 (10 %% changed)"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     port = free_port()
@@ -469,7 +554,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "monitor.yaml"
             config.write_text(config_text(port, args.feeds, args.workers, Path(tmp) / "redis"))
-            asyncio.run(run_passes(config, port))
+            asyncio.run(run_passes(config, port, args.feeds, args.rounds))
         parse_rate(args.feeds, args.items)
     finally:
         server.terminate()

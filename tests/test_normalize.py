@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from monitor.dedup import content_fingerprint, item_identity, seen_keys
 from monitor.model import Source
+from monitor.normalize import _CONTROL as CONTROL
 from monitor.normalize import (
     canonical_url,
     clamp_published,
@@ -53,6 +56,31 @@ def test_html_to_text(markup: str, expected: str) -> None:
 )
 def test_clean_text(text: str, expected: str) -> None:
     assert clean_text(text) == expected
+
+
+def reference_clean_text(text: str) -> str:
+    """The plain regex version ``clean_text`` was optimised from, kept as its oracle."""
+    text = unicodedata.normalize("NFKC", text)
+    text = re.sub("[\u00ad\u200b\u200c\u200d\u2060\ufeff]", "", text)
+    text = CONTROL.sub(" ", text)
+    text = re.sub(r"[^\S\n]+", " ", text)
+    text = re.sub(r"\s*\n\s*\n\s*", "\n\n", text)
+    return re.sub(r" *\n *", "\n", text).strip()
+
+
+_messy_text = (
+    st.text(
+        alphabet=st.sampled_from(
+            [*"ab \n\t\r\x0b\x85\xa0", "\u3000", "\u2028", "\u200b", "\u00ad", "é", "Ｋ"]
+        )
+    )
+    | st.text()
+)
+
+
+@given(_messy_text)
+def test_clean_text_equals_the_plain_regex_version(text: str) -> None:
+    assert clean_text(text) == reference_clean_text(text)
 
 
 @given(st.text())

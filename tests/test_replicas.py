@@ -78,9 +78,13 @@ def test_a_killed_replicas_feeds_are_taken_over_within_the_lease_time(
     victim, survivor = start_replicas(2, tmp_path, feed_server, own_redis.url)
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     try:
-        time.sleep(4)  # both replicas have made their first ticks and taken leases
-        holders = {n: client.get(f"monitor:lease:f{n}") for n in range(FEEDS)}
-        orphaned = [n for n, who in holders.items() if who and who.endswith(f"-{victim.pid}")]
+        started = time.monotonic()
+        while time.monotonic() - started < 30:  # both replicas have started and taken leases
+            holders = {n: client.get(f"monitor:lease:f{n}") for n in range(FEEDS)}
+            orphaned = [n for n, who in holders.items() if who and who.endswith(f"-{victim.pid}")]
+            if orphaned and all(holders.values()):
+                break
+            time.sleep(0.25)
         assert orphaned, f"the victim held no feed: {holders}"
         before = {n: fetches(feed_server, n) for n in orphaned}
         victim.kill()  # SIGKILL: no chance to release its leases

@@ -1,0 +1,145 @@
+"""Parser processes: every core parses, cleans and matches feeds while the event loop does I/O.
+
+feedparser and BeautifulSoup are pure Python and cost tens of milliseconds a feed, so a first
+poll of a thousand feeds is CPU-bound; run on the event loop it would also stall every other
+feed's I/O.  Each worker process holds its own copy of the rule set, installed when the pool
+starts, so matching happens next to parsing and only strings come back.  A rule reload starts
+a fresh pool with the new rules; polls already handed to the old pool finish there, and the
+event loop re-matches their items if the rules changed meanwhile (``pipeline._record``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from monitor.fetch import FetchResult
+from monitor.model import Source
+from monitor.pipeline import PreparedFeed, prepare_feed
+from monitor.rules import RuleSet
+
+log = structlog.get_logger("monitor.workers")
+
+_worker_rules: RuleSet | None = None
+"""The rule set of this worker process (None in the daemon's own process)."""
+
+
+def worker_count(setting: int) -> int:
+    """How many parser processes ``ingest.workers`` asks for: -1 means one per core."""
+    return (os.cpu_count() or 1) if setting < 0 else setting
+
+
+def rules_payload(rules: RuleSet) -> dict[str, Any]:
+    """What rebuilds ``rules`` in another process: its constructor's fields, picklable.
+
+    The compiled index is not picklable (and not sent): each worker compiles its own.
+    """
+    payload = {}
+    for field in dataclasses.fields(rules):
+        if field.init:
+            value = getattr(rules, field.name)
+            payload[field.name] = dict(value) if isinstance(value, MappingProxyType) else value
+    return payload
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def _install_rules(payload: dict[str, Any]) -> None:
+    global _worker_rules
+    _worker_rules = RuleSet(**payload)
+
+
+def _prepare(
+    source: Source,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    known: frozenset[str],
+) -> PreparedFeed:
+    return prepare_feed(source, body, headers, url, now, _worker_rules, known)
+
+
+class ParserPool:
+    """A process pool that prepares feeds with the daemon's current rules."""
+
+    def __init__(self, workers: int, rules: RuleSet) -> None:
+        self.workers = workers
+        self._pool = self._start(rules)
+        self._ready: asyncio.Future[None] | None = None
+
+    def _start(self, rules: RuleSet) -> ProcessPoolExecutor:
+        # A fork server, not fork: forking the daemon itself would copy its event loop,
+        # threads and sockets into the child.  The server imports the parsing modules once,
+        # so every worker forked from it shares those pages instead of importing its own.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=_install_rules,
+            initargs=(rules_payload(rules),),
+        )
+
+    def start(self) -> None:
+        """Start every worker process now, in a thread, and return at once.
+
+        Starting a process through the fork server blocks until the server has imported the
+        daemon (seconds on a busy machine).  Left to the first poll's ``submit``, that would
+        freeze the event loop, and with it delivery, signals and health checks, for as long;
+        so the processes start in a thread and polls wait for them without blocking.
+        """
+        self._ready = asyncio.ensure_future(asyncio.to_thread(self._spawn_all, self._pool))
+
+    def _spawn_all(self, pool: ProcessPoolExecutor) -> None:
+        pending = [pool.submit(_ready) for _ in range(self.workers)]
+        for future in pending:
+            future.result()
+
+    async def use_rules(self, rules: RuleSet) -> None:
+        """Send new rules to the workers by replacing them; queued work finishes in the old
+        pool, whose processes then exit."""
+        fresh = self._start(rules)
+        await asyncio.to_thread(self._spawn_all, fresh)
+        old, self._pool = self._pool, fresh
+        old.shutdown(wait=False)
+        log.info("parser processes restarted with new rules", rules_version=rules.version)
+
+    async def prepare(
+        self,
+        source: Source,
+        response: FetchResult,
+        now: datetime,
+        rules: RuleSet,
+        known: frozenset[str],
+    ) -> PreparedFeed:
+        """The ``pipeline.Preparer`` that runs in a worker.  ``rules`` is what the poll was
+        given; the worker matches with the pool's copy and says which version it used."""
+        del rules  # the workers hold their own copy; pipeline checks the version
+        if self._ready is None:
+            self.start()
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+        url = response.url or source.url
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, _prepare, source, response.body, response.headers, url, now, known
+        )
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for benchmarks and footprint reports)."""
+        processes = self._pool._processes or {}
+        return list(processes)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,84 @@
+"""Parser processes prepare feeds exactly as the event loop would, with the daemon's rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from monitor.fetch import FetchResult
+from monitor.model import Source
+from monitor.pipeline import PreparedFeed, prepare_feed
+from monitor.rules import RuleSet, load_rules
+from monitor.workers import ParserPool
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SOURCE = Source(name="wire", url="https://wire.example/feed.xml")
+FEED = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>Wire</title>
+<item><title>Kazakhstan weighs US and Chinese bids for the Upper Kairakty tungsten deposit</title>
+<link>https://wire.example/1?utm_source=rss</link><guid>w-1</guid>
+<description>&lt;p&gt;Astana is reviewing bids for the deposit.&lt;/p&gt;</description></item>
+<item><title>Казахстан рассматривает заявки на вольфрамовое месторождение Верхнее Кайракты</title>
+<link>https://wire.example/2</link><guid>w-2</guid></item>
+<item><title>Weather: sunny in Almaty</title><link>https://wire.example/3</link><guid>w-3</guid></item>
+</channel></rss>""".encode()
+
+
+def response(body: bytes) -> FetchResult:
+    return FetchResult(status=200, body=body, headers={}, url=SOURCE.url)
+
+
+def matched_rules(prepared: PreparedFeed) -> list[list[str]]:
+    return [
+        [json.loads(match)["rule"] for match in item.record.match_json] for item in prepared.items
+    ]
+
+
+@pytest.fixture(scope="module")
+def shipped_rules() -> RuleSet:
+    return load_rules([REPO / "rules"])
+
+
+async def test_a_worker_matches_as_the_event_loop_does(shipped_rules: RuleSet) -> None:
+    """The rules cross into the worker by pickling; anything cached per process (string
+    hashes differ between processes) must not make the worker's index disagree."""
+    expected = prepare_feed(SOURCE, FEED, {}, SOURCE.url, NOW, shipped_rules)
+    assert any(matched_rules(expected)), "the sample feed must match a shipped rule"
+    pool = ParserPool(1, shipped_rules)
+    try:
+        prepared = await pool.prepare(SOURCE, response(FEED), NOW, shipped_rules, frozenset())
+    finally:
+        pool.close()
+    assert prepared.rules_version == shipped_rules.version
+    assert matched_rules(prepared) == matched_rules(expected)
+    assert [i.record for i in prepared.items] == [i.record for i in expected.items]
+
+
+async def test_new_rules_reach_the_workers(shipped_rules: RuleSet, tmp_path: Path) -> None:
+    rule = tmp_path / "weather.yaml"
+    rule.write_text(
+        "rules:\n  - id: weather\n    title: Weather\n    severity: info\n"
+        "    match: {any: [sunny]}\n    examples: {match: [sunny day], no_match: [rain]}\n"
+    )
+    pool = ParserPool(1, shipped_rules)
+    try:
+        await pool.use_rules(load_rules([rule]))
+        prepared = await pool.prepare(SOURCE, response(FEED), NOW, shipped_rules, frozenset())
+    finally:
+        pool.close()
+    assert matched_rules(prepared) == [[], [], ["weather"]]
+
+
+def test_entries_known_from_the_last_body_are_not_prepared_again(shipped_rules: RuleSet) -> None:
+    first = prepare_feed(SOURCE, FEED, {}, SOURCE.url, NOW, shipped_rules)
+    assert first.entries == 3
+    assert len(first.items) == 3
+    known = frozenset(first.fingerprints[:2])
+    again = prepare_feed(SOURCE, FEED, {}, SOURCE.url, NOW, shipped_rules, known)
+    assert again.entries == 3
+    assert [i.record for i in again.items] == [first.items[2].record]
+    assert again.fingerprints == first.fingerprints
