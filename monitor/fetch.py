@@ -10,6 +10,7 @@ import asyncio
 import base64
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -67,8 +68,10 @@ class Fetcher:
         *,
         user_agent: str | None = None,
         host_gap: float = 0.0,
+        resolve: Resolver | None = None,
     ) -> None:
         self._session = session
+        self._resolve = resolve or system_addresses
         agent = user_agent or "monitor/{version}"
         self._user_agent = agent.replace("{version}", __version__)
         self._gate = HostGate(host_gap)
@@ -96,12 +99,12 @@ class Fetcher:
 
     async def _follow(self, source: Source, validators: Validators) -> FetchResult:
         url = source.url
-        private_ok = source.allow_private or await _is_private_target(source.url)
+        private_ok = source.allow_private or await _is_private_target(source.url, self._resolve)
         permanent: str | None = None
         all_permanent = True
         for hop in range(MAX_REDIRECTS + 1):
             if hop:
-                await _check_redirect_target(source, url, private_ok)
+                await _check_redirect_target(source, url, private_ok, self._resolve)
             await self._gate.wait(urlsplit(url).netloc)
             outcome = await self._request(source, url, validators, same_host=hop == 0)
             if isinstance(outcome, FetchResult):
@@ -164,18 +167,20 @@ class HostGate:
             self._next[host] = loop.time() + self.gap
 
 
-async def _is_private_target(url: str) -> bool:
+async def _is_private_target(url: str, resolve: Resolver) -> bool:
     """True when the URL's host is, or resolves to, a non-public address."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
-        addresses = await _addresses(host, parts.port or (443 if parts.scheme == "https" else 80))
+        addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
     except OSError:
         return False
     return any(_non_public(address) for address in addresses)
 
 
-async def _check_redirect_target(source: Source, url: str, private_ok: bool) -> None:
+async def _check_redirect_target(
+    source: Source, url: str, private_ok: bool, resolve: Resolver
+) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(
@@ -183,7 +188,7 @@ async def _check_redirect_target(source: Source, url: str, private_ok: bool) -> 
         )
     if private_ok:
         return
-    if await _is_private_target(url):
+    if await _is_private_target(url, resolve):
         raise FetchError(
             source.name,
             source.url,
@@ -192,7 +197,14 @@ async def _check_redirect_target(source: Source, url: str, private_ok: bool) -> 
         )
 
 
-async def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[Address]]]
+"""Where a host name points, for the private-address checks (injectable: tests give a
+public-looking name a public address while the connection goes to a local server)."""
+
+
+async def system_addresses(host: str, port: int) -> list[Address]:
+    """The host's addresses as the system resolver gives them (an address literal as is)."""
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:

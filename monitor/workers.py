@@ -100,6 +100,9 @@ class ParserPool:
         so the processes start in a thread and polls wait for them without blocking.
         """
         self._ready = asyncio.ensure_future(asyncio.to_thread(self._spawn_all, self._pool))
+        # A pool shut down while it was starting fails here; polls awaiting it see the error,
+        # and it must not also be logged as "never retrieved".
+        self._ready.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _spawn_all(self, pool: ProcessPoolExecutor) -> None:
         pending = [pool.submit(_ready) for _ in range(self.workers)]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
+import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+import aiohttp.abc
 import pytest
 from support.feed_server import FeedServer, rss
 
 from monitor.errors import FetchError
-from monitor.fetch import Fetcher, Validators
+from monitor.fetch import Address, Fetcher, Validators
 from monitor.model import Source
 
 FEED = rss([{"title": "Kazakhstan tungsten", "guid": "1"}])
@@ -127,24 +130,74 @@ async def test_temporary_redirect_is_not_reported_as_a_move(
     assert (await fetcher.fetch(source(feed_server.url("/old.xml")))).permanent_url is None
 
 
-async def test_redirect_from_a_public_name_to_loopback_is_refused(
-    feed_server: FeedServer, fetcher: Fetcher
-) -> None:
-    """A feed on a public host must not be able to steer the daemon at internal services."""
-    hop = f"http://127.0.0.1:{feed_server.port}/internal"
-    feed_server.put("/f.xml", "", status=302, headers={"Location": hop}, conditional=False)
-    feed_server.put("/internal", FEED)
-    # 127.0.0.2 stands in for a public address: the check must look at every hop, not only
-    # the first.  The feed's own URL is declared public by resolving it to a public literal.
-    public = source("http://93.184.216.34/f.xml", timeout=timedelta(seconds=1))
-    from monitor.fetch import _check_redirect_target
+class LocalResolver(aiohttp.abc.AbstractResolver):
+    """Connects every name to 127.0.0.1, where the test's feed server listens."""
 
-    with pytest.raises(FetchError, match="private or loopback address"):
-        await _check_redirect_target(public, hop, private_ok=False)
-    with pytest.raises(FetchError, match="refused a redirect to a file: URL"):
-        await _check_redirect_target(public, "file:///etc/passwd", private_ok=False)
-    await _check_redirect_target(public, hop, private_ok=True)
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def public_dns(host: str, port: int) -> list[Address]:
+    """What the private-address check is told: names are public, literals are themselves."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        return [ipaddress.ip_address("93.184.216.34")]
+
+
+@pytest.fixture
+async def public_fetcher() -> AsyncIterator[Fetcher]:
+    """A fetcher for which every name is a public host, yet connects to the local server."""
+    connector = aiohttp.TCPConnector(resolver=LocalResolver())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Fetcher(session, resolve=public_dns)
+
+
+async def test_redirect_from_a_public_name_to_loopback_is_refused(
+    feed_server: FeedServer, public_fetcher: Fetcher
+) -> None:
+    """A feed on a public host must not be able to steer the daemon at internal services.
+
+    Real HTTP end to end: the feed's name reaches the local server (the connector's resolver)
+    while the private-address check sees it as public, as it would be on the internet.
+    """
+    internal = f"http://127.0.0.1:{feed_server.port}/internal"
+    feed_server.put("/f.xml", "", status=302, headers={"Location": internal}, conditional=False)
+    feed_server.put("/internal", FEED)
+    feed = f"http://feeds.public.example:{feed_server.port}/f.xml"
+    with pytest.raises(FetchError, match=r"private or loopback address \(127.0.0.1\)"):
+        await public_fetcher.fetch(source(feed))
+    assert feed_server.requests["/f.xml"] == 1
     assert feed_server.requests["/internal"] == 0
+    allowed = await public_fetcher.fetch(source(feed, allow_private=True))
+    assert allowed.body == FEED.encode()
+    assert feed_server.requests["/internal"] == 1
+
+
+async def test_redirect_to_a_file_url_is_refused_even_when_private_is_allowed(
+    feed_server: FeedServer, public_fetcher: Fetcher
+) -> None:
+    feed_server.put(
+        "/f.xml", "", status=302, headers={"Location": "file:///etc/passwd"}, conditional=False
+    )
+    feed = f"http://feeds.public.example:{feed_server.port}/f.xml"
+    for allow_private in (False, True):
+        with pytest.raises(FetchError, match="refused a redirect to a file: URL"):
+            await public_fetcher.fetch(source(feed, allow_private=allow_private))
 
 
 async def test_a_private_feed_may_redirect_within_private_addresses(
