@@ -561,7 +561,8 @@ def main() -> None:
         target=serve, args=(port, args.feeds, args.items, ready), daemon=True
     )
     server.start()
-    ready.wait(60)
+    if not ready.wait(600):  # building 10,000 synthetic feeds takes a minute or two
+        raise SystemExit("the feed server did not start")
     time.sleep(0.5)
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -84,6 +84,8 @@ class ItemRecord:
     seen_keys: tuple[str, ...]
     item_json: str
     match_json: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    """The rule of each match, in order, for the per-rule match counts."""
 
     @classmethod
     def of(cls, item: Item, matches: Sequence[Match] = ()) -> ItemRecord:
@@ -91,4 +93,5 @@ class ItemRecord:
             seen_keys(item),
             json.dumps(item.to_dict(), ensure_ascii=False),
             tuple(json.dumps(match.to_dict(), ensure_ascii=False) for match in matches),
+            tuple(match.rule_id for match in matches),
         )

@@ -226,3 +226,5 @@ class PollResult:
     duration: float = 0.0
     error: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    matched_rules: tuple[str, ...] = field(default=())
+    """The rule of each match queued (``matches`` of them), for per-rule counts."""

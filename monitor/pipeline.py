@@ -242,7 +242,8 @@ async def _fetch_and_record(
         http_status=response.status,
         entries=prepared.entries,
         new_items=new_items,
-        matches=matched,
+        matches=len(matched),
+        matched_rules=matched,
         warnings=warnings,
     )
 
@@ -254,27 +255,29 @@ async def _record(
     prepared: PreparedFeed,
     quiet_before: datetime | None,
     now: datetime,
-) -> tuple[int, int, bool]:
+) -> tuple[int, tuple[str, ...], bool]:
     """Record the new items in batches (one Redis round trip each), never past the cap.
 
     Items already seen are dropped first, in one round trip.  Items published before
     ``quiet_before`` (a new feed's archive) are recorded without their matches, so they never
-    alert.  Returns new items, matches queued, and whether every item was handled.
+    alert.  Returns new items, the rule of each match queued, and whether every item was
+    handled.
     """
     items = list(prepared.items)
     if prepared.rules_version != rules.version:  # prepared before a reload, or not matched
         items = [rematch(item, rules) for item in items]
     is_new = await ctx.store.unseen_keys([item.record.seen_keys for item in items])
     items = [item for item, new in zip(items, is_new, strict=True) if new]
-    new_items = matched = position = 0
+    new_items = position = 0
+    matched: list[str] = []
     while position < len(items):
         room = source.max_items - new_items
         if room <= 0:
-            return new_items, matched, False
+            return new_items, tuple(matched), False
         batch = [
             item.record
             if quiet_before is None or item.published >= quiet_before
-            else replace(item.record, match_json=())
+            else replace(item.record, match_json=(), rules=())
             for item in items[position : position + min(RECORD_BATCH, room)]
         ]
         position += len(batch)
@@ -282,8 +285,8 @@ async def _record(
         for record, was_new in zip(batch, recorded, strict=True):
             if was_new:
                 new_items += 1
-                matched += len(record.match_json)
-    return new_items, matched, True
+                matched += record.rules
+    return new_items, tuple(matched), True
 
 
 def rematch(item: PreparedItem, rules: RuleSet) -> PreparedItem:

@@ -75,6 +75,7 @@ async def test_changed_feed_yields_only_the_new_item(
     feed_server.put("/f.xml", rss([newer, *ITEMS]))
     result = await poll_once(source, rules, context)
     assert (result.entries, result.new_items, result.matches) == (3, 1, 1)
+    assert result.matched_rules == (rules.rules[0].id,)
 
 
 async def test_a_broken_feed_is_an_error_result_on_its_health(
