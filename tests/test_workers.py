@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +16,7 @@ from monitor.fetch import FetchResult
 from monitor.model import Source
 from monitor.pipeline import PreparedFeed, prepare_feed
 from monitor.rules import RuleSet, load_rules
-from monitor.workers import ParserPool
+from monitor.workers import ParserPool, rules_payload
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -82,3 +86,39 @@ def test_entries_known_from_the_last_body_are_not_prepared_again(shipped_rules: 
     assert again.entries == 3
     assert [i.record for i in again.items] == [first.items[2].record]
     assert again.fingerprints == first.fingerprints
+
+
+def test_rules_keep_their_meaning_in_a_process_with_another_hash_seed(
+    shipped_rules: RuleSet, tmp_path: Path
+) -> None:
+    """String hashes differ between processes: a rule set rebuilt from its pickled parts in a
+    process with another hash seed must match exactly as the original does."""
+    payload = tmp_path / "rules.pickle"
+    payload.write_bytes(pickle.dumps(rules_payload(shipped_rules)))
+    expected = matched_rules(prepare_feed(SOURCE, FEED, {}, SOURCE.url, NOW, shipped_rules))
+    script = (
+        "import pickle, sys, json\n"
+        "from datetime import datetime, UTC\n"
+        "from monitor.rules import RuleSet\n"
+        "from monitor.model import Source\n"
+        "from monitor.pipeline import prepare_feed\n"
+        "rules = RuleSet(**pickle.loads(open(sys.argv[1], 'rb').read()))\n"
+        "feed = sys.stdin.buffer.read()\n"
+        "source = Source(name='wire', url='https://wire.example/feed.xml')\n"
+        "now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)\n"
+        "prepared = prepare_feed(source, feed, {}, source.url, now, rules)\n"
+        "print(json.dumps([[json.loads(m)['rule'] for m in i.record.match_json]"
+        " for i in prepared.items]))\n"
+    )
+    for seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(payload)],
+            input=FEED,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert json.loads(done.stdout) == expected
