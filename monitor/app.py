@@ -37,6 +37,8 @@ from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
 from monitor.fetch import Fetcher
 from monitor.metrics import Metrics
 from monitor.model import PollResult, Source
+from monitor.ops import CHECK_EVERY as OPS_CHECK_EVERY
+from monitor.ops import OpsWatch
 from monitor.pipeline import (
     PollContext,
     poll_once,
@@ -145,6 +147,7 @@ class Monitor:
         self._pool: ParserPool | None = None
         self._queue: AlertQueue | None = None
         self._worker: DeliveryWorker | None = None
+        self._ops: OpsWatch | None = None
         self._poll_context: PollContext | None = None
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
@@ -155,6 +158,7 @@ class Monitor:
         self._started_at = datetime.now(UTC)
         self._last_alert: datetime | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._poll_slots = asyncio.Semaphore(settings.http.max_concurrency)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -197,6 +201,16 @@ class Monitor:
         self._channels = build_channels(self.settings, self._session)
         self._worker = delivery.build_worker(
             self.settings, self._queue, self._channels, consumer=self.consumer, clock=self.clock
+        )
+        self._worker.ops_channels = self.settings.ops.channels
+        self._ops = OpsWatch(
+            self._queue,
+            self._channels,
+            self._worker.policy.route_list,
+            replica=self.consumer,
+            config=lambda: self.settings.ops,
+            secrets=self.settings.secrets(),
+            clock=self.clock,
         )
         self._pool = _parser_pool(self.settings.ingest.workers, self.rules)
         if self._pool is not None:
@@ -386,6 +400,8 @@ class Monitor:
         if needs_restart:
             log.warning("config changes that need a restart", sections=needs_restart)
         self.settings = fresh
+        if self._worker is not None:
+            self._worker.ops_channels = fresh.ops.channels
         self._apply_sources(fresh.sources())
         return await self.reload_rules(reason)
 
@@ -437,6 +453,7 @@ class Monitor:
             asyncio.create_task(self._watch_rules(), name="rules-watch"),
             asyncio.create_task(self._supervise_redis(), name="redis-supervisor"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._ops_loop(), name="ops"),
         ]
         try:
             await self._stopping.wait()
@@ -472,10 +489,15 @@ class Monitor:
         if task is not None:
             self._inflight.add(task)
         try:
-            lease = source.interval * LEASE_FACTOR
-            if not await self.store.take_lease(source.name, self.consumer, lease):
-                return  # another replica polls this feed this interval
-            await self.poll(source, due_only=True)
+            # Ticks of thousands of feeds can fall due together (every feed's first one does):
+            # at most max_concurrency polls at once, or they would exhaust the Redis pool.
+            async with self._poll_slots:
+                if self._stopping.is_set():
+                    return
+                lease = source.interval * LEASE_FACTOR
+                if not await self.store.take_lease(source.name, self.consumer, lease):
+                    return  # another replica polls this feed this interval
+                await self.poll(source, due_only=True)
             self._redis_recovered()
             self._last_cycle = self.clock()
         except StoreError as exc:
@@ -552,11 +574,17 @@ class Monitor:
             self._redis_down_since = time.monotonic()
             log.error("redis unavailable; retrying with backoff", error=str(exc))
 
+    async def _ops_loop(self) -> None:
+        """Operational alerts: dead letters piling up, Redis unreachable (``monitor.ops``)."""
+        while not self._stopping.is_set() and self._ops is not None:
+            try:
+                await self._ops.tick()
+            except Exception:
+                log.exception("ops check crashed; checking again shortly")
+            await self._sleep(OPS_CHECK_EVERY)
+
     def _observe_delivery(self, report: DeliveryReport) -> None:
-        for channel, count in report.channels.items():
-            self.metrics.alerts_sent.labels(channel=channel).inc(count)
-        self.metrics.alerts_failed.inc(report.failed)
-        self.metrics.alerts_dead.inc(report.dead)
+        self.metrics.observe_delivery(report)
         if report.channels:
             self._last_alert = self.clock()
 
@@ -618,8 +646,10 @@ class Monitor:
         )
 
     async def _readyz(self, _request: web.Request) -> web.Response:
+        """Ready when Redis takes a write: a full Redis or a read-only replica answers PING
+        but stops polling and delivery all the same."""
         try:
-            await self.store.ping()
+            await self.queue.probe()
         except StoreError as exc:
             return web.json_response({"status": "unready", "reason": str(exc)}, status=503)
         return web.json_response({"status": "ready", **self.heartbeat_fields()})
@@ -628,4 +658,5 @@ class Monitor:
         """Prometheus text format; queue gauges are read fresh from Redis on each scrape."""
         with contextlib.suppress(StoreError):
             self.metrics.observe_queue(await self.queue.stream_counts())
+            self.metrics.observe_lag(*await self.queue.lag())
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")

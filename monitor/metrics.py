@@ -6,9 +6,14 @@ tests and several daemons in one process never share counts.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from monitor.model import PollResult
+
+if TYPE_CHECKING:
+    from monitor.deliver.worker import DeliveryReport
 
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -34,9 +39,24 @@ class Metrics:
             "monitor_alerts_sent", "Alerts a channel accepted", ["channel"], registry=r
         )
         self.alerts_failed = Counter(
-            "monitor_alerts_failed", "Alerts left for a retry by a delivery pass", registry=r
+            "monitor_alerts_failed",
+            "Alerts a channel did not accept for now, left for a retry",
+            ["channel"],
+            registry=r,
         )
-        self.alerts_dead = Counter("monitor_alerts_dead", "Alerts dead-lettered", registry=r)
+        self.alerts_dead = Counter(
+            "monitor_alerts_dead", "Alerts a channel refused for good", ["channel"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "monitor_consumer_lag",
+            "Matches in the stream the delivery group has not read yet",
+            registry=r,
+        )
+        self.consumer_lag_seconds = Gauge(
+            "monitor_consumer_lag_seconds",
+            "How long the oldest match still waiting for delivery has waited",
+            registry=r,
+        )
         self.stream_length = Gauge(
             "monitor_stream_length", "Matches in the delivery stream", registry=r
         )
@@ -66,6 +86,19 @@ class Metrics:
         self.stream_length.set(counts.get("queued", 0))
         self.pending.set(counts.get("pending", 0))
         self.dead_letters.set(counts.get("dead", 0))
+
+    def observe_delivery(self, report: DeliveryReport) -> None:
+        """Count one delivery pass: sent, failed for now and dead, by channel."""
+        for channel, count in report.channels.items():
+            self.alerts_sent.labels(channel=channel).inc(count)
+        for channel, count in report.failed_channels.items():
+            self.alerts_failed.labels(channel=channel).inc(count)
+        for channel, count in report.dead_channels.items():
+            self.alerts_dead.labels(channel=channel).inc(count)
+
+    def observe_lag(self, unread: int, oldest_seconds: float) -> None:
+        self.consumer_lag.set(unread)
+        self.consumer_lag_seconds.set(oldest_seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

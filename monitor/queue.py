@@ -100,6 +100,31 @@ end
 return 1
 """
 
+# Opens or closes an operational incident and queues its alert, in one step, only if the
+# incident is still as the caller saw it: with several replicas exactly one tells.
+# KEYS: incident key, matches stream.  ARGV: the state seen ('' none), the new state ('' to
+# close), the alert's match JSON.
+_OPS_TRANSITION = """
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('XADD', KEYS[2], '*', 'match', ARGV[3])
+return 1
+"""
+
+# Queues a "Redis is back" alert unless another replica already told this outage: the key
+# holds when (ms) the last told outage ended, and an outage that began before that is the
+# same one.  KEYS: the key, matches stream.  ARGV: outage start (ms), now (ms), key TTL (s),
+# match JSON.
+_REDIS_RECOVERED = """
+local told = tonumber(redis.call('GET', KEYS[1]) or '0')
+if told >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('XADD', KEYS[2], '*', 'match', ARGV[4])
+return 1
+"""
+RECOVERY_MEMORY = timedelta(days=7)
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedMatch:
@@ -175,6 +200,8 @@ class AlertQueue:
         self._requeue = client.register_script(_REQUEUE_DEAD)
         self._pace = client.register_script(_PACE)
         self._hold = client.register_script(_HOLD)
+        self._ops_transition = client.register_script(_OPS_TRANSITION)
+        self._redis_recovered = client.register_script(_REDIS_RECOVERED)
 
     async def ensure_group(self) -> None:
         """Create the delivery consumer group (and stream) if they do not exist yet."""
@@ -412,14 +439,90 @@ class AlertQueue:
         async def counts() -> dict[str, int]:
             length = await self.client.xlen(self.keys.matches)
             dead = await self.client.xlen(self.keys.dead)
-            pending = await self.client.xpending(self.keys.matches, DELIVERY_GROUP)
-            return {"queued": length, "pending": int(pending["pending"]), "dead": dead}
+            return {"queued": length, "pending": await self._pending(), "dead": dead}
 
         return await guarded(counts)
+
+    async def lag(self) -> tuple[int, float]:
+        """Consumer lag: matches no worker has read yet, and how long (seconds) the oldest
+        match still in the stream has waited.
+
+        The stream holds only work not yet done (entries are deleted when acknowledged or
+        rescheduled), so the unread ones are its length minus the group's pending entries;
+        this also holds where XINFO's own ``lag`` is unknown after deletions.
+        """
+
+        async def read() -> tuple[int, float]:
+            length = await self.client.xlen(self.keys.matches)
+            pending = await self._pending()
+            first: Any = await self.client.xrange(self.keys.matches, "-", "+", count=1)
+            age = oldest_age(first[0][0] if first else None, await self.client.time())
+            return max(0, length - pending), age
+
+        return await guarded(read)
+
+    async def probe(self) -> None:
+        """Raise ``StoreError`` unless Redis takes a write now.
+
+        A PING is not enough: a full Redis (``maxmemory`` with ``noeviction``) and a former
+        master that came back as a replica after a failover both answer PING but refuse
+        every write, which stops monitor as surely as an outage does.
+        """
+        key = self.keys.ops("probe")
+        await guarded(lambda: self.client.set(key, "1", px=60_000))
+
+    async def dead_count(self) -> int:
+        return int(await guarded(lambda: self.client.xlen(self.keys.dead)))
+
+    async def ops_state(self, incident: str) -> str | None:
+        """The open operational incident's state, or None when none is open."""
+        value: Any = await guarded(lambda: self.client.get(self.keys.ops(incident)))
+        return None if value is None else str(value)
+
+    async def ops_transition(
+        self, incident: str, expected: str | None, value: str | None, match: Match
+    ) -> bool:
+        """Move ``incident`` from ``expected`` to ``value`` (None: no incident) and queue
+        ``match``, atomically; False when another replica changed it first."""
+        keys = [self.keys.ops(incident), self.keys.matches]
+        payload = json.dumps(match.to_dict(), ensure_ascii=False)
+        args = [expected or "", value or "", payload]
+        return bool(await guarded(lambda: self._ops_transition(keys=keys, args=args)))
+
+    async def tell_redis_recovered(self, down_since: datetime, now: datetime, match: Match) -> bool:
+        """Queue the "Redis is back" alert unless another replica told this outage already."""
+        keys = [self.keys.ops("redis-recovered"), self.keys.matches]
+        args: list[str | int] = [
+            int(down_since.timestamp() * 1000),
+            int(now.timestamp() * 1000),
+            int(RECOVERY_MEMORY.total_seconds()),
+            json.dumps(match.to_dict(), ensure_ascii=False),
+        ]
+        return bool(await guarded(lambda: self._redis_recovered(keys=keys, args=args)))
+
+    async def _pending(self) -> int:
+        """Entries read but not acknowledged; 0 before any daemon created the group (a
+        status command run against a fresh Redis must not fail)."""
+        try:
+            summary: Any = await self.client.xpending(self.keys.matches, DELIVERY_GROUP)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return 0
+            raise
+        return int(summary["pending"])
 
     async def retrying(self) -> int:
         """How many matches wait for a later attempt."""
         return int(await guarded(lambda: self.client.zcard(self.keys.retry)))
+
+
+def oldest_age(entry_id: str | None, server_time: tuple[int, int]) -> float:
+    """Seconds the entry has waited by the Redis server's clock (0 without an entry), so a
+    skewed clock on the daemon's host cannot make the lag look negative or huge."""
+    if entry_id is None:
+        return 0.0
+    seconds, micros = server_time
+    return max(0.0, seconds + micros / 1e6 - entry_ms(entry_id) / 1000)
 
 
 def _match_or_none(raw: str) -> Match | None:

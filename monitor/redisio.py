@@ -24,6 +24,9 @@ Every key monitor uses is named here, so no two modules can disagree.
     P:digest:<channel>:<window>  the matches of one digest window being sent (sorted set)
     P:digests                    per channel, the end of the last digest window sent (hash)
     P:pace:<channel>             a channel's rate limit: exists while it must not post (string)
+    P:ops:dead-letters           the open dead-letter incident: when it began (JSON string)
+    P:ops:redis-recovered        when the last Redis outage told to the ops route ended (ms)
+    P:ops:probe                  written by every ops check: does Redis take writes? (string)
 """
 
 from __future__ import annotations
@@ -119,3 +122,6 @@ class Keys:
 
     def pace(self, channel: str) -> str:
         return f"{self.prefix}:pace:{channel}"
+
+    def ops(self, incident: str) -> str:
+        return f"{self.prefix}:ops:{incident}"

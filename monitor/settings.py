@@ -369,6 +369,22 @@ class DeliverySettings(_Strict):
         return self
 
 
+class OpsSettings(_Strict):
+    """Operational alerts about monitor itself (feed health, dead letters, Redis outages)."""
+
+    channels: tuple[str, ...] = Field(
+        default=(),
+        description="channels for operational alerts; empty: the routes decide (tag 'ops')",
+    )
+    dead_letters: int = Field(
+        default=1, ge=0, description="alert when this many dead letters wait; 0 never"
+    )
+    redis_down_after: OptionalDuration = Field(
+        default=timedelta(minutes=2),
+        description="alert when Redis has been unreachable this long; 'off' never",
+    )
+
+
 class HealthSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536, description="0 switches the endpoint off")
@@ -387,6 +403,7 @@ class Settings(_Strict):
     history: HistorySettings = HistorySettings()
     delivery: DeliverySettings = DeliverySettings()
     health: HealthSettings = HealthSettings()
+    ops: OpsSettings = OpsSettings()
     base_dir: Path = Field(default=Path(), exclude=True)
 
     @model_validator(mode="after")
@@ -403,6 +420,12 @@ class Settings(_Strict):
                     f"route names channel(s) {', '.join(unknown)} that are not configured "
                     f"under 'channels' (configured: {', '.join(sorted(configured)) or 'none'})"
                 )
+        unknown_ops = [name for name in self.ops.channels if name not in configured]
+        if unknown_ops:
+            raise ValueError(
+                f"ops.channels names channel(s) {', '.join(unknown_ops)} that are not "
+                f"configured under 'channels' (configured: {', '.join(sorted(configured))})"
+            )
         for number, channels in enumerate(self.effective_routes(), start=1):
             if not channels:
                 raise ValueError(

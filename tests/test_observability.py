@@ -10,16 +10,25 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
+from support.channel_fixtures import enqueue, make_match
 from support.feed_server import FeedServer, rss
+from support.servers import SlackServer
 
 from monitor.cli import main
+from monitor.deliver import ConsoleChannel, SlackChannel
+from monitor.deliver.policy import RetryPolicy, Route
+from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis, free_port
 from monitor.metrics import Metrics
 from monitor.model import PollResult
+from monitor.queue import AlertQueue
+from monitor.redisio import Keys
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +56,48 @@ def test_poll_results_are_counted_by_feed_and_outcome() -> None:
     assert found[("monitor_poll_duration_seconds_count", ())] == 3
     assert found[("monitor_stream_length", ())] == 4
     assert found[("monitor_dead_letters", ())] == 2
+
+
+async def test_sent_failed_and_dead_by_channel_and_consumer_lag(
+    redis_client: aioredis.Redis, slack_server: SlackServer
+) -> None:
+    """A delivery pass where Slack takes one alert, fails one for now and refuses one for
+    good, while the console takes all three; and the lag before and after."""
+    queue = AlertQueue(redis_client, Keys("m"))
+    await queue.ensure_group()
+    old = f"{int(time.time() * 1000) - 90_000}-0"  # queued 90 s ago
+    matches = [make_match(item=f"w:{n}", title=f"Story {n}") for n in range(3)]
+    await redis_client.xadd("m:matches", {"match": json.dumps(matches[0].to_dict())}, id=old)
+    await enqueue(redis_client, "m", *matches[1:])
+    metrics = Metrics()
+    metrics.observe_lag(*await queue.lag())
+    before = samples(metrics.render().decode())
+    assert before[("monitor_consumer_lag", ())] == 3
+    assert 85 <= before[("monitor_consumer_lag_seconds", ())] < 300
+
+    slack = SlackChannel(slack_server.url, min_interval=timedelta(0))
+    slack_server.reply(503, "unavailable")
+    slack_server.reply(404, "no_service")
+    policy = DeliveryPolicy(
+        routes=(Route(channels=("slack", "console")),),
+        retry=RetryPolicy(timedelta(hours=1), timedelta(hours=1)),
+    )
+    worker = DeliveryWorker(
+        queue, {"slack": slack, "console": ConsoleChannel()}, policy, consumer="w"
+    )
+    try:
+        metrics.observe_delivery(await worker.run_once())
+    finally:
+        await slack.close()
+    metrics.observe_lag(*await queue.lag())
+    found = samples(metrics.render().decode())
+    assert found[("monitor_alerts_sent_total", (("channel", "console"),))] == 3
+    assert found[("monitor_alerts_sent_total", (("channel", "slack"),))] == 1
+    assert found[("monitor_alerts_failed_total", (("channel", "slack"),))] == 1
+    assert found[("monitor_alerts_dead_total", (("channel", "slack"),))] == 1
+    assert ("monitor_alerts_dead_total", (("channel", "console"),)) not in found
+    assert found[("monitor_consumer_lag", ())] == 0  # read, and acknowledged or rescheduled
+    assert found[("monitor_consumer_lag_seconds", ())] == 0
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -111,6 +162,8 @@ def test_metrics_readyz_and_status_of_a_running_daemon(
         found = samples(fetch(f"{base}/metrics")[1])
         assert found[("monitor_new_items_total", ())] == 1
         assert found[("monitor_rules", ())] == 1
+        assert ("monitor_consumer_lag", ()) in found
+        assert ("monitor_consumer_lag_seconds", ()) in found
         status, body = fetch(f"{base}/readyz")
         assert status == 200
         assert json.loads(body)["rules"] == "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from datetime import UTC, datetime
 
@@ -17,6 +18,7 @@ from monitor.cli.common import (
 )
 from monitor.cli.feeds import ago, feed_row, span
 from monitor.errors import RuleSetError, StoreError
+from monitor.ops import DEAD_LETTERS_INCIDENT
 from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.rules import load_rules
@@ -51,6 +53,7 @@ async def gather(settings: Settings, now: datetime) -> tuple[list[str], bool]:
         states = await store.feed_states([s.name for s in sources])
         counts = await queue.stream_counts()
         retrying = await queue.retrying()
+        incident = await queue.ops_state(DEAD_LETTERS_INCIDENT)
     rows = [feed_row(source, states[source.name], now) for source in sources]
     failing = [r.name for r in rows if r.health in ("failing", "stale")]
     lines = [f"monitor      {__version__}", f"redis        {settings.redis.url} reachable"]
@@ -64,6 +67,12 @@ async def gather(settings: Settings, now: datetime) -> tuple[list[str], bool]:
         f"alerts       {counts['queued']} queued, {counts['pending']} pending, "
         f"{retrying} retrying, {counts['dead']} dead"
     )
+    if incident is not None:
+        since = _incident_since(incident)
+        lines.append(
+            f"ops          dead-letter alert sent {ago(since, now)}; "
+            "'monitor alerts dead' lists them, 'monitor alerts retry' re-sends"
+        )
     healthy = bool(beats) and not failing and counts["dead"] == 0
     return lines, healthy
 
@@ -94,3 +103,11 @@ def _rules_line(settings: Settings) -> str:
 
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
+
+
+def _incident_since(state: str) -> datetime | None:
+    """When the open dead-letter incident began (its state is JSON with ``since``)."""
+    try:
+        return _parse(str(json.loads(state)["since"]))
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -37,6 +37,7 @@ from monitor.deliver.policy import (
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from monitor.model import Match
+from monitor.ops import ops_routed
 from monitor.queue import AlertQueue, QueuedMatch
 from monitor.render import GROUP_MAX, Digest
 
@@ -64,9 +65,23 @@ class DeliveryReport:
     digested: int = 0
     digests: int = 0
     channels: dict[str, int] = field(default_factory=dict)
+    failed_channels: dict[str, int] = field(default_factory=dict)
+    """Sends left for a retry, by channel (``failed`` counts entries)."""
+    dead_channels: dict[str, int] = field(default_factory=dict)
+    """Dead letters made, by channel ("-" for an unreadable entry)."""
 
     def sent(self, channel: str, count: int = 1) -> None:
         self.channels[channel] = self.channels.get(channel, 0) + count
+
+    def count_dead(self, channel: str) -> None:
+        self.dead += 1
+        self.dead_channels[channel] = self.dead_channels.get(channel, 0) + 1
+
+    def count_failed(self, units: Sequence[str]) -> None:
+        """One entry rescheduled, for the channels of ``units`` (channel or channel#subset)."""
+        self.failed += 1
+        for channel in {unit.partition("#")[0] for unit in units}:
+            self.failed_channels[channel] = self.failed_channels.get(channel, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +166,8 @@ class DeliveryWorker:
         self.digests = DigestStore(queue.client, queue.keys)
         self._routes = policy.route_list
         self._backlog: list[Step] = []
+        self.ops_channels: tuple[str, ...] = ()
+        """Channels for operational alerts (``ops.channels``); empty: the routes decide."""
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -217,7 +234,7 @@ class DeliveryWorker:
             log.error("unreadable match in stream", alert=entry.entry_id)
             reason = "the stream entry is not a readable match"
             await self.queue.dead_letter(entry, "-", reason, ttl=self.policy.sent_ttl)
-            report.dead += 1
+            report.count_dead("-")
             return None
         bound = log.bind(
             rule=match.rule_id, item=match.item.id, alert=entry.origin or entry.entry_id
@@ -272,7 +289,8 @@ class DeliveryWorker:
             return planned
         planned = []
         addressable = [n for n, c in self.channels.items() if isinstance(c, EmailChannel)]
-        for channel, extra in route_plan(match, self._routes, self.channels, addressable).items():
+        routed = ops_routed(match, self.ops_channels)
+        for channel, extra in route_plan(routed, self._routes, self.channels, addressable).items():
             if not extra:
                 planned.append((channel, channel, ()))
                 continue
@@ -438,7 +456,7 @@ class DeliveryWorker:
             send.match.rule_id, story_key(send.match), send.channel
         )
         await self._step(lambda: self.queue.release_throttle(throttle_key, send.match.key))
-        report.dead += 1
+        report.count_dead(send.channel)
         self._log(send).error("alert refused, moved to dead letters", error=reason)
 
     async def _partly_sent(
@@ -492,7 +510,7 @@ class DeliveryWorker:
                 entry, due, attempt=attempt, only=units, recipients=recipients
             )
         )
-        report.failed += 1
+        report.count_failed(units)
         log.info(
             "alert rescheduled",
             alert=entry.origin or entry.entry_id,

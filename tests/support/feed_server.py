@@ -37,6 +37,8 @@ class FeedServer:
     def __init__(self) -> None:
         self.resources: dict[str, Resource] = {}
         self.requests: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = {}
+        """``time.monotonic()`` of every request, by path: when each feed was fetched."""
         self.request_headers: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -74,6 +76,7 @@ class FeedServer:
             def do_GET(self) -> None:
                 with server._lock:
                     server.requests[self.path] += 1
+                    server.times.setdefault(self.path, []).append(time.monotonic())
                     server.request_headers.append((self.path, dict(self.headers.items())))
                     resource = server.resources.get(self.path)
                 if resource is None:
