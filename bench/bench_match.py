@@ -13,8 +13,9 @@ so a typical item matches zero to two rules; the mean is printed.
 Only the matching stage is timed, on items already normalized, in one process on one core:
 ``RuleSet.match`` (the engine: fold, one automaton scan per field, evaluate the candidates)
 and ``RuleSet.match_reference`` (every rule evaluated on its own).  The index's memory is what
-``tracemalloc`` sees while the engine is built (Python objects and pyahocorasick's nodes; RE2
-allocates in C++, outside it).  Prints a Markdown table.
+``tracemalloc`` sees while the engine is built: its Python objects; the automata
+(ahocorasick-rs, in Rust) and RE2's sets (C++) allocate outside it.  Prints a Markdown
+table.
 """
 
 from __future__ import annotations

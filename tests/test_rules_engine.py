@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from monitor.model import Item, Severity
 from monitor.rules import AtLeast, Group, Near, Node, Regex, Rule, RuleSet, SetRef, Term
 from monitor.rules.engine import Engine, IndexedText, _RegexSet
+from monitor.rules.text import fold, scan_form
 
 WHEN = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
@@ -42,8 +44,15 @@ WORDS = [
     "哈哈",
     "DFC",
     "2025",
+    "ＫＺ",  # full width: folds to kz
+    "αλφα",  # Greek: in the engine's byte scan form
+    "բառ",  # Armenian, "æble", Thai: outside it, looked for in the text itself
+    "æble",
+    "ทอง",
+    "bid_us",
 ]
 SEPARATORS = [" ", " ", ", ", "-", ". ", "\n", "", "\u00ad", "…", "年", "！"]
+SEPARATORS += ["«", "» ", "—", "_", "。", "\u200b", "🚀"]
 TERMS = [
     "kazakh*",
     "Kazakhstan",
@@ -64,6 +73,11 @@ TERMS = [
     "dfc 2025",
     "2025",
     "us",
+    "αλφα",
+    "բառ",
+    "æbl*",
+    "ทอง",
+    "bid* kazakh*",
 ]
 
 words_text = st.lists(
@@ -89,12 +103,18 @@ regexes = st.builds(
     st.sampled_from(["tung[a-z]+", "каз[а-я]+", "20[0-9]{2}", "钨.", "k[az]+h", "(?:bid|us)s?"]),
     case=cases,
 )
+
+
+def in_set(member: Term | Regex, name: str) -> Term | Regex:
+    """A set's own copy of a term or regex (its hits say "@name:...")."""
+    kind = Regex if isinstance(member, Regex) else Term
+    return kind.parse(member.written, case=member.case, set_name=name)
+
+
 set_refs = st.builds(
-    lambda name, members: SetRef(
-        name, tuple(Term.parse(m.written, case=m.case, set_name=name) for m in members)
-    ),
+    lambda name, members: SetRef(name, tuple(in_set(member, name) for member in members)),
     st.sampled_from(["a", "b"]),
-    st.lists(terms, min_size=1, max_size=3),
+    st.lists(terms | terms | regexes, min_size=1, max_size=3),
 )
 leaves = terms | regexes | set_refs
 field_choices = st.sampled_from(
@@ -292,3 +312,70 @@ def test_regexes_that_do_not_fit_one_set_are_split_or_always_tried(
     subject = item("stem7abc and stem13xyz")
     assert [found.rule_id for found in ruleset.match(subject)] == ["r7", "r13"]
     assert ruleset.match(subject) == ruleset.match_reference(subject)
+
+
+def naive_keys(engine: Engine, folded: str) -> set[int]:
+    """The keys of a folded field by definition: a whole word bounded on both sides, a
+    prefix bounded at its start, a word of Chinese and the like anywhere."""
+    found: set[int] = set()
+    for key, (word, edges) in enumerate(engine.key_words):
+        before = "" if edges == 0 else r"(?<![^\W_])"
+        after = r"(?![^\W_])" if edges == 2 else ""
+        if re.search(before + re.escape(word) + after, folded):
+            found.add(key)
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(terms, min_size=1, max_size=8), texts)
+def test_the_scan_finds_exactly_the_words_that_occur(found_terms: list[Term], text: str) -> None:
+    """Whole words, prefixes and Chinese substrings, in the byte scan form or (for words
+    outside it) in the text itself: the scan finds every key that occurs.  It finds only
+    those when every character of the text is in the scan form; otherwise a character
+    outside it reads as a separator, and a word next to one may be reported too: that
+    costs a look at its rules, never a match."""
+    engine = Engine([make_rule(0, Group(any_of=tuple(found_terms)), True, ())])
+    folded = fold(text).text
+    expected = naive_keys(engine, folded)
+    scanned = engine.keys_in(folded)
+    assert expected <= scanned
+    if not scan_form(folded)[1]:
+        assert scanned == expected
+
+
+def test_a_regex_runs_only_once_a_rule_that_needs_it_has_its_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A regex next to words is not part of every item's scan: it runs when the words of
+    its rule occurred, once per item however many rules share it."""
+    regex = Regex.parse("20[0-9]{2}")
+    rules = [
+        make_rule(0, Group(all_of=(t("tungsten"),), any_of=(regex,)), True, ()),
+        make_rule(1, Group(all_of=(t("tender"), regex)), True, ()),
+    ]
+    engine = Engine(rules)
+    assert engine.scanned_regexes == frozenset()
+    runs: list[int] = []
+    original = Engine.regex_occurs
+
+    def spy(self: Engine, text: IndexedText, key: int) -> bool:
+        runs.append(key)
+        return original(self, text, key)
+
+    monkeypatch.setattr(Engine, "regex_occurs", spy)
+    assert engine.match(item("Copper prices in 2025"), "v") == []
+    assert runs == []
+    found = engine.match(item("Tungsten tender for 2025"), "v")
+    assert [match.rule_id for match in found] == ["r0", "r1"]
+    assert len(runs) == 1
+
+
+def test_at_least_is_indexed_under_all_but_count_minus_one_entries() -> None:
+    """ "2 of a, b, c, d" cannot hold without one of any three of them: the rule is looked
+    at only when one of those three occurs."""
+    rule = make_rule(0, Group(all_of=(AtLeast(2, tuple(map(t, "abcd"))),)), True, ())
+    engine = Engine([rule])
+    assert len(engine.anchors) == 3
+    assert [m.rule_id for m in engine.match(item("a b"), "v")] == ["r0"]
+    assert [m.rule_id for m in engine.match(item("c d"), "v")] == ["r0"]
+    assert engine.match(item("d"), "v") == []

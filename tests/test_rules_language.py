@@ -285,9 +285,54 @@ def test_a_rule_set_with_no_rules_is_refused(tmp_path: Path) -> None:
     assert "the rule files define no rules" in messages
 
 
-def test_a_term_set_holds_terms_only(tmp_path: Path) -> None:
-    found = problems(tmp_path, "any: ['@kz']", "terms:\n  kz: [Kazakhstan, {regex: 'kaz.+'}]\n")
-    assert found == ["2: term set 'kz' holds something other than a term"]
+def test_a_term_set_may_hold_regexes(tmp_path: Path) -> None:
+    """A set shares regexes as it shares terms; hits name the set and the pattern."""
+    extra = (
+        "terms:\n"
+        "  licences: [licen*, {regex: 'kz-[0-9]{4}'}]\n"
+        "  codes: [{regex: '[A-Z]{2}-\\d+', case: true}]\n"
+    )
+    rules = ruleset(tmp_path, "any: ['@licences', '@codes']", extra)
+    assert hits(rules, item("Permit KZ-2041 granted")) == [
+        ("@codes:/[A-Z]{2}-\\d+/", "title", "KZ-2041"),
+        ("@licences:/kz-[0-9]{4}/", "title", "KZ-2041"),
+    ]
+    assert hits(rules, item("New licence issued")) == [("@licences:licen*", "title", "licence")]
+    assert hits(rules, item("kz-20 and ab-12")) is None
+
+
+def test_regexes_in_sets_count_in_at_least_and_work_in_near(tmp_path: Path) -> None:
+    extra = "terms:\n  deal: [tender, {regex: 'kz-[0-9]{4}'}]\n"
+    counted = ruleset(tmp_path, "all:\n  - at_least: 2\n    of: ['@deal']\n", extra)
+    assert hits(counted, item("Tender for KZ-2041")) is not None
+    assert hits(counted, item("Tender for the deposit")) is None
+    near = ruleset(tmp_path, "all:\n  - near: ['@deal', tungsten]\n    within: 2\n", extra)
+    assert hits(near, item("KZ-2041 tungsten")) is not None
+    assert hits(near, item("KZ-2041 is far from the words about tungsten")) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{regex: '(?=kz)kaz'}", "uses look-ahead and look-behind"),
+        ("{regex: 'x*'}", "matches the empty string"),
+        ("{regex: 'kaz', in: title}", "unknown key 'in' in a regex"),
+        ("{any: [kaz]}", "term set 'kz' holds something other than a term or a regex"),
+    ],
+)
+def test_term_set_regexes_are_checked_like_rule_regexes(
+    tmp_path: Path, entry: str, message: str
+) -> None:
+    found = problems(tmp_path, "any: ['@kz']", f"terms:\n  kz: [Kazakhstan, {entry}]\n")
+    assert len(found) == 1
+    assert found[0].startswith("2: ")
+    assert message in found[0]
+
+
+def test_the_same_regex_twice_in_a_set_is_a_duplicate(tmp_path: Path) -> None:
+    extra = "terms:\n  kz: [{regex: 'kz-\\d+'}, {regex: 'kz-\\d+'}]\n"
+    found = problems(tmp_path, "any: ['@kz']", extra)
+    assert found == ["2: duplicate regex 'kz-\\d+' in the set"]
 
 
 def test_the_exact_same_id_twice_is_a_duplicate(tmp_path: Path) -> None:

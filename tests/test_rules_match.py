@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from monitor.rules import (
     evaluate,
     load_rules,
 )
-from monitor.rules.expr import DEFAULT_FIELDS
-from monitor.rules.match import node_hits
+from monitor.rules.expr import DEFAULT_FIELDS, FIELDS
+from monitor.rules.match import _Words, node_hits, ordered_hits
+from monitor.rules.text import fold, is_unspaced
 
 REPO = Path(__file__).resolve().parent.parent
 WHEN = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -379,3 +381,60 @@ def test_matching_never_raises_and_offsets_always_slice(
     for found_match in shipped.match(subject):
         for hit in found_match.hits:
             assert getattr(subject, hit.field)[hit.start : hit.end] == hit.text
+
+
+# -- the building blocks' fast forms equal their plain definitions ----------------------------
+
+
+def plain_word_numbers(folded: str, position: int) -> int:
+    """Word numbers as the evaluator has always counted them: each run of letters and digits
+    is a word, except that in Chinese, Japanese, Korean and Thai every character is one
+    (a position just past such a run counts on from its last character)."""
+    starts: list[int] = []
+    numbers: list[int] = []
+    unspaced: list[bool] = []
+    count = 0
+    for found in re.finditer(r"[^\W_]+", folded):
+        starts.append(found.start())
+        numbers.append(count)
+        unspaced.append(is_unspaced(found.group()[0]))
+        count += len(found.group()) if unspaced[-1] else 1
+    index = max(i for i, start in enumerate([-1, *starts]) if start <= position) - 1
+    if index < 0:
+        return 0
+    if unspaced[index]:
+        return numbers[index] + position - starts[index]
+    return numbers[index]
+
+
+newsy = st.text(st.sampled_from(list("ab кз钨矿 2 ,.-_—«»\n年")), max_size=30)
+
+
+@settings(max_examples=500)
+@given(newsy, st.data())
+def test_word_numbers_follow_their_definition(text: str, data: st.DataObject) -> None:
+    folded = fold(text).text
+    if not folded:
+        return
+    position = data.draw(st.integers(0, len(folded) - 1))
+    assert _Words(folded).number(position) == plain_word_numbers(folded, position)
+
+
+hits = st.builds(
+    TermHit,
+    st.sampled_from(["a", "b", "@s:a"]),
+    st.sampled_from(["title", "summary", "tags"]),
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.sampled_from(["x", "y"]),
+)
+
+
+@given(st.lists(hits, max_size=8))
+def test_ordered_hits_are_the_distinct_hits_sorted(found: list[TermHit]) -> None:
+    def order(hit: TermHit) -> tuple[int, int, int, str]:
+        return (FIELDS.index(hit.field), hit.start, hit.end, hit.term)
+
+    expected = sorted(set(found), key=order)
+    assert [order(hit) for hit in ordered_hits(found)] == [order(hit) for hit in expected]
+    assert set(ordered_hits(found)) == set(found)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import re
 import unicodedata
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.rules.text import _IDENTITY_BLOCKS, Folded, fold, fold_reference, is_unspaced
+from monitor.rules.text import (
+    _IDENTITY_BLOCKS,
+    _SCAN_CHARACTERS,
+    Folded,
+    fold,
+    fold_reference,
+    is_unspaced,
+    maybe_unspaced,
+    scan_form,
+    scan_word,
+)
 
 # Characters that stress folding: decompositions, expansions, marks, invisibles, kana voicing.
 TRICKY = list(
@@ -157,6 +168,7 @@ def test_a_space_separates_unspaced_scripts_from_others(original: str, folded: s
 NEWSY = list(
     "Kazakhstan tungsten Қазақстан вольфрам Ёлка 钨矿稀土 2025年 DFC美国 … — «» “” ，。！"
     "Straße ﬁnance ＫＺ１２ café\u00ad\u200b 🚀\ufe0f\u00a0№"
+    "ΟΔΟΣ Σ ς İı ǅ ﬀ Ⅻ"  # capital sigma lowers by context; dotted I, titlecase, ligature
 )
 newsy_text = st.text(
     st.sampled_from(NEWSY) | st.sampled_from(TRICKY) | st.characters(), max_size=60
@@ -182,6 +194,8 @@ def test_fast_folding_equals_the_reference_folding(text: str, case: bool) -> Non
         "美国DFC宣布2025年投资，１０万吨",  # script breaks and full-width forms
         "Tungsten 🚀\ufe0f news",  # a character outside the known blocks
         "cafe\u0301 и за\u0301мок",  # combining marks: the piece-by-piece road
+        "Казахстан и Қазақстан: «вольфрам» — 2025",  # lower() alone
+        "ΟΔΟΣ ΣΟΦΙΑΣ",  # but not with a capital sigma
     ],
 )
 @pytest.mark.parametrize("case", [False, True])
@@ -202,3 +216,49 @@ def test_identity_blocks_fold_to_themselves() -> None:
             char = chr(point)
             assert fold_reference(char).text == char, hex(point)
             assert fold_reference(char, case=True).text == char, hex(point)
+
+
+# -- the scan form the engine searches -------------------------------------------------------
+
+_WORDS = re.compile(r"[^\W_]+")
+SCANNABLE = set(map(chr, range(128))) | set(_SCAN_CHARACTERS)
+
+
+@settings(max_examples=1000)
+@given(newsy_text | st.text(st.sampled_from(sorted(SCANNABLE)), max_size=40))
+def test_the_scan_form_keeps_each_word_and_marks_every_boundary(text: str) -> None:
+    """One byte per folded character, a space at each end and for every character that is
+    not a letter or digit, or is outside the table; so its words are the text's words, and
+    the flag says when a character was outside."""
+    folded = fold(text).text
+    form, lossy = scan_form(folded)
+    assert len(form) == len(folded) + 2
+    assert form[:1] == form[-1:] == b" "
+    outside = [char for char in folded if char not in SCANNABLE]
+    assert lossy is bool(outside)
+    for char, byte in zip(folded, form[1:-1], strict=True):
+        assert (byte == 0x20) is (not char.isalnum() or char in outside) or char == " "
+    if not lossy:
+        assert form.split() == [scan_word(word) for word in _WORDS.findall(folded)]
+
+
+@pytest.mark.parametrize(
+    ("word", "form"),
+    [("kazakhstan", b"kazakhstan"), ("2025", b"2025"), ("钨", None), ("բառ", None)],
+)
+def test_scan_word_gives_the_byte_form_of_words_in_the_table(word: str, form: bytes | None) -> None:
+    assert scan_word(word) == form
+
+
+def test_scan_word_and_scan_form_agree_on_cyrillic_and_greek() -> None:
+    for word in ["қазақстан", "вольфрам", "ўзбек", "αλφα"]:
+        encoded = scan_word(word)
+        assert encoded is not None
+        assert scan_form(f"«{word}»—x") == (b"  " + encoded + b"  x ", False)
+
+
+@settings(max_examples=500)
+@given(newsy_text)
+def test_maybe_unspaced_is_never_wrong_when_it_says_no(text: str) -> None:
+    if not maybe_unspaced(text):
+        assert not any(is_unspaced(char) for char in text)

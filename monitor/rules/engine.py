@@ -1,48 +1,73 @@
 """The compiled engine: all rules in one index, each item's text scanned once.
 
-Every word of every term goes into an Aho-Corasick automaton (ahocorasick-rs; one for scripts
-written with spaces, one for those without) and every regex into an RE2 set.  An item's fields
-are folded and scanned once; each rule is indexed under a few of its keys and is evaluated only
-when those keys occurred, which is what keeps the cost per item nearly flat from ten rules to
-ten thousand (the presearcher idea of Lucene Monitor).
+An item's fields are folded once and turned into their scan form (``text.scan_form``: one byte
+a character, a space for every character that is not a letter or digit), in which one
+Aho-Corasick automaton (ahocorasick-rs) finds every whole word ``" word "`` and prefix
+``" stem"`` of every rule, word boundaries included, with no work in Python per occurrence.
+Words of scripts without spaces (Chinese and the like) match as substrings, so a second
+automaton scans the text for them when it holds such a script.  Each rule is indexed under a
+few of its keys and is considered only when one of those occurred, which is what keeps the
+cost per item nearly flat from ten rules to ten thousand (the presearcher idea of Lucene
+Monitor).
 
 Necessary conditions, not guesses: for each rule the engine derives clauses (sets of keys) such
-that the rule cannot match unless every clause has a key in the text.  Evaluation then runs the
-reference logic (``match``), finding each term by trying its pattern only where its first word
-occurs.  So the engine returns exactly what the reference evaluator returns; a property test
-holds it to that.
+that the rule cannot match unless every clause has a key in the text; a rule is evaluated only
+when they all do, mostly decided by one set operation in C.  Regexes are keys too: those a rule
+is indexed under run together in RE2 sets on every item, the others only when a rule that
+needs them has met all its word keys.  Evaluation then runs the reference logic (``match``),
+finding each term only where its first word occurs.  So the engine returns exactly what the
+reference evaluator returns; property tests hold it to that.
 """
 
 from __future__ import annotations
 
-import operator
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import re2
-from ahocorasick_rs import AhoCorasick
+from ahocorasick_rs import AhoCorasick, BytesAhoCorasick
 
 from monitor.model import Item, Match
-from monitor.rules.expr import DEFAULT_FIELDS, AtLeast, Group, Near, Node, Rule, SetRef, Term
-from monitor.rules.match import ItemText, leaves, match_rule
+from monitor.rules.expr import (
+    DEFAULT_FIELDS,
+    AtLeast,
+    Group,
+    Leaf,
+    Near,
+    Node,
+    Rule,
+    SetRef,
+    Term,
+)
+from monitor.rules.match import Hits, ItemText, leaves, match_rule
 from monitor.rules.regex import Regex, options
 from monitor.rules.terms import Word
-from monitor.rules.text import UNSPACED_RANGES, Folded, fold, is_unspaced
+from monitor.rules.text import (
+    Folded,
+    fold,
+    is_unspaced,
+    maybe_unspaced,
+    scan_form,
+    scan_word,
+)
 
 _WORD = re.compile(r"[^\W_]+")
 
-#: A set of keys of which at least one must occur in the text.
+#: A set of keys of which at least one must occur in the text.  Word keys count from 0,
+#: regex keys from -1 down.
 Clause = frozenset[int]
-_FIRST = operator.itemgetter(0)
-#: A quick test for text that may hold a script written without spaces.
-_MAYBE_UNSPACED = re.compile(f"[{chr(UNSPACED_RANGES[0][0])}-\\U0010ffff]")
 #: Which edges of a key must be word boundaries.
 _ANYWHERE, _START, _WHOLE = 0, 1, 2
 #: Bound on clauses made by spreading an ``any:`` over its entries' clauses; past it, one
 #: looser clause (the union of each entry's narrowest) stands for them.
 SPREAD_LIMIT = 16
+
+
+def _has_regex(clause: Clause) -> bool:
+    """Whether a clause holds a regex key (they count down from -1)."""
+    return bool(clause) and min(clause) < 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +77,11 @@ class Counted:
     groups: tuple[Clause, ...]
     count: int
 
-    def met(self, found: set[int]) -> bool:
-        return sum(not group.isdisjoint(found) for group in self.groups) >= self.count
+    def clause(self) -> Clause:
+        """One clause the count implies: if ``count`` of the n groups have a key in the text,
+        any n - count + 1 of them hold one (so "2 of a, b, c, d" needs one of a, b, c)."""
+        smallest = sorted(self.groups, key=len)[: len(self.groups) - self.count + 1]
+        return frozenset().union(*smallest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,40 +90,113 @@ class Needs:
 
     clauses: tuple[Clause, ...] = ()
     counted: tuple[Counted, ...] = ()
-    #: The keys of the one-key clauses, checked in one set operation.
-    required: frozenset[int] = field(init=False, repr=False, compare=False)
-    wider: tuple[Clause, ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        required = frozenset(key for clause in self.clauses if len(clause) == 1 for key in clause)
-        object.__setattr__(self, "required", required)
-        object.__setattr__(self, "wider", tuple(c for c in self.clauses if len(c) > 1))
 
     def __add__(self, other: Needs) -> Needs:
         return Needs(self.clauses + other.clauses, self.counted + other.counted)
 
+    def options(self) -> list[Clause]:
+        """Every clause, and a clause for each count (``Counted.clause``)."""
+        return [*self.clauses, *(c.clause() for c in self.counted)]
+
     def narrowest(self) -> Clause | None:
-        """The clause with fewest keys (a count stands in as the union of its groups)."""
-        options = [*self.clauses, *(frozenset().union(*c.groups) for c in self.counted)]
+        """The clause with fewest keys (a count stands in as the clause it implies)."""
+        options = self.options()
         return min(options, key=len) if options else None
 
-    def met(self, found: set[int]) -> bool:
-        """Plain loops: this runs for every rule a scan touches, and most fail at once."""
-        if not self.required <= found:
+    def anchor(self, rarity: Callable[[int], int]) -> Clause | None:
+        """The clause to index a rule under: one of words only if there is one, since words
+        cost nothing more to look up while regexes must be run; then the fewest keys; then
+        the rarest, by ``rarity`` of its commonest key (longer words are rarer, as Lucene
+        Monitor's term weighting assumes), so that the rule is looked at on fewer items."""
+        options = self.options()
+        if not options:
+            return None
+        return min(options, key=lambda c: (_has_regex(c), len(c), -min(map(rarity, c), default=0)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Either:
+    """One clause as checked against an item: a key of ``keys`` occurs, or one of its
+    ``regexes`` (the regex keys among them) matches when asked."""
+
+    keys: Clause
+    regexes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, clause: Clause) -> _Either:
+        return cls(clause, tuple(sorted((key for key in clause if key < 0), reverse=True)))
+
+    def met(self, text: IndexedText) -> bool:
+        return not self.keys.isdisjoint(text.found) or any(map(text.has_regex, self.regexes))
+
+
+@dataclass(frozen=True, slots=True)
+class _Rest:
+    """Needs that may involve running a regex: required regexes, clauses holding regexes,
+    and counts of groups that are not single words; checked last."""
+
+    regexes: tuple[int, ...] = ()
+    wider: tuple[_Either, ...] = ()
+    counted: tuple[tuple[tuple[_Either, ...], int], ...] = ()
+
+    def met(self, text: IndexedText) -> bool:
+        if not all(map(text.has_regex, self.regexes)):
             return False
         for clause in self.wider:
-            if clause.isdisjoint(found):
+            if not clause.met(text):
                 return False
-        return not self.counted or all(counted.met(found) for counted in self.counted)
+        return all(sum(group.met(text) for group in groups) >= n for groups, n in self.counted)
 
 
 @dataclass(frozen=True, slots=True)
 class _Indexed:
-    """A rule with what its text must hold before it is worth evaluating."""
+    """A rule with what its text must hold before it is worth evaluating, in the order it is
+    checked, cheapest first: ``words`` that must all occur (one subset test rejects most
+    rules), ``wider`` clauses of words (one of each must occur), ``counts`` of distinct
+    words (at least so many must occur), and the ``rest``, which may run regexes."""
 
     number: int
     rule: Rule
-    needs: Needs
+    words: frozenset[int]
+    wider: tuple[Clause, ...]
+    counts: tuple[tuple[Clause, int], ...]
+    rest: _Rest | None
+
+    @classmethod
+    def of(cls, number: int, rule: Rule, needs: Needs) -> _Indexed:
+        single = {key for clause in needs.clauses if len(clause) == 1 for key in clause}
+        clauses = [c for c in dict.fromkeys(needs.clauses) if len(c) > 1]
+        wider = tuple(c for c in clauses if not _has_regex(c))
+        counts: list[tuple[Clause, int]] = []
+        counted: list[tuple[tuple[_Either, ...], int]] = []
+        for count in needs.counted:
+            keys = frozenset().union(*count.groups)
+            distinct_words = len(keys) == len(count.groups) and not _has_regex(keys)
+            if distinct_words and all(len(group) == 1 for group in count.groups):
+                counts.append((keys, count.count))
+                continue
+            counted.append((tuple(_Either.of(group) for group in count.groups), count.count))
+        rest = _Rest(
+            tuple(sorted((key for key in single if key < 0), reverse=True)),
+            tuple(_Either.of(c) for c in clauses if _has_regex(c)),
+            tuple(counted),
+        )
+        words = frozenset(key for key in single if key >= 0)
+        return cls(number, rule, words, wider, tuple(counts), rest if rest != _Rest() else None)
+
+    def met(self, text: IndexedText) -> bool:
+        """Whether the item meets every need (``Engine._candidates`` inlines this)."""
+        found = text.found
+        return (
+            self.words <= found
+            and all(not clause.isdisjoint(found) for clause in self.wider)
+            and all(len(keys & found) >= count for keys, count in self.counts)
+            and (self.rest is None or self.rest.met(text))
+        )
+
+
+#: An index entry: a rule's words, wider clauses and counts (see ``_Indexed``), and the rule.
+_Entry = tuple[frozenset[int], tuple[Clause, ...], tuple[tuple[Clause, int], ...], _Indexed]
 
 
 class _RegexSet:
@@ -154,38 +255,87 @@ class Engine:
     """All enabled rules compiled into one index; ``match`` equals the reference evaluator."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._strings: dict[str, int] = {}
+        enabled = [(number, rule) for number, rule in enumerate(rules) if rule.enabled]
+        self._strings: dict[tuple[int, str], int] = {}
         self.key_words: list[tuple[str, int]] = []
-        #: Texts of spaced-script keys with every (key, edges) using them; unspaced texts.
-        self._spaced_words: dict[str, list[tuple[int, int]]] = {}
-        self._unspaced_words: dict[str, int] = {}
-        self._regex_keys: dict[Regex, int] = {}
+        self._number_words(leaf for _number, rule in enabled for leaf in _leaves_under(rule.match))
+        #: Regex keys by pattern and case: the same pattern in two sets is one key.
+        self._regex_keys: dict[tuple[str, bool], int] = {}
+        self._regex_of: dict[int, Regex] = {}
         self.term_keys: dict[Term, int | None] = {}
         self._word_keys: dict[Term, tuple[int, ...]] = {}
-        self._regexes = {False: _RegexSet(case=False), True: _RegexSet(case=True)}
-        self._index: dict[int, list[_Indexed]] = {}
+        #: Rules by anchor key, in four tables, so that a key that occurred leads only to
+        #: the checks its rules need: rules that need nothing more (their numbers); rules
+        #: that need one more word (its key, the rule's number); rules that need so many of
+        #: a few words (the words, how many, the number); all others.
+        self._sure: dict[int, list[int]] = {}
+        self._pairs: dict[int, list[tuple[int, int]]] = {}
+        self._counts: dict[int, list[tuple[Clause, int, int]]] = {}
+        self._general: dict[int, list[_Entry]] = {}
+        self._rules: dict[int, _Indexed] = {}
         self._always: list[_Indexed] = []
         fields: set[str] = set()
-        for number, rule in enumerate(rules):
-            if rule.enabled:
-                for leaf in _leaves_under(rule.match):
-                    self._leaf_needs(leaf)
-                self._add(_Indexed(number, rule, self._needs(rule.match)))
-                fields.update(_fields_used(rule.match, DEFAULT_FIELDS))
+        scanned: set[int] = set()
+        for number, rule in enabled:
+            for leaf in _leaves_under(rule.match):
+                self._leaf_needs(leaf)
+            scanned.update(self._add(number, rule, self._needs(rule.match)))
+            fields.update(_fields_used(rule.match, DEFAULT_FIELDS))
         self.fields = tuple(sorted(fields))
-        self._anchors = frozenset(self._index)
-        self._spaced = _automaton(self._spaced_words)
-        self._spaced_keys = [
-            tuple(key for key, _edges in entries) for entries in self._spaced_words.values()
-        ]
-        self._prefix_keys = [
-            tuple(key for key, edges in entries if edges == _START)
-            for entries in self._spaced_words.values()
-        ]
-        self._unspaced = _automaton(self._unspaced_words)
-        self._unspaced_keys = list(self._unspaced_words.values())
+        self._sure_keys, self._pairs_keys = frozenset(self._sure), frozenset(self._pairs)
+        self._counts_keys, self._general_keys = frozenset(self._counts), frozenset(self._general)
+        #: Every key some rule is indexed under.
+        self.anchors = self._sure_keys | self._pairs_keys | self._counts_keys | self._general_keys
+        #: Each leaf object of the rules, by identity, with its first word's key or its
+        #: regex key: evaluation asks about leaves by the thousand, and hashing a term by
+        #: value is Python code.
+        self.leaf_keys: dict[int, tuple[Leaf, int]] = {}
+        for _number, rule in enabled:
+            for leaf in _leaves_under(rule.match):
+                key = self._regex_key(leaf) if isinstance(leaf, Regex) else self.term_keys[leaf]
+                if key is not None:
+                    self.leaf_keys[id(leaf)] = (leaf, key)
+        #: Regexes some rule is indexed under: run on every item, in RE2 sets.  The others
+        #: are run only when a rule that needs them is considered.
+        self.scanned_regexes = frozenset(scanned)
+        self._regexes = {False: _RegexSet(case=False), True: _RegexSet(case=True)}
+        for key in sorted(scanned, reverse=True):
+            regex = self._regex_of[key]
+            self._regexes[regex.case].add(regex, key)
         for regexes in self._regexes.values():
             regexes.compile()
+
+    def _number_words(self, leaves: Iterable[Term | Regex]) -> None:
+        """Give every distinct word of every term its key, and build the automata.
+
+        Keys are numbered so that scanning needs no lookup: first the words the byte
+        automaton finds (whole words ``" word "`` and prefixes ``" stem"`` in the scan form,
+        its pattern number being the key), then words of scripts without spaces (a substring
+        automaton over the folded text), then words with characters outside the scan form,
+        looked for in the folded text with their edges checked (rare)."""
+        words: dict[tuple[int, str], None] = {}
+        for leaf in dict.fromkeys(leaves):
+            if isinstance(leaf, Term):
+                found = (_key_word(word, case=leaf.case) for word in leaf.words)
+                words.update(dict.fromkeys(word for word in found if word is not None))
+        forms = {word: scan_word(word[1]) for word in words if word[0] != _ANYWHERE}
+        scan = {word: form for word, form in forms.items() if form is not None}
+        scanned = list(scan)
+        unspaced = [word for word in words if word[0] == _ANYWHERE]
+        others = [word for word, form in forms.items() if form is None]
+        for key, (edges, text) in enumerate([*scanned, *unspaced, *others]):
+            self._strings[edges, text] = key
+            self.key_words.append((text, edges))
+        self._scanned = _bytes_automaton(
+            [b" " + form + (b" " if edges == _WHOLE else b"") for (edges, _), form in scan.items()]
+        )
+        self._first_unspaced = len(scanned)
+        self._unspaced = _bytes_automaton([_utf16(text) for _edges, text in unspaced])
+        self._others = _automaton(list(dict.fromkeys(text for _edges, text in others)))
+        other_keys: dict[str, list[tuple[int, int]]] = {}
+        for edges, text in others:
+            other_keys.setdefault(text, []).append((self._strings[edges, text], edges))
+        self._other_keys = list(other_keys.values())
 
     @property
     def keys(self) -> int:
@@ -196,7 +346,7 @@ class Engine:
         """Every enabled rule that watches the item's feed and matches it, in rule order."""
         text = IndexedText(item, self)
         matches: list[Match] = []
-        for indexed in self._candidates(text.found):
+        for indexed in self._candidates(text):
             if not indexed.rule.applies_to(item):
                 continue
             result = match_rule(indexed.rule, text, version)
@@ -204,63 +354,118 @@ class Engine:
                 matches.append(result)
         return matches
 
-    def _candidates(self, found: set[int]) -> list[_Indexed]:
-        """Rules indexed under a key that occurred whose needs the text meets, in rule order."""
-        seen: set[int] = set()
-        chosen = [indexed for indexed in self._always if indexed.needs.met(found)]
-        for key in self._anchors.intersection(found):
-            for indexed in self._index[key]:
-                if indexed.number not in seen:
-                    seen.add(indexed.number)
-                    if indexed.needs.met(found):
-                        chosen.append(indexed)
-        chosen.sort(key=lambda indexed: indexed.number)
-        return chosen
+    def _candidates(self, text: IndexedText) -> list[_Indexed]:
+        """Rules indexed under a key that occurred whose needs the text meets, in rule order.
+
+        The hot loop: tens of rules per item are looked at here and nearly all fail, so the
+        checks of ``_Indexed.met`` are written out over plain tuples, each a set operation
+        done in C, and rules that need nothing but words (most) are kept apart."""
+        found = text.found
+        isdisjoint = found.isdisjoint
+        chosen = {indexed.number for indexed in self._always if indexed.met(text)}
+        for key in found.intersection(self._sure_keys):
+            chosen.update(self._sure[key])
+        for key in found.intersection(self._pairs_keys):
+            for other, number in self._pairs[key]:
+                if other in found:
+                    chosen.add(number)
+        for key in found.intersection(self._counts_keys):
+            for keys, count, number in self._counts[key]:
+                if len(keys & found) >= count:
+                    chosen.add(number)
+        for key in found.intersection(self._general_keys):
+            for words, wider, counts, indexed in self._general[key]:
+                if not words <= found or any(map(isdisjoint, wider)):
+                    continue
+                for keys, count in counts:
+                    if len(keys & found) < count:
+                        break
+                else:
+                    if indexed.rest is None or indexed.rest.met(text):
+                        chosen.add(indexed.number)
+        return [self._rules[number] for number in sorted(chosen)]
 
     def keys_in(self, folded: str) -> set[int]:
-        """The keys that occur in one folded field.
+        """The word keys that occur in one folded field: one pass of the byte automaton over
+        its scan form finds whole words and prefixes, boundaries included.  Only when the
+        text holds characters outside the scan form (Chinese, say) is more needed."""
+        form, lossy = scan_form(folded)
+        return self.keys_in_form(folded, form, lossy=lossy)
 
-        Words of scripts without spaces are plain substrings.  A word of a script written
-        with spaces counts only where it starts a word and, for a whole word, ends one: the
-        automaton finds substrings, this checks their edges.
-        """
+    def keys_in_form(self, folded: str, form: bytes, *, lossy: bool) -> set[int]:
+        """``keys_in`` for a field whose scan form is already made."""
         found: set[int] = set()
-        if not folded:
-            return found
-        if self._unspaced is not None and _MAYBE_UNSPACED.search(folded):
-            matches = _all_matches(self._unspaced, folded)
-            found.update(map(self._unspaced_keys.__getitem__, map(_FIRST, matches)))
-        if self._spaced is None:
-            return found
+        if self._scanned is not None:
+            found = {match[0] for match in self._scanned.find_matches_as_indexes(form, True)}
+        if lossy:
+            if self._unspaced is not None and maybe_unspaced(folded):
+                first = self._first_unspaced
+                matches = self._unspaced.find_matches_as_indexes(_utf16(folded), True)
+                found.update([first + match[0] for match in matches])
+            if self._others is not None:
+                found |= self._other_keys_in(folded)
+        return found
+
+    def _other_keys_in(self, folded: str) -> set[int]:
+        """Keys of words outside the scan form: the automaton finds substrings, this checks
+        that they start a word and, for a whole word, end one."""
+        assert self._others is not None
+        found: set[int] = set()
         size = len(folded)
-        whole_or_prefix, prefix_only = self._spaced_keys, self._prefix_keys
-        for index, start, end in _all_matches(self._spaced, folded):
+        for index, start, end in _all_matches(self._others, folded):
             if start and folded[start - 1].isalnum():
                 continue
-            if end < size and folded[end].isalnum():
-                found.update(prefix_only[index])
-            else:
-                found.update(whole_or_prefix[index])
+            ends_word = end == size or not folded[end].isalnum()
+            found.update(
+                key for key, edges in self._other_keys[index] if ends_word or edges == _START
+            )
         return found
 
     def regexes_found(self, text: ItemText, field: str) -> list[int]:
-        """Keys of the regexes that match somewhere in the field."""
+        """Keys of the scanned regexes that match somewhere in the field."""
         found: list[int] = []
         for case, regexes in self._regexes.items():
             if regexes.keys:
                 found.extend(regexes.found(text.folded(field, case=case).text))
         return found
 
+    def regex_occurs(self, text: ItemText, key: int) -> bool:
+        """Whether the regex of ``key`` matches somewhere in the fields the index scans."""
+        regex = self._regex_of[key]
+        return any(
+            regex.compiled.search(text.folded(name, case=regex.case).text) is not None
+            for name in self.fields
+        )
+
     # -- building ----------------------------------------------------------------------------
 
-    def _add(self, indexed: _Indexed) -> None:
-        """Index a rule under its narrowest clause: the one with fewest keys."""
-        anchor = indexed.needs.narrowest()
+    def _add(self, number: int, rule: Rule, needs: Needs) -> Clause:
+        """File a rule under each key of its anchor clause, in the table that says what else
+        it needs; returns the regexes of that clause, which must then run on every item."""
+        indexed = _Indexed.of(number, rule, needs)
+        anchor = needs.anchor(self._rarity)
+        self._rules[number] = indexed
         if anchor is None:
             self._always.append(indexed)
-            return
+            return frozenset()
+        others = indexed.words - anchor
+        simple = not (indexed.wider or indexed.counts or indexed.rest)
         for key in anchor:
-            self._index.setdefault(key, []).append(indexed)
+            if simple and indexed.words <= {key}:
+                self._sure.setdefault(key, []).append(number)
+            elif simple and len(others) == 1 and key in indexed.words:
+                self._pairs.setdefault(key, []).append((min(others), number))
+            elif not (indexed.words or indexed.wider or indexed.rest) and len(indexed.counts) == 1:
+                keys, count = indexed.counts[0]
+                self._counts.setdefault(key, []).append((keys, count, number))
+            else:
+                entry = (indexed.words, indexed.wider, indexed.counts, indexed)
+                self._general.setdefault(key, []).append(entry)
+        return frozenset(key for key in anchor if key < 0)
+
+    def _rarity(self, key: int) -> int:
+        """How rare a key's word is likely to be: its length (regexes: 0)."""
+        return len(self.key_words[key][0]) if key >= 0 else 0
 
     def _needs(self, node: Node) -> Needs:
         """What the text must hold for ``node`` to match; nothing can be said for a ``none:``,
@@ -283,7 +488,7 @@ class Engine:
         joined, while there are at most ``SPREAD_LIMIT`` ways; else one looser clause."""
         spread: list[Clause] = [frozenset()]
         for option in options:
-            clauses = [*option.clauses, *(frozenset().union(*c.groups) for c in option.counted)]
+            clauses = option.options()
             if not clauses:
                 return Needs()
             spread = [done | clause for done in spread for clause in clauses]
@@ -326,36 +531,50 @@ class Engine:
         return Needs(tuple(frozenset({key}) for key in self._word_keys[leaf]))
 
     def _regex_key(self, regex: Regex) -> int:
-        if regex not in self._regex_keys:
+        pattern = (regex.written, regex.case)
+        if pattern not in self._regex_keys:
             key = -1 - len(self._regex_keys)
-            self._regex_keys[regex] = key
-            self._regexes[regex.case].add(regex, key)
-        return self._regex_keys[regex]
+            self._regex_keys[pattern] = key
+            self._regex_of[key] = regex
+        return self._regex_keys[pattern]
 
     def _word_key(self, term: Term, word: Word) -> int | None:
-        """The key of one word of a term: its folded text and which edges must be word
-        boundaries (both for a whole word, the start for a prefix, none in Chinese and the
-        like).  In a phrase every word is so bounded, since folding puts a space between
-        scripts.  A case-sensitive term uses the case-folded word, a necessary condition;
-        its hits are then found by the reference."""
-        text = fold(word.text, case=False).text if term.case else word.text
-        if not _WORD.fullmatch(text):
-            return None
-        edges = _ANYWHERE if is_unspaced(text[0]) else _START if word.prefix else _WHOLE
-        string = f"{edges}{text}"
-        if string not in self._strings:
-            key = len(self._strings)
-            self._strings[string] = key
-            self.key_words.append((text, edges))
-            if edges == _ANYWHERE:
-                self._unspaced_words[text] = key
-            else:
-                self._spaced_words.setdefault(text, []).append((key, edges))
-        return self._strings[string]
+        """The key of one word of a term (numbered by ``_number_words``)."""
+        found = _key_word(word, case=term.case)
+        return None if found is None else self._strings[found]
 
 
-def _automaton(words: dict[str, Any]) -> AhoCorasick | None:
-    return AhoCorasick(list(words)) if words else None
+def _key_word(word: Word, *, case: bool) -> tuple[int, str] | None:
+    """What the index looks for to find one word of a term: which edges must be word
+    boundaries (both for a whole word, the start for a prefix, none in Chinese and the like)
+    and its case-folded text; None for a word that cannot be a key.  In a phrase every word
+    is so bounded, since folding puts a space between scripts.  A case-sensitive term is
+    looked for case-folded, a necessary condition; its hits are then found by the reference."""
+    text = fold(word.text, case=False).text if case else word.text
+    if not _WORD.fullmatch(text):
+        return None
+    return (_ANYWHERE if is_unspaced(text[0]) else _START if word.prefix else _WHOLE), text
+
+
+def _utf16(text: str) -> bytes:
+    """Text for the substring automaton of Chinese and the like: two bytes a character there
+    rather than UTF-8's three, so a third fewer steps.  A match could in theory start at an
+    odd byte, between characters: a key found that is not there, which costs a look at its
+    rules, never a missed one."""
+    return text.encode("utf-16-le", "surrogatepass")
+
+
+def _joins(text: str, end: int) -> bool:
+    """Whether a letter or digit at ``end`` continues the word before it."""
+    return end < len(text) and text[end].isalnum()
+
+
+def _automaton(words: list[str]) -> AhoCorasick | None:
+    return AhoCorasick(words) if words else None
+
+
+def _bytes_automaton(words: list[bytes]) -> BytesAhoCorasick | None:
+    return BytesAhoCorasick(words) if words else None
 
 
 def _all_matches(automaton: AhoCorasick, text: str) -> list[tuple[int, int, int]]:
@@ -392,20 +611,118 @@ class IndexedText(ItemText):
         super().__init__(item)
         self._engine = engine
         self._starts: dict[tuple[str, int], list[int]] = {}
+        #: Keys found in the item: words in any scanned field, regexes found so far.
         self.found: set[int] = set()
+        self._in_field: dict[str, set[int]] = {}
+        #: Scan forms of fields whose every character has one (see ``_word_numbers``).
+        self._forms: dict[str, bytes] = {}
+        self._absent: set[int] = set()
         for name in engine.fields:
-            self.found |= engine.keys_in(self.folded(name, case=False).text)
-            self.found.update(engine.regexes_found(self, name))
+            folded = self.folded(name, case=False).text
+            form, lossy = scan_form(folded)
+            keys = engine.keys_in_form(folded, form, lossy=lossy)
+            self._in_field[name] = keys
+            self.found |= keys
+            if not lossy:
+                self._forms[name] = form
+            if engine.scanned_regexes:
+                self.found.update(engine.regexes_found(self, name))
+
+    def has_regex(self, key: int) -> bool:
+        """Whether a regex key occurs: scanned ones are known, others are run once, now."""
+        if key in self.found:
+            return True
+        if key in self._engine.scanned_regexes or key in self._absent:
+            return False
+        if self._engine.regex_occurs(self, key):
+            self.found.add(key)
+            return True
+        self._absent.add(key)
+        return False
+
+    def hits(self, leaf: Leaf, field: str) -> Hits:
+        """No hits, at once, for a term whose first word the scan did not see in the field,
+        or a regex known to match nowhere (most leaves of the rules evaluated); else as the
+        reference finds them."""
+        known = self._engine.leaf_keys.get(id(leaf))
+        in_field = self._in_field.get(field)
+        if known is None or known[0] is not leaf or in_field is None:
+            return super().hits(leaf, field)
+        key = known[1]
+        if key < 0:
+            if key not in self.found and self._known_absent(key):
+                return ()
+            return super().hits(leaf, field)
+        if key not in in_field:
+            return ()
+        if isinstance(leaf, Regex) or leaf.case:
+            return super().hits(leaf, field)
+        return self._term_hits_at(leaf, key, field)
+
+    def _term_hits_at(self, term: Term, key: int, field: str) -> Hits:
+        """``hits`` for a term ignoring case whose first word occurs in the field: the
+        reference's memo and result, by a shorter road (``_find_term``)."""
+        memo_key = (id(term), field)
+        memo = self._hits.get(memo_key)
+        if memo is not None and memo[0] is term:
+            return memo[1]
+        folded = self.folded(field, case=False)
+        label = term.label
+        found = tuple(
+            self._hit(label, field, folded, False, start, end)
+            for start, end in self._spans(term, key, field, folded.text)
+        )
+        self._hits[memo_key] = (term, found)
+        return found
+
+    def _known_absent(self, key: int) -> bool:
+        return key in self._engine.scanned_regexes or key in self._absent
 
     def _find_term(self, term: Term, field: str, folded: Folded) -> Iterable[tuple[int, int]]:
         """Try the term's pattern only where its first word occurs (case-sensitive terms:
         everywhere, as the reference does, since the scan saw their words case-folded)."""
-        key = self._engine.term_keys.get(term)
-        if term.case or key is None:
+        known = self._engine.leaf_keys.get(id(term))
+        in_field = self._in_field.get(field)
+        if term.case or known is None or known[0] is not term or in_field is None:
             return super()._find_term(term, field, folded)
-        if key not in self.found:
+        key = known[1]
+        if key not in in_field:
             return ()
-        return self._at_starts(term, folded.text, self._word_starts(field, key, folded.text))
+        return self._spans(term, key, field, folded.text)
+
+    def _spans(self, term: Term, key: int, field: str, text: str) -> Iterable[tuple[int, int]]:
+        """Folded spans of a term ignoring case whose first word has ``key``."""
+        starts = self._word_starts(field, key, text)
+        if len(term.words) == 1 and not term.words[0].prefix:
+            return self._whole_word_at(text, len(term.words[0].text), starts, key)
+        return self._at_starts(term, text, starts)
+
+    def _whole_word_at(
+        self, text: str, size: int, starts: list[int], key: int
+    ) -> Iterable[tuple[int, int]]:
+        """A one-word term without ``*`` needs no pattern: in Chinese and the like each
+        occurrence is a hit (leftmost, not overlapping); elsewhere one that also ends a
+        word (its start was checked by ``_word_starts``)."""
+        if self._engine.key_words[key][1] != _ANYWHERE:
+            return [(start, start + size) for start in starts if not _joins(text, start + size)]
+        spans: list[tuple[int, int]] = []
+        done = 0
+        for start in starts:
+            if start >= done:
+                done = start + size
+                spans.append((start, done))
+        return spans
+
+    def _word_numbers(self, field: str, case: bool, start: int, end: int) -> tuple[int, int]:
+        """Word numbers counted in the field's scan form, where every word is a run of
+        non-spaces at the same offset plus one: no word list to build for one ``near:``.
+        (Only for fields with no character outside the form, hence no Chinese, in which
+        every character counts as a word.)"""
+        form = self._forms.get(field)
+        if case or form is None:
+            return super()._word_numbers(field, case, start, end)
+        first = len(form[: start + 2].split()) - 1
+        return max(first, 0), max(len(form[: end + 1].split()) - 1, 0)
 
     def _word_starts(self, field: str, key: int, text: str) -> list[int]:
         """Where a key's word occurs in the folded field, starting a word if its script

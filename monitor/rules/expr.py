@@ -59,19 +59,20 @@ class Term:
 
 @dataclass(frozen=True, slots=True)
 class TermSet:
-    """A named list of terms, shared by every rule file and referenced as ``@name``."""
+    """A named list of terms (and regexes), shared by every rule file, used as ``@name``."""
 
     name: str
-    terms: tuple[Term, ...]
+    terms: tuple[Term | Regex, ...]
     location: Location = field(default=_NOWHERE, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class SetRef:
-    """A reference ``@name`` in a rule, resolved to the set's terms; matches if any term does."""
+    """A reference ``@name`` in a rule, resolved to the set's terms (and regexes); matches if
+    any of them does."""
 
     name: str
-    terms: tuple[Term, ...]
+    terms: tuple[Term | Regex, ...]
 
     @property
     def label(self) -> str:

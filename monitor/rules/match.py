@@ -8,6 +8,7 @@ and hits.  The engine reuses the boolean logic here and replaces only how terms 
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,15 +29,18 @@ from monitor.rules.expr import (
     Term,
 )
 from monitor.rules.regex import Regex
-from monitor.rules.text import Folded, fold, is_unspaced
+from monitor.rules.text import Folded, fold, is_unspaced, maybe_unspaced
 
 _EXAMPLE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 _WORD = re.compile(r"[^\W_]+")
+_WORD_SPLIT = re.compile(r"([^\W_]+)")
 #: Ends of sentences: CJK and exclamation/question marks anywhere, line breaks, and full stops
 #: or ellipses before a space (unless after a single letter, as in "U.S. bid").
 _SENTENCE_END = re.compile(r"[。！？!?]+|\n|(?P<stop>[.…]+)(?=\s)")
 
 Hits = tuple[TermHit, ...]
+_FIELD_ORDER = {name: number for number, name in enumerate(FIELDS)}
+_LEAVES = (Term, Regex)
 
 
 def field_text(item: Item, name: str) -> str:
@@ -59,10 +63,13 @@ class ItemText:
     def __init__(self, item: Item) -> None:
         self.item = item
         self._folded: dict[tuple[str, bool], Folded] = {}
-        self._hits: dict[tuple[Leaf, str], Hits] = {}
+        #: Memos keyed by object identity (the hash of a term or a hit is Python code, and
+        #: these are looked up thousands of times per item); each entry keeps its object,
+        #: so an identity is never mistaken for another's.
+        self._hits: dict[tuple[int, str], tuple[Leaf, Hits]] = {}
         self._words: dict[tuple[str, bool], _Words] = {}
         self._sentences: dict[str, list[int]] = {}
-        self._spots: dict[TermHit, tuple[bool, int, int]] = {}
+        self._spots: dict[int, tuple[TermHit, bool, int, int]] = {}
 
     def folded(self, field: str, *, case: bool) -> Folded:
         key = (field, case)
@@ -72,13 +79,16 @@ class ItemText:
 
     def hits(self, leaf: Leaf, field: str) -> Hits:
         """Every non-overlapping occurrence of ``leaf`` in one field, in reading order."""
-        key = (leaf, field)
-        if key not in self._hits:
-            if isinstance(leaf, Term):
-                self._hits[key] = tuple(self._term_hits(leaf, field))
-            else:
-                self._hits[key] = tuple(self._regex_hits(leaf, field))
-        return self._hits[key]
+        key = (id(leaf), field)
+        memo = self._hits.get(key)
+        if memo is not None and memo[0] is leaf:
+            return memo[1]
+        if isinstance(leaf, Term):
+            found = tuple(self._term_hits(leaf, field))
+        else:
+            found = tuple(self._regex_hits(leaf, field))
+        self._hits[key] = (leaf, found)
+        return found
 
     def _term_hits(self, term: Term, field: str) -> Iterable[TermHit]:
         folded = self.folded(field, case=term.case)
@@ -92,7 +102,7 @@ class ItemText:
         counting words between hits."""
         first, last = folded.original_span(start, end)
         hit = TermHit(label, field, first, last, folded.original[first:last])
-        self._spots[hit] = (case, start, end)
+        self._spots[id(hit)] = (hit, case, start, end)
         return hit
 
     def _find_term(self, term: Term, field: str, folded: Folded) -> Iterable[tuple[int, int]]:
@@ -110,10 +120,17 @@ class ItemText:
     def words_of(self, hit: TermHit) -> tuple[int, int]:
         """The numbers of a hit's first and last words in its field, counting from 0.
         Chinese, Japanese, Korean and Thai characters count as a word each, having no spaces."""
-        case, start, end = self._spots[hit]
-        key = (hit.field, case)
+        spot = self._spots.get(id(hit))
+        if spot is None or spot[0] is not hit:
+            raise KeyError(hit)
+        _hit, case, start, end = spot
+        return self._word_numbers(hit.field, case, start, end)
+
+    def _word_numbers(self, field: str, case: bool, start: int, end: int) -> tuple[int, int]:
+        """The numbers of the words at folded offsets ``start`` and ``end - 1``."""
+        key = (field, case)
         if key not in self._words:
-            self._words[key] = _Words(self.folded(hit.field, case=case).text)
+            self._words[key] = _Words(self.folded(field, case=case).text)
         words = self._words[key]
         return words.number(start), words.number(end - 1)
 
@@ -126,19 +143,27 @@ class ItemText:
 
 class _Words:
     """Word numbers in a folded text: runs of letters and digits are words, except that in
-    scripts without spaces every character is one."""
+    scripts without spaces every character is one.
+
+    Built with C-level passes (a split, running sums), not a loop over match objects: a
+    ``near:`` on a long summary needs it once per item, and that loop cost more than the
+    rest of the evaluation."""
 
     def __init__(self, folded: str) -> None:
-        self.starts: list[int] = []
-        self.numbers: list[int] = []
-        self.unspaced: list[bool] = []
-        count = 0
-        for word in _WORD.finditer(folded):
-            unspaced = is_unspaced(word.group()[0])
-            self.starts.append(word.start())
-            self.numbers.append(count)
-            self.unspaced.append(unspaced)
-            count += len(word.group()) if unspaced else 1
+        parts = _WORD_SPLIT.split(folded)  # separator, word, separator, ..., separator
+        words = parts[1::2]
+        ends = list(itertools.accumulate(map(len, parts)))
+        self.starts: list[int] = ends[0 : 2 * len(words) : 2]
+        if not maybe_unspaced(folded):
+            self.unspaced: list[bool] = [False] * len(words)
+            self.numbers: Sequence[int] = range(len(words))
+            return
+        self.unspaced = [is_unspaced(word[0]) for word in words]
+        sizes = [
+            len(word) if unspaced else 1
+            for word, unspaced in zip(words, self.unspaced, strict=True)
+        ]
+        self.numbers = [0, *itertools.accumulate(sizes)][: len(words)]
 
     def number(self, position: int) -> int:
         index = bisect.bisect_right(self.starts, position) - 1
@@ -194,7 +219,13 @@ def evaluate(group: Group, text: ItemText, fields: Sequence[str] = DEFAULT_FIELD
 
 
 def node_hits(node: Node, text: ItemText, fields: Sequence[str]) -> Hits | None:
-    """The hits of any node looking at ``fields`` (unless it names its own), None if none."""
+    """The hits of any node looking at ``fields`` (unless it names its own), None if none.
+    Terms and regexes, the commonest nodes, are tried first and without a generator."""
+    if isinstance(node, _LEAVES):
+        hits: Hits = ()
+        for field in fields:
+            hits += text.hits(node, field)
+        return hits or None
     if isinstance(node, Group):
         return evaluate(node, text, fields)
     if isinstance(node, Near):
@@ -300,10 +331,10 @@ def _stretch(placed: list[_Placed], low: int, entries: int, limit: int) -> Hits 
 
 
 def ordered_hits(hits: Iterable[TermHit]) -> Hits:
-    """Distinct hits in reading order: field order, then by position and term."""
-    return tuple(
-        sorted(set(hits), key=lambda hit: (FIELDS.index(hit.field), hit.start, hit.end, hit.term))
-    )
+    """Distinct hits in reading order: field order, then by position and term.  Keyed by
+    plain tuples (every field of a hit, so equal hits are one), which hash and sort in C."""
+    keyed = {(_FIELD_ORDER[hit.field], hit.start, hit.end, hit.term, hit.text): hit for hit in hits}
+    return tuple(keyed[key] for key in sorted(keyed))
 
 
 def match_rule(rule: Rule, text: ItemText, version: str) -> Match | None:

@@ -40,21 +40,26 @@ _ASCII_CLASSES = re.compile(r"\\[bBwW]")
 
 @dataclass(frozen=True, slots=True)
 class Regex:
-    """A ``{regex: ...}`` entry: the pattern as written and its compiled RE2 form."""
+    """A ``{regex: ...}`` entry: the pattern as written and its compiled RE2 form.
+    ``set_name`` is the term set it came from, if any, so a hit can say "@set:/regex/"."""
 
     written: str
     compiled: Any = field(compare=False, repr=False)
     case: bool = False
+    set_name: str | None = None
 
     @classmethod
-    def parse(cls, written: str, *, case: bool = False) -> Regex:
+    def parse(cls, written: str, *, case: bool = False, set_name: str | None = None) -> Regex:
         """Compile and check a pattern; raises ``TermSyntaxError`` saying what to change."""
-        return cls(written, compile_regex(written, case=case), case)
+        return cls(written, compile_regex(written, case=case), case, set_name)
 
     @property
     def label(self) -> str:
-        """How hits name this regex: between slashes, as written."""
-        return f"/{self.written}/"
+        """How hits name this regex: between slashes, as written, prefixed "@set:" when it
+        came from a set."""
+        if self.set_name is None:
+            return f"/{self.written}/"
+        return f"@{self.set_name}:/{self.written}/"
 
 
 def options(*, case: bool) -> Any:

@@ -40,6 +40,7 @@ GROUP_KEYS = ("all", "any", "none", "in")
 TERM_KEYS = ("term", "case", "in")
 SET_TERM_KEYS = ("term", "case")
 REGEX_KEYS = ("regex", "case", "in")
+SET_REGEX_KEYS = ("regex", "case")
 NEAR_KEYS = ("near", "within", "sentence", "in")
 AT_LEAST_KEYS = ("at_least", "of", "in")
 #: Every key a mapping in a match can have, for did-you-mean on a misspelt one.
@@ -137,7 +138,7 @@ class TermSetDraft:
     """
 
     name: str
-    terms: tuple[Term, ...]
+    terms: tuple[Term | Regex, ...]
     location: Location
     complete: bool = True
 
@@ -318,7 +319,7 @@ class _Reader:
     def term_set(self, name: str, value: object, path: YamlPath) -> TermSetDraft:
         before = len(self.problems)
         self._set_name(name, path)
-        found: tuple[Term, ...] = ()
+        found: tuple[Term | Regex, ...] = ()
         if isinstance(value, list) and value:
             terms = (self.set_term(item, (*path, index), name) for index, item in enumerate(value))
             found = tuple(term for term in terms if term is not None)
@@ -338,7 +339,7 @@ class _Reader:
             key=True,
         )
 
-    def set_term(self, value: object, path: YamlPath, set_name: str) -> Term | None:
+    def set_term(self, value: object, path: YamlPath, set_name: str) -> Term | Regex | None:
         if isinstance(value, str) and value.strip().startswith("@"):
             self.problem(
                 path,
@@ -346,27 +347,33 @@ class _Reader:
                 "term sets hold terms only; list both sets in the rule instead",
             )
             return None
+        if isinstance(value, dict) and "regex" in value and "term" not in value:
+            return self._regex(value, path, set_name)
         if isinstance(value, dict) and "term" not in value:
             self.problem(
                 path,
-                f"term set '{set_name}' holds something other than a term",
-                "term sets hold words and phrases; put regexes, groups, near: and at_least: "
+                f"term set '{set_name}' holds something other than a term or a regex",
+                "term sets hold words, phrases and regexes; put groups, near: and at_least: "
                 "in a rule's match",
             )
             return None
         return self.term(value, path, set_name)
 
-    def _duplicates(self, terms: tuple[Term, ...], path: YamlPath) -> None:
+    def _duplicates(self, terms: tuple[Term | Regex, ...], path: YamlPath) -> None:
         seen: dict[tuple[object, ...], int] = {}
         for index, term in enumerate(terms):
-            key = (term.words, term.case)
+            pattern: object = term.written if isinstance(term, Regex) else term.words
+            key = (pattern, term.case)
             if key in seen:
                 first = terms[seen[key]].written
-                self.problem(
-                    (*path, index),
-                    f"duplicate term {term.written!r}: it matches exactly what {first!r} matches",
-                    "remove one of them",
-                )
+                if isinstance(term, Regex):
+                    message = f"duplicate regex '{term.written}' in the set"
+                else:
+                    message = (
+                        f"duplicate term {term.written!r}: it matches exactly what {first!r} "
+                        "matches"
+                    )
+                self.problem((*path, index), message, "remove one of them")
             else:
                 seen[key] = index
 
@@ -558,8 +565,12 @@ class _Reader:
         fields = self.fields(value["in"], (*path, "in"))
         return None if fields is None else GroupDraft((), (leaf,), (), fields)
 
-    def _regex(self, value: dict[str, object], path: YamlPath) -> Regex | None:
-        fields = self.mapping(value, path, "a regex", REGEX_KEYS, ("regex",))
+    def _regex(
+        self, value: dict[str, object], path: YamlPath, set_name: str | None = None
+    ) -> Regex | None:
+        """A ``{regex: ...}`` entry, in a rule or (without ``in:``) in a term set."""
+        allowed = SET_REGEX_KEYS if set_name is not None else REGEX_KEYS
+        fields = self.mapping(value, path, "a regex", allowed, ("regex",))
         if fields is None or "regex" not in fields:
             return None
         written = fields["regex"]
@@ -570,7 +581,7 @@ class _Reader:
         if case is None:
             return None
         try:
-            return Regex.parse(written, case=case)
+            return Regex.parse(written, case=case, set_name=set_name)
         except TermSyntaxError as exc:
             self.problem((*path, "regex"), exc.message, exc.hint)
             return None

@@ -25,6 +25,7 @@ The folding, in order, applied to small pieces of text that cannot interact with
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import re
 import unicodedata
@@ -202,19 +203,69 @@ class Folded:
         self._starts, self._ends = starts, ends
 
 
+# -- the byte form that the engine scans --------------------------------------------------
+
+#: The characters of the scan form besides ASCII: lowercase Cyrillic (Russian, Kazakh and
+#: neighbours), lowercase Greek and the punctuation of news text.  Folded text is lowercase,
+#: so these cover nearly every Latin- or Cyrillic-script item in one byte per character.
+_SCAN_CHARACTERS = (
+    "".join(map(chr, range(0x0430, 0x0460)))  # а-я, ѐ-џ
+    + "әғқңөұүһґҗҳ"
+    + "".join(map(chr, range(0x03B1, 0x03CA)))  # α-ω
+    + "«»—–―“”„‘’•·°€£¥§¶©®±×÷′″←→↑↓■●○★☆✓✔✗✘、。"
+)
+assert len(set(_SCAN_CHARACTERS)) == len(_SCAN_CHARACTERS) <= 128
+_SCAN_TABLE = "".join(map(chr, range(128))) + _SCAN_CHARACTERS
+_SCAN_MAP = codecs.charmap_build(_SCAN_TABLE.ljust(256, "\ufffe"))
+#: Every byte of the scan form that stands for a letter or digit stays; others become spaces.
+_SCAN_SEPARATORS = bytes(
+    byte if char.isalnum() else 0x20 for byte, char in enumerate(_SCAN_TABLE.ljust(256, " "))
+)
+
+
+def scan_form(folded: str) -> tuple[bytes, bool]:
+    """Folded text as the engine scans it for words: one byte per character, a space for
+    every character that is not a letter or digit, and a space at each end.  So a word in it
+    is exactly a word of the text, its edges marked by spaces, and whole words and prefixes
+    are found by a byte automaton with no check in Python (``scan_word`` gives the keys).
+
+    Characters outside the table (Chinese, rarer scripts and symbols) become separators too,
+    and the flag says some were there: words containing them must then be looked for in the
+    text itself.  The mapping runs in C (``codecs.charmap_encode``).
+    """
+    if folded.isascii():
+        return b" " + folded.encode().translate(_SCAN_SEPARATORS) + b" ", False
+    encoded = codecs.charmap_encode(folded, "replace", _SCAN_MAP)[0]
+    lossy = encoded.count(b"?") != folded.count("?")
+    return b" " + encoded.translate(_SCAN_SEPARATORS) + b" ", lossy
+
+
+def scan_word(word: str) -> bytes | None:
+    """A word of letters and digits in the scan form, or None if it has a character outside
+    the table (it can then only occur in text ``scan_form`` flags)."""
+    try:
+        return codecs.charmap_encode(word, "strict", _SCAN_MAP)[0]
+    except UnicodeEncodeError:
+        return None
+
+
 def fold(text: str, *, case: bool = False) -> Folded:
     """Fold ``text`` for matching; ``case=True`` keeps letter case (for case-sensitive terms).
 
     ``fold_reference`` defines the result; this takes a faster road to it when it can, since
-    folding is most of the cost of matching an item.  Three roads: ASCII text; text whose
-    characters all fold on their own and are known in advance (nearly all news: a few regex
-    scans in C); other text whose characters fold on their own (a translation table);
+    folding is most of the cost of matching an item.  Four roads: ASCII text and text whose
+    characters all fold to ``str.lower`` alone (most Latin and Cyrillic news: one regex
+    scan); text whose characters all fold on their own and are known in advance (nearly all
+    other news: a few regex scans in C); other text whose characters fold on their own (a
+    translation table);
     anything else, such as combining marks, goes piece by piece.  A property test holds every
     road to ``fold_reference``.
     """
     if text.isascii():
         return Folded(text, text if case else text.lower())
     known = _known_characters(case)
+    if known.unlowered.search(text) is None:
+        return Folded(text, text if case else text.lower())
     if known.outside.search(text) is None:
         return _fold_known(text, known, case)
     chars = text.translate(_TABLES[case])
@@ -295,7 +346,14 @@ class _Known:
     outside: re.Pattern[str]
     replace: re.Pattern[str]
     replacements: dict[str, str]
-    resize: re.Pattern[str]
+    resized: frozenset[str]
+    #: Finds a letter or digit of a script with spaces, in text folded on this road: where
+    #: there is none (Chinese without Latin or digits), no space goes in between scripts.
+    spaced_alnum: re.Pattern[str]
+    #: Finds any character other than those that fold to ``str.lower()`` (keeping case: to
+    #: themselves) on their own and belong to scripts with spaces: text without one is
+    #: folded by ``lower`` alone, which is most Latin and Cyrillic news.
+    unlowered: re.Pattern[str]
 
 
 @lru_cache(maxsize=2)
@@ -314,13 +372,33 @@ def _known_characters(case: bool) -> _Known:
                 replacements[char] = folded
     points = sorted([*plain, *map(ord, replacements)])
     spans = [*_spans(points), *_IDENTITY_BLOCKS]
-    resized = [char for char, folded in replacements.items() if len(folded) != 1]
+    resized = frozenset(char for char, folded in replacements.items() if len(folded) != 1)
+    lowered = [point for point in plain if _folds_as_lower(chr(point), case)]
+    produced = {*map(chr, plain), *"".join(replacements.values())}
+    produced |= {char.casefold() for char in produced if len(char.casefold()) == 1}
+    spaced = sorted(ord(c) for c in produced if c.isalnum() and not is_unspaced(c))
+    assert not any(c in replacements for out in replacements.values() for c in out)
     return _Known(
         outside=re.compile("[^" + "".join(_class_range(low, high) for low, high in spans) + "]"),
         replace=re.compile("([" + "".join(map(re.escape, replacements)) + "])"),
         replacements=replacements,
-        resize=re.compile("[" + "".join(map(re.escape, resized)) + "]"),
+        resized=resized,
+        spaced_alnum=re.compile(
+            "[" + "".join(_class_range(low, high) for low, high in _spans(spaced)) + "]"
+        ),
+        unlowered=re.compile(
+            "[^" + "".join(_class_range(low, high) for low, high in _spans(lowered)) + "]"
+        ),
     )
+
+
+def _folds_as_lower(char: str, case: bool) -> bool:
+    """Whether a character that folds alone to ``str.casefold`` (or, keeping case, to itself)
+    also folds to what ``str.lower`` gives in any context, and needs no space next to its
+    neighbours.  Capital sigma is out: ``lower`` makes it ς at the end of a word."""
+    if is_unspaced(char) or char == "\u03a3":
+        return False
+    return case or char.lower() == char.casefold()
 
 
 def _spans(points: list[int]) -> Iterator[tuple[int, int]]:
@@ -339,15 +417,24 @@ def _class_range(low: int, high: int) -> str:
 
 
 def _fold_known(text: str, known: _Known, case: bool) -> Folded:
-    parts = known.replace.split(text)
+    """The known-character road.  When no replaced character changes length (Chinese
+    punctuation, say), each distinct one is replaced with ``str.replace``, which is cheaper
+    than splitting the text around every one of them."""
     chars = text
     changed: list[tuple[int, int]] = []
-    if len(parts) > 1:
+    replaced = set(known.replace.findall(text))
+    if replaced and known.resized.isdisjoint(replaced):
+        for char in replaced:
+            chars = chars.replace(char, known.replacements[char])
+    elif replaced:
+        parts = known.replace.split(text)
         parts[1::2] = [known.replacements[char] for char in parts[1::2]]
         chars = "".join(parts)
-        if known.resize.search(text):
-            changed = _resized(parts)
-    return _finish(text, chars if case else chars.casefold(), changed)
+        changed = _resized(parts)
+    chars = chars if case else chars.casefold()
+    if known.spaced_alnum.search(chars) is None:
+        return Folded(text, chars, changed=changed)
+    return _finish(text, chars, changed)
 
 
 def _resized(parts: list[str]) -> list[tuple[int, int]]:
@@ -412,6 +499,12 @@ _UNSPACED = re.compile(f"[{_UNSPACED_CLASS}]")
 _MAYBE_UNSPACED = re.compile(f"[{_class_range(UNSPACED_RANGES[0][0], 0x10FFFF)}]")
 #: Letters and digits of scripts written with spaces: word characters, not ``_``, not unspaced.
 _SPACED_WORD = re.compile(f"[^\\W_{_UNSPACED_CLASS}]+")
+
+
+def maybe_unspaced(text: str) -> bool:
+    """A quick test: False when ``text`` certainly holds no character of a script written
+    without spaces (one search for a character at or above the first such block)."""
+    return _MAYBE_UNSPACED.search(text) is not None
 
 
 def _changed_offsets(size: int, changed: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
