@@ -273,13 +273,17 @@ class Monitor:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    async def poll(self, source: Source, *, due_only: bool = False) -> PollResult:
+    async def poll(
+        self, source: Source, *, due_only: bool = False, tick: datetime | None = None
+    ) -> PollResult:
         """Poll one feed under a hard deadline, so a hung poll can never block its feed."""
         assert self._poll_context is not None
         deadline = source.timeout.total_seconds() + 30
         try:
             async with asyncio.timeout(deadline):
-                result = await poll_once(source, self.rules, self._poll_context, due_only=due_only)
+                result = await poll_once(
+                    source, self.rules, self._poll_context, due_only=due_only, tick=tick
+                )
         except TimeoutError:
             log.warning("poll abandoned after deadline", feed=source.name, deadline=deadline)
             result = PollResult(source=source.name, status="error", error="poll deadline passed")
@@ -485,6 +489,7 @@ class Monitor:
     async def _poll_job(self, source: Source) -> None:
         if self._stopping.is_set():
             return
+        tick = self.clock()  # before any queueing: the next poll is planned from here
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
@@ -497,7 +502,7 @@ class Monitor:
                 lease = source.interval * LEASE_FACTOR
                 if not await self.store.take_lease(source.name, self.consumer, lease):
                     return  # another replica polls this feed this interval
-                await self.poll(source, due_only=True)
+                await self.poll(source, due_only=True, tick=tick)
             self._redis_recovered()
             self._last_cycle = self.clock()
         except StoreError as exc:

@@ -142,12 +142,20 @@ class PollContext:
 
 
 async def poll_once(
-    source: Source, rules: RuleSet, ctx: PollContext, *, due_only: bool = False
+    source: Source,
+    rules: RuleSet,
+    ctx: PollContext,
+    *,
+    due_only: bool = False,
+    tick: datetime | None = None,
 ) -> PollResult:
     """Fetch, parse, clean, dedup and match one feed, queueing matches of new items.
 
     With ``due_only`` (the scheduler's ticks) a feed that is backing off after failures, or
-    whose publisher asked for a longer cache lifetime, is skipped until it is due.
+    whose publisher asked for a longer cache lifetime, is skipped until it is due.  ``tick``
+    is when the scheduler fired (default: now): the next poll is planned from it, not from
+    when this poll got its turn, so a poll that waited in a queue (thousands of feeds fall
+    due together at start-up) does not make the next tick look early and skip an interval.
 
     A feed error is returned as an "error" result (and recorded on the feed's health), never
     raised: one broken feed must not disturb the others.  Redis errors do propagate, because
@@ -156,13 +164,15 @@ async def poll_once(
     started = time.perf_counter()
     bound = log.bind(feed=source.name)
     state = await ctx.store.feed_state(source.name)
-    if due_only and not is_due(state.next_poll_at, source.interval, ctx.clock()):
+    tick = tick or ctx.clock()
+    if due_only and not is_due(state.next_poll_at, source.interval, tick):
         bound.debug("poll not due", next_poll_at=state.next_poll_at)
         return PollResult(source=source.name, status="skipped")
     try:
-        result = await _fetch_and_record(source, rules, ctx, state)
+        result = await _fetch_and_record(source, rules, ctx, state, tick)
     except FeedError as exc:
-        return await _record_failure(source, ctx, state, exc, time.perf_counter() - started)
+        duration = time.perf_counter() - started
+        return await _record_failure(source, ctx, state, exc, duration, tick)
     if state.health_alerted:
         await _tell_health(source, ctx, True, state.failing_since, True, None, ctx.clock())
     result = replace(result, duration=time.perf_counter() - started)
@@ -181,13 +191,18 @@ async def poll_once(
 
 
 async def _record_failure(
-    source: Source, ctx: PollContext, state: FeedState, exc: FeedError, duration: float
+    source: Source,
+    ctx: PollContext,
+    state: FeedState,
+    exc: FeedError,
+    duration: float,
+    tick: datetime,
 ) -> PollResult:
     status = getattr(exc, "status", None)
     failures = state.failures + 1
     now = ctx.clock()
     outcome = PollOutcome(ok=False, retry_after=getattr(exc, "retry_after", None))
-    retry_at = next_poll_at(outcome, failures, source.interval, now)
+    retry_at = next_poll_at(outcome, failures, source.interval, tick)
     await ctx.store.feed_failed(source.name, str(exc), status, now, retry_at)
     since = state.failing_since or now
     await _tell_health(source, ctx, False, since, state.health_alerted, str(exc), now)
@@ -205,14 +220,14 @@ async def _record_failure(
 
 
 async def _fetch_and_record(
-    source: Source, rules: RuleSet, ctx: PollContext, state: FeedState
+    source: Source, rules: RuleSet, ctx: PollContext, state: FeedState, tick: datetime
 ) -> PollResult:
     response = await ctx.fetcher.fetch(source, state.validators)
     now = ctx.clock()
     digest = body_digest(response.body) if not response.not_modified else state.body_digest
     if response.not_modified or digest == state.body_digest:
         # 304, or a server without validators sending the very same bytes: nothing to parse.
-        success = _success(source, state.validators, response, now, None, digest=digest)
+        success = _success(source, state.validators, response, (now, tick), None, digest=digest)
         await ctx.store.feed_succeeded(source.name, success)
         return PollResult(source=source.name, status="not-modified", http_status=response.status)
     prepared = await ctx.prepare(source, response, now, rules, state.known_entries)
@@ -229,7 +244,8 @@ async def _fetch_and_record(
         known = prepared.fingerprints
     else:
         validators, digest, known = Validators(), None, ()
-    success = _success(source, validators, response, now, prepared.ttl, new_items, digest, known)
+    times = (now, tick)
+    success = _success(source, validators, response, times, prepared.ttl, new_items, digest, known)
     await ctx.store.feed_succeeded(source.name, success)
     warnings = prepared.warnings
     if response.permanent_url:
@@ -302,18 +318,20 @@ def _success(
     source: Source,
     validators: Validators,
     response: FetchResult,
-    now: datetime,
+    times: tuple[datetime, datetime],
     feed_ttl: str | None,
     new_items: int = 0,
     digest: str | None = None,
     known: tuple[str, ...] | None = None,
 ) -> FeedSuccess:
+    """What a successful poll records; ``times`` is (now, the tick the poll was planned for)."""
+    now, tick = times
     outcome = PollOutcome(ok=True, cache_seconds=cache_lifetime(response.headers, feed_ttl))
     return FeedSuccess(
         validators=validators,
         status=response.status,
         at=now,
-        next_poll_at=next_poll_at(outcome, 0, source.interval, now),
+        next_poll_at=next_poll_at(outcome, 0, source.interval, tick),
         new_items=new_items,
         moved_to=response.permanent_url,
         body_digest=digest,

@@ -205,6 +205,28 @@ async def test_a_failing_feed_backs_off_and_skips_ticks_until_due(
     assert (await context.store.feed_state("busy")).failures == 2
 
 
+async def test_a_poll_that_ran_late_does_not_make_its_feed_skip_the_next_tick(
+    feed_server: FeedServer, redis_client: aioredis.Redis, rules: RuleSet
+) -> None:
+    """Thousands of feeds fall due together at start-up and wait for a poll slot; the next
+    poll is planned from the tick, so the next tick (an interval later) is still due."""
+    feed_server.put("/f.xml", rss(ITEMS))
+    source = Source(name="late", url=feed_server.url("/f.xml"), interval=timedelta(minutes=10))
+    tick = NOW
+    clock = {"now": tick + timedelta(minutes=9)}  # the poll got its turn 9 minutes late
+    async with aiohttp.ClientSession() as session:
+        context = PollContext(
+            Fetcher(session), Store(redis_client, Keys("p")), lambda: clock["now"]
+        )
+        first = await poll_once(source, rules, context, due_only=True, tick=tick)
+        assert first.status == "ok"
+        next_tick = tick + timedelta(minutes=10)
+        clock["now"] = next_tick
+        second = await poll_once(source, rules, context, due_only=True, tick=next_tick)
+    assert second.status == "not-modified"
+    assert feed_server.requests["/f.xml"] == 2
+
+
 async def test_a_permanent_move_is_recorded_and_warned(
     feed_server: FeedServer, context: PollContext, rules: RuleSet
 ) -> None:
