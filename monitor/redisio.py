@@ -24,6 +24,17 @@ Every key monitor uses is named here, so no two modules can disagree.
     P:digest:<channel>:<window>  the matches of one digest window being sent (sorted set)
     P:digests                    per channel, the end of the last digest window sent (hash)
     P:pace:<channel>             a channel's rate limit: exists while it must not post (string)
+    P:story:<id>                 a story: first/last seen, counts, which languages, sources,
+                                 kinds and owners it has (hash, expires after stories.retention)
+    P:story:<id>:items           the story's items, oldest first (list of JSON, same expiry)
+    P:story:<id>:members         features of its first members, for clustering (list of JSON)
+    P:stories                    story ids by last item time, for listing (sorted set)
+    P:stories:ix:<bucket>        candidate index of one 12-hour bucket: LSH band, entity, figure
+                                 or date -> recent story ids (hash, expires after the window)
+    P:stories:item:<item>        the story an item joined (string, expires after the window)
+    P:volume:<series>            a volume rule's match counts by time bucket (hash, expires)
+    P:volume:<series>:firing     a volume rule fired for the current burst (string, expires)
+    P:first:<rule>|<entity>      a rule saw this entity once (string, expires after a year)
     P:ops:dead-letters           the open dead-letter incident: when it began (JSON string)
     P:ops:redis-recovered        when the last Redis outage told to the ops route ended (ms)
     P:ops:probe                  written by every ops check: does Redis take writes? (string)
@@ -125,3 +136,31 @@ class Keys:
 
     def ops(self, incident: str) -> str:
         return f"{self.prefix}:ops:{incident}"
+
+    def story(self, story_id: str) -> str:
+        return f"{self.prefix}:story:{story_id}"
+
+    def story_items(self, story_id: str) -> str:
+        return f"{self.prefix}:story:{story_id}:items"
+
+    def story_members(self, story_id: str) -> str:
+        return f"{self.prefix}:story:{story_id}:members"
+
+    @property
+    def stories(self) -> str:
+        return f"{self.prefix}:stories"
+
+    def story_index(self, bucket: int) -> str:
+        return f"{self.prefix}:stories:ix:{bucket}"
+
+    def story_item(self, item_id: str) -> str:
+        return f"{self.prefix}:stories:item:{item_id}"
+
+    def volume(self, series: str) -> str:
+        return f"{self.prefix}:volume:{series}"
+
+    def volume_firing(self, series: str) -> str:
+        return f"{self.prefix}:volume:{series}:firing"
+
+    def first_mention(self, rule: str, entity: str) -> str:
+        return f"{self.prefix}:first:{rule}|{entity}"

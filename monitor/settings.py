@@ -385,6 +385,33 @@ class OpsSettings(_Strict):
     )
 
 
+class StorySourceSettings(_Strict):
+    """Provenance of one feed for corroboration: who publishes it."""
+
+    kind: Literal["wire", "state_media", "trade_press", "official", "blog", "news"] = "news"
+    country: str = ""
+    owner: str = Field(
+        default="", description="owner group: sister outlets count as one independent source"
+    )
+
+
+class StoriesSettings(_Strict):
+    """Clustering items into stories (issue 7)."""
+
+    window: Duration = Field(
+        default=timedelta(hours=72), description="an item joins a story active this recently"
+    )
+    retention: Duration = Field(
+        default=timedelta(days=7), description="how long a story stays readable after its last item"
+    )
+    corroboration: int = Field(
+        default=3, ge=0, description="follow up once when this many independent sources report"
+    )
+    sources: dict[str, StorySourceSettings] = Field(
+        default_factory=dict, description="feed name -> kind, country, owner group"
+    )
+
+
 class HealthSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536, description="0 switches the endpoint off")
@@ -403,6 +430,7 @@ class Settings(_Strict):
     history: HistorySettings = HistorySettings()
     delivery: DeliverySettings = DeliverySettings()
     health: HealthSettings = HealthSettings()
+    stories: StoriesSettings = StoriesSettings()
     ops: OpsSettings = OpsSettings()
     base_dir: Path = Field(default=Path(), exclude=True)
 

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import alerts, feeds, health, rules, run, silence, status
+from monitor.cli import alerts, feeds, health, rules, run, silence, status, stories
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"monitor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, status, rules, feeds, health, alerts, silence):
+    for module in (run, status, rules, feeds, health, alerts, silence, stories):
         module.register(commands)
     return parser
 

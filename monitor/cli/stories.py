@@ -1,0 +1,169 @@
+"""``monitor stories``: the stories items were clustered into, and one story's timeline."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from monitor.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Subcommands,
+    load_settings_or_exit,
+    redis_for_command,
+)
+from monitor.cli.feeds import ago
+from monitor.errors import StoreError
+from monitor.redisio import Keys
+from monitor.render import clean_line, clip
+from monitor.settings import parse_duration
+from monitor.stories.model import Story
+from monitor.stories.store import StoryStore
+
+T = TypeVar("T")
+TITLE_WIDTH = 70
+
+
+def register(commands: Subcommands) -> None:
+    stories = commands.add_parser("stories", help="stories: items about one event, clustered")
+    actions = stories.add_subparsers(dest="stories_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="stories with items seen recently")
+    listing.add_argument("--since", default="24h", help="e.g. 30m, 24h, 3d (default 24h)")
+    show = actions.add_parser("show", help="one story: items, sources, languages, timeline")
+    show.add_argument("id", help="story id from 'stories list'")
+    for action in (listing, show):
+        action.add_argument("-c", "--config", help="config file (default: $MONITOR_CONFIG)")
+        action.add_argument("--json", action="store_true", help="JSON instead of text")
+    listing.set_defaults(handler=cmd_stories_list)
+    show.set_defaults(handler=cmd_stories_show)
+
+
+# --- pure rendering ------------------------------------------------------------------------
+
+
+def story_summary(story: Story) -> dict[str, Any]:
+    """A story as JSON for ``--json``: what it is known as, its spread and its provenance."""
+    return {
+        "id": story.id,
+        "title": story.title,
+        "first_seen": story.first_seen.isoformat(),
+        "last_seen": story.last_seen.isoformat(),
+        "items": len(story.items),
+        "sources": list(story.sources),
+        "independent_sources": len(story.owners),
+        "languages": list(story.languages),
+        "kinds": list(story.kinds),
+    }
+
+
+def render_list(stories: list[Story], now: datetime) -> str:
+    """One line per story, most recently active first; an empty window says so."""
+    if not stories:
+        return "no stories in this window"
+    header = ("STORY", "ITEMS", "SOURCES", "LANGS", "LAST SEEN", "TITLE")
+    rows = [header] + [
+        (
+            s.id,
+            str(len(s.items)),
+            str(len(s.owners)),
+            ",".join(s.languages) or "-",
+            ago(s.last_seen, now),
+            clip(clean_line(s.title), TITLE_WIDTH),
+        )
+        for s in stories
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    )
+
+
+def render_story(story: Story, now: datetime) -> str:
+    """The story as an analyst reads it: headline, spread, provenance, then the timeline."""
+    lines = [
+        f"story {story.id}: {clean_line(story.title)}",
+        f"first seen {_when(story.first_seen)} ({ago(story.first_seen, now)}), "
+        f"last seen {_when(story.last_seen)} ({ago(story.last_seen, now)})",
+        f"{len(story.items)} items from {len(story.sources)} sources "
+        f"({len(story.owners)} independent), languages: {', '.join(story.languages) or '-'}",
+        "",
+        "sources:",
+        *(f"  {line}" for line in story.provenance()),
+        "",
+        "timeline:",
+    ]
+    for item in sorted(story.items, key=lambda i: (i.seen_at, i.item_id)):
+        lines.append(
+            f"  {_when(item.seen_at)}  {item.source} [{item.lang or '?'}]  "
+            f"{clip(clean_line(item.title), TITLE_WIDTH)}"
+        )
+        if item.link:
+            lines.append(f"      {item.link}")
+    return "\n".join(lines)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def _with_store(args: argparse.Namespace, use: Callable[[StoryStore], Awaitable[T]]) -> T:
+    settings = load_settings_or_exit(args.config)
+
+    async def run() -> T:
+        async with redis_for_command(settings) as client:
+            return await use(StoryStore(client, Keys(settings.redis.key_prefix)))
+
+    return asyncio.run(run())
+
+
+def cmd_stories_list(args: argparse.Namespace) -> int:
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"monitor: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    now = datetime.now(UTC)
+    try:
+        stories = _with_store(args, lambda store: store.recent(now - since))
+    except StoreError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        for story in stories:
+            print(json.dumps(story_summary(story), ensure_ascii=False))
+    else:
+        print(render_list(stories, now))
+    return EXIT_OK
+
+
+def cmd_stories_show(args: argparse.Namespace) -> int:
+    try:
+        story = _with_store(args, lambda store: store.story(args.id))
+    except StoreError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if story is None:
+        print(
+            f"monitor: no story {args.id} (stories expire after stories.retention)", file=sys.stderr
+        )
+        return EXIT_FAILED
+    if args.json:
+        data = story_summary(story)
+        data["items"] = [item.to_dict() for item in story.items]
+        data["provenance"] = story.provenance()
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        print(render_story(story, datetime.now(UTC)))
+    return EXIT_OK

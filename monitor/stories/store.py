@@ -1,0 +1,440 @@
+"""Stories in Redis: candidate lookup, atomic assignment across replicas, and reading back.
+
+The I/O shell around ``monitor.stories.cluster``.  Assigning an item takes three round trips,
+each one Lua script:
+
+1. read the candidate index (one HMGET per 12-hour bucket of the window): which recent
+   stories share an LSH band, a specific entity, a figure or a date with the item, and a
+   digest of everything read;
+2. read the best-ranked stories' last-seen times and the members this process has not
+   decoded yet (members are append-only, so they are cached);
+3. decide in Python (``choose_story``, pure), then commit with ``_ASSIGN``, which first
+   checks that the index fields read in step 1 still hash to the same digest.  Another
+   replica that assigned a similar item in between must have written one of those fields
+   (similar items share index keys; that is how they find each other), so the check fails
+   and the item is decided again, now seeing the other replica's story.  Two replicas
+   clustering similar items at the same moment can therefore never open two stories.
+
+The script also sets the per-story flags (a new language, source, kind or owner group) with
+HSETNX, so exactly one item of a story is told "new language" whatever the replica count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from monitor.errors import StoreError
+from monitor.model import Item
+from monitor.redisio import Keys, guarded
+from monitor.stories.cluster import (
+    KEY_STORIES,
+    MAX_MEMBERS,
+    Candidate,
+    Extractor,
+    Features,
+    choose_story,
+    encode_signature,
+    rank_candidates,
+    story_id_for,
+)
+from monitor.stories.model import SourceMeta, Story, StoryItem, StoryUpdate
+
+BUCKET = timedelta(hours=12)
+"""Index granularity: one hash per bucket, so the index expires a bucket at a time instead
+of one key per band (a key costs ~60 bytes of overhead; a hash field ~20)."""
+MAX_ATTEMPTS = 8
+
+# The index as one replica saw it: every bucket's values of the item's index keys, joined
+# and hashed.  Shared by the read and the commit, so the commit can tell whether anything it
+# decided on changed, without the values travelling back and forth.
+_SNAPSHOT = """
+local function snapshot(n, k)
+  local parts = {}
+  for b = 1, n do
+    local row = redis.call('HMGET', KEYS[b], unpack(ARGV, 3, 2 + k))
+    for i = 1, k do parts[#parts + 1] = row[i] or '' end
+  end
+  return parts
+end
+"""
+
+# KEYS: index buckets.  ARGV: n, k, index keys (k).
+# Returns {digest, key number, value, key number, value, ...} for the fields that are set.
+_READ_INDEX = (
+    _SNAPSHOT
+    + """
+local n, k = tonumber(ARGV[1]), tonumber(ARGV[2])
+local parts = snapshot(n, k)
+local found = {redis.sha1hex(table.concat(parts, '\\n'))}
+for position, value in ipairs(parts) do
+  if value ~= '' then
+    found[#found + 1] = (position - 1) % k + 1
+    found[#found + 1] = value
+  end
+end
+return found
+"""
+)
+
+# KEYS: story hashes and member lists, alternating.  ARGV: members already known, per story.
+# Returns per story {first_seen, last_seen, members from the known count on}, or {} if gone.
+_READ_STORIES = """
+local out = {}
+for s = 1, #ARGV do
+  local times = redis.call('HMGET', KEYS[2 * s - 1], 'first_seen', 'last_seen')
+  if times[1] then
+    out[s] = {times[1], times[2], redis.call('LRANGE', KEYS[2 * s], tonumber(ARGV[s]), -1)}
+  else
+    out[s] = {}
+  end
+end
+return out
+"""
+
+# KEYS: index buckets read (n), then: write bucket, story hash, items list, members list,
+#       stories zset, item key.
+# ARGV: n, k (index keys per bucket), index keys (k), digest of the index as read,
+#       story id, created (0/1), now ms, story ttl s, window s, write bucket ttl s,
+#       member JSON, item JSON, lang, source, kind, owner, key cap, member cap.
+# Returns {"dup", story} when the item was assigned before, {"retry"} when the index or the
+# story changed since it was read, else
+# {"ok", story, created, new lang, new src, new kind, new owner, owners, had official}.
+_ASSIGN = (
+    _SNAPSHOT
+    + """
+local n = tonumber(ARGV[1])
+local k = tonumber(ARGV[2])
+local base = 3 + k
+local story, created, now = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
+local ttl, window, index_ttl = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]), ARGV[base + 6]
+local member, item = ARGV[base + 7], ARGV[base + 8]
+local lang, source, kind, owner = ARGV[base + 9], ARGV[base + 10], ARGV[base + 11], ARGV[base + 12]
+local cap, member_cap = tonumber(ARGV[base + 13]), tonumber(ARGV[base + 14])
+local write, hash, items, members = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3], KEYS[n + 4]
+local zset, item_key = KEYS[n + 5], KEYS[n + 6]
+
+local previous = redis.call('GET', item_key)
+if previous then return {'dup', previous} end
+if k > 0 and redis.sha1hex(table.concat(snapshot(n, k), '\\n')) ~= ARGV[3 + k] then
+  return {'retry'}
+end
+local exists = redis.call('EXISTS', hash)
+if created == '1' and exists == 1 then return {'retry'} end
+if created == '0' and exists == 0 then return {'retry'} end
+
+for i = 1, k do
+  local field = ARGV[2 + i]
+  local kept = {}
+  local current = redis.call('HGET', write, field)
+  if current then
+    for id in string.gmatch(current, '%S+') do
+      if id ~= story then table.insert(kept, id) end
+    end
+  end
+  table.insert(kept, story)
+  while #kept > cap do table.remove(kept, 1) end
+  redis.call('HSET', write, field, table.concat(kept, ' '))
+end
+if k > 0 then redis.call('EXPIRE', write, index_ttl) end
+
+if created == '1' then
+  redis.call('HSET', hash, 'id', story, 'first_seen', now, 'last_seen', now, 'owners', 0)
+else
+  local last = tonumber(redis.call('HGET', hash, 'last_seen') or '0')
+  if now > last then redis.call('HSET', hash, 'last_seen', now) end
+end
+redis.call('HINCRBY', hash, 'items', 1)
+local new_lang = 0
+if lang ~= '' then new_lang = redis.call('HSETNX', hash, 'lang:' .. lang, now) end
+local had_official = redis.call('HEXISTS', hash, 'kind:official')
+local new_src = redis.call('HSETNX', hash, 'src:' .. source, now)
+local new_kind = redis.call('HSETNX', hash, 'kind:' .. kind, now)
+local new_owner = redis.call('HSETNX', hash, 'owner:' .. owner, now)
+local owners = tonumber(redis.call('HGET', hash, 'owners'))
+if new_owner == 1 then owners = redis.call('HINCRBY', hash, 'owners', 1) end
+redis.call('RPUSH', items, item)
+if redis.call('LLEN', members) < member_cap then redis.call('RPUSH', members, member) end
+for _, key in ipairs({hash, items, members}) do redis.call('EXPIRE', key, ttl) end
+local last_seen = redis.call('HGET', hash, 'last_seen')
+redis.call('ZADD', zset, last_seen, story)
+redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. (now - ttl * 1000))
+redis.call('SET', item_key, story, 'EX', window)
+return {'ok', story, created, new_lang, new_src, new_kind, new_owner, owners, had_official}
+"""
+)
+CACHE_STORIES = 4096
+"""Stories whose members a store keeps decoded (10 to 15 kB each): members are only ever
+appended, so a cached story costs one short read of its new members instead of all of them,
+decoded again.  The most recently compared stories are kept, which are the busy ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What was read for one item: the index values (for the commit's check) and candidates."""
+
+    buckets: tuple[int, ...]
+    keys: tuple[str, ...]
+    digest: str
+    candidates: tuple[Candidate, ...]
+
+
+class StoryStore:
+    """Clustering state in Redis, behind named operations; safe with several replicas.
+
+    ``window``: an item joins a story only if the story's last item is at most this old.
+    ``retention``: how long a story stays readable (``monitor stories``) after its last item.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        extractor: Extractor | None = None,
+        *,
+        window: timedelta = timedelta(hours=72),
+        retention: timedelta = timedelta(days=7),
+        sources: Mapping[str, SourceMeta] | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.extractor = extractor or Extractor()
+        self.window = window
+        self.retention = max(retention, window)
+        self.sources: Mapping[str, SourceMeta] = sources or {}
+        self._assign = client.register_script(_ASSIGN)
+        self._read_index = client.register_script(_READ_INDEX)
+        self._read_stories = client.register_script(_READ_STORIES)
+        self._cache: dict[str, tuple[str, list[Features]]] = {}
+
+    # -- assignment -----------------------------------------------------------------------
+
+    async def assign(self, item: Item, now: datetime) -> StoryUpdate:
+        """Put ``item`` into its story (a new one, or the one it reports with), atomically.
+
+        Idempotent: assigning an item again returns its story with ``duplicate`` set.
+        """
+        features = self.extractor.features(item)
+        for _ in range(MAX_ATTEMPTS):
+            snapshot = await self._read(features, now)
+            story = choose_story(
+                self.extractor,
+                features,
+                snapshot.candidates,
+                now,
+                self.window.total_seconds(),
+            )
+            created = story is None
+            story_id = story or story_id_for(item.id)
+            result = await self._commit(item, features, snapshot, story_id, created, now)
+            if result is not None:
+                return result
+        raise StoreError(f"story assignment of {item.id} kept conflicting with other replicas")
+
+    def _buckets(self, now: datetime) -> tuple[int, ...]:
+        """Buckets that may hold stories still open at ``now``, plus one ahead for replicas
+        whose clocks run a little fast."""
+        size = BUCKET.total_seconds()
+        first = int((now - self.window).timestamp() // size)
+        last = int(now.timestamp() // size) + 1
+        return tuple(range(first, last + 1))
+
+    async def _read(self, features: Features, now: datetime) -> _Snapshot:
+        buckets = self._buckets(now)
+        index_keys = features.index_keys()
+        if not index_keys:
+            return _Snapshot(buckets, (), "", ())
+        keys = [self.keys.story_index(bucket) for bucket in buckets]
+        args: list[str | int] = [len(buckets), len(index_keys), *index_keys]
+        raw = await guarded(lambda: self._read_index(keys=keys, args=args))
+        found = rank_candidates(
+            (index_keys[int(raw[i]) - 1], sid)
+            for i in range(1, len(raw), 2)
+            for sid in str(raw[i + 1]).split()
+        )
+        candidates = await self._candidates(found)
+        return _Snapshot(buckets, index_keys, str(raw[0]), candidates)
+
+    async def _candidates(self, story_ids: Sequence[str]) -> tuple[Candidate, ...]:
+        """The stories' last-seen times and members, reading only members not yet cached."""
+        if not story_ids:
+            return ()
+        keys: list[str] = []
+        known: list[int] = []
+        for sid in story_ids:
+            keys += [self.keys.story(sid), self.keys.story_members(sid)]
+            known.append(len(self._cache[sid][1]) if sid in self._cache else 0)
+        raw = await guarded(lambda: self._read_stories(keys=keys, args=known))
+        candidates: list[Candidate] = []
+        for sid, count, entry in zip(story_ids, known, raw, strict=True):
+            if not entry:
+                self._cache.pop(sid, None)
+                continue  # expired: the index outlives the story by up to one bucket
+            first_seen, last_seen, fresh = str(entry[0]), int(entry[1]), entry[2]
+            cached = self._cache.get(sid)
+            if cached is None or cached[0] != first_seen or len(cached[1]) != count:
+                # A story reopened under the same id (its first item came back after it
+                # expired) or an unexpected count: decode what was sent and start over.
+                cached = (first_seen, [])
+                if count:
+                    fresh = await self._all_members(sid)
+            members = cached[1] + [self._member(json.loads(m)) for m in fresh]
+            self._remember(sid, (first_seen, members))
+            candidates.append(
+                Candidate(sid, tuple(members), datetime.fromtimestamp(last_seen / 1000, UTC))
+            )
+        return tuple(candidates)
+
+    async def _all_members(self, story_id: str) -> list[str]:
+        key = self.keys.story_members(story_id)
+
+        async def read() -> list[str]:
+            return [str(m) for m in await self.client.lrange(key, 0, -1)]
+
+        return await guarded(read)
+
+    def _remember(self, story_id: str, entry: tuple[str, list[Features]]) -> None:
+        self._cache.pop(story_id, None)
+        self._cache[story_id] = entry
+        while len(self._cache) > CACHE_STORIES:
+            del self._cache[next(iter(self._cache))]
+
+    def _member(self, data: Mapping[str, Any]) -> Features:
+        return self.extractor.from_evidence(
+            str(data["id"]), str(data.get("lang") or ""), str(data["sig"]), data.get("ev") or ()
+        )
+
+    async def _commit(
+        self,
+        item: Item,
+        features: Features,
+        snapshot: _Snapshot,
+        story_id: str,
+        created: bool,
+        now: datetime,
+    ) -> StoryUpdate | None:
+        meta = self.sources.get(item.source) or SourceMeta(item.source)
+        size = BUCKET.total_seconds()
+        write_bucket = int(now.timestamp() // size)
+        # Relative, not EXPIREAT: ``now`` is the caller's clock, which tests set freely.
+        index_ttl = int((write_bucket + 1) * size + self.window.total_seconds() - now.timestamp())
+        member = {
+            "id": item.id,
+            "lang": features.lang,
+            "sig": encode_signature(features.signature),
+            "ev": sorted(features.evidence),
+        }
+        story_item = StoryItem(
+            item_id=item.id,
+            source=item.source,
+            lang=item.lang or "",
+            title=item.title,
+            link=item.link,
+            published=item.published,
+            seen_at=now,
+            kind=meta.kind,
+            owner=meta.group,
+            country=meta.country,
+        )
+        keys = [self.keys.story_index(b) for b in snapshot.buckets if snapshot.keys]
+        keys += [
+            self.keys.story_index(write_bucket),
+            self.keys.story(story_id),
+            self.keys.story_items(story_id),
+            self.keys.story_members(story_id),
+            self.keys.stories,
+            self.keys.story_item(item.id),
+        ]
+        n = len(snapshot.buckets) if snapshot.keys else 0
+        args: list[str | int] = [n, len(snapshot.keys), *snapshot.keys, snapshot.digest]
+        args += [
+            story_id,
+            1 if created else 0,
+            int(now.timestamp() * 1000),
+            max(1, int(self.retention.total_seconds())),
+            max(1, int(self.window.total_seconds())),
+            max(1, index_ttl),
+            json.dumps(member, ensure_ascii=False),
+            json.dumps(story_item.to_dict(), ensure_ascii=False),
+            item.lang or "",
+            item.source,
+            meta.kind,
+            meta.group,
+            KEY_STORIES,
+            MAX_MEMBERS,
+        ]
+        result = await guarded(lambda: self._assign(keys=keys, args=args))
+        status = result[0]
+        if status == "retry":
+            return None
+        if status == "dup":
+            return StoryUpdate(str(result[1]), item.id, created=False, duplicate=True)
+        flags = [int(flag) for flag in result[2:9]]
+        return StoryUpdate(
+            story_id=str(result[1]),
+            item_id=item.id,
+            created=flags[0] == 1,
+            new_language=flags[1] == 1,
+            new_source=flags[2] == 1,
+            new_kind=flags[3] == 1,
+            new_owner=flags[4] == 1,
+            independent=flags[5],
+            kind=meta.kind,
+            had_official=flags[6] == 1,
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def story(self, story_id: str) -> Story | None:
+        """The story with its items, or None when there is none (or it expired)."""
+        stories = await self._stories([story_id])
+        return stories[0] if stories else None
+
+    async def recent(self, since: datetime, limit: int = 200) -> list[Story]:
+        """Stories with an item seen since ``since``, most recently active first."""
+        low = int(since.timestamp() * 1000)
+
+        async def ids() -> list[str]:
+            found = await self.client.zrevrangebyscore(
+                self.keys.stories, "+inf", low, start=0, num=limit
+            )
+            return [str(sid) for sid in found]
+
+        return await self._stories(await guarded(ids))
+
+    async def story_of(self, item_id: str) -> str | None:
+        """The story an item joined, while the window lasts."""
+        value = await guarded(lambda: self.client.get(self.keys.story_item(item_id)))
+        return str(value) if value else None
+
+    async def _stories(self, story_ids: Sequence[str]) -> list[Story]:
+        if not story_ids:
+            return []
+
+        async def read() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for sid in story_ids:
+                    pipe.hmget(self.keys.story(sid), ["first_seen", "last_seen"])
+                    pipe.lrange(self.keys.story_items(sid), 0, -1)
+                return await pipe.execute()
+
+        raw = await guarded(read)
+        stories: list[Story] = []
+        for position, sid in enumerate(story_ids):
+            (first, last), items = raw[2 * position], raw[2 * position + 1]
+            if first is None or last is None:
+                continue
+            stories.append(
+                Story(
+                    id=sid,
+                    first_seen=datetime.fromtimestamp(int(first) / 1000, UTC),
+                    last_seen=datetime.fromtimestamp(int(last) / 1000, UTC),
+                    items=tuple(StoryItem.from_dict(json.loads(i)) for i in items),
+                )
+            )
+        return stories

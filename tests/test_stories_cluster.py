@@ -1,0 +1,347 @@
+"""The pure core of story clustering: fingerprints, evidence extraction and the decision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.model import Item
+from monitor.normalize import canonical_url
+from monitor.rules.text import fold
+from monitor.stories.cluster import (
+    SLOTS,
+    Candidate,
+    Extractor,
+    MemoryStories,
+    band_keys,
+    choose_story,
+    dates,
+    decode_signature,
+    encode_signature,
+    figures,
+    minhash,
+    shingles,
+    similarity,
+    story_id_for,
+)
+from monitor.stories.lexicon import Lexicon
+from monitor.stories.model import (
+    FollowUpPolicy,
+    Story,
+    StoryItem,
+    StoryUpdate,
+    alert_now,
+    corroborated,
+    follow_up_reason,
+)
+
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
+EXTRACTOR = Extractor()
+WIRE = (
+    "Kazakhstan's Ministry of Industry and Construction will auction subsoil use rights to the "
+    "Upper Kairakty tungsten deposit in Karaganda region on March 20, with a starting price of "
+    "45 billion tenge ($90 million), the ministry said on Monday."
+)
+
+
+def item(item_id: str, title: str, summary: str = "", lang: str = "en", link: str = "") -> Item:
+    return Item(item_id, "feed", title, summary, link or f"https://x.example/{item_id}", NOW, lang)
+
+
+def folded(text: str) -> str:
+    return fold(text).text
+
+
+# --- figures and dates ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20 million tonnes", {"t:2e+07"}),
+        ("2000万吨", {"t:2e+07"}),
+        ("20 млн тонн", {"t:2e+07"}),
+        ("20 млн тонна кен", {"t:2e+07"}),
+        ("$110 million", {"usd:1.1e+08"}),
+        ("1.1亿美元", {"usd:1.1e+08"}),
+        ("110 млн долларов", {"usd:1.1e+08"}),
+        ("$1,1 млрд", {"usd:1.1e+09"}),
+        ("0.1%", {"pct:0.1"}),
+        ("0,1 %", {"pct:0.1"}),
+        ("百分之0.1", {"pct:0.1"}),
+        ("45 billion tenge", {"kzt:4.5e+10"}),
+        ("450亿坚戈", {"kzt:4.5e+10"}),
+        ("135,000 tonnes", {"t:1.35e+05"}),
+        ("the 135,000-tonne quota", {"t:1.35e+05"}),
+        ("13.5万吨", {"t:1.35e+05"}),
+        ("in 2025, 12 people", set()),
+        ("3 thousand visitors", set()),
+    ],
+)
+def test_figures_agree_across_languages(text: str, expected: set[str]) -> None:
+    assert figures(folded(text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("on March 20", {"d:03-20"}),
+        ("on 20 March", {"d:03-20"}),
+        ("Mar. 20", {"d:03-20"}),
+        ("20 марта", {"d:03-20"}),
+        ("3 мая", {"d:05-03"}),
+        ("20 наурызда", {"d:03-20"}),
+        ("1 желтоқсаннан бастап", {"d:12-01"}),
+        ("3月20日", {"d:03-20"}),
+        ("May 2025", set()),
+        ("20 млн тонн", set()),
+    ],
+)
+def test_dates_agree_across_languages(text: str, expected: set[str]) -> None:
+    assert dates(folded(text)) == expected
+
+
+def test_the_lexicon_names_one_deposit_in_every_language() -> None:
+    texts = ["Upper Kairakty", "Верхнее Кайракты", "Жоғарғы Қайрақты", "上凯拉克特钨矿"]
+    for text in texts:
+        assert "upper-kairakty" in EXTRACTOR.lexicon.find_in(text), text
+
+
+def test_lowercase_us_is_not_the_united_states() -> None:
+    assert "usa" not in EXTRACTOR.lexicon.find_in("Tell us about tungsten")
+
+
+def test_an_empty_lexicon_finds_nothing() -> None:
+    assert Lexicon([]).find_in("Upper Kairakty") == frozenset()
+
+
+# --- fingerprints ------------------------------------------------------------------------
+
+
+def test_chinese_is_shingled_by_characters() -> None:
+    assert "哈萨克" in shingles(folded("哈萨克斯坦钨矿"))
+    assert "upper kairakty" in shingles(folded("Upper Kairakty deposit"))
+
+
+def test_signatures_survive_the_store_encoding() -> None:
+    signature = minhash(shingles(folded(WIRE)))
+    assert len(signature) == SLOTS
+    assert decode_signature(encode_signature(signature)) == signature
+    assert similarity(decode_signature(""), signature) == 0.0
+    assert band_keys(decode_signature("")) == ()
+
+
+texts = st.text(
+    alphabet=st.characters(codec="utf-8", categories=["L", "N", "Zs", "P"]), max_size=300
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts)
+def test_a_text_is_always_similar_to_itself(text: str) -> None:
+    features = EXTRACTOR.features(item("a", text))
+    twin = EXTRACTOR.features(item("b", text))
+    assert features.signature == twin.signature
+    if shingles(folded(text)):
+        assert similarity(features.signature, twin.signature) == 1.0
+        assert EXTRACTOR.same_event(features, twin) > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts, texts)
+def test_the_decision_is_symmetric(first: str, second: str) -> None:
+    a = EXTRACTOR.features(item("a", first))
+    b = EXTRACTOR.features(item("b", second))
+    assert EXTRACTOR.same_event(a, b) == EXTRACTOR.same_event(b, a)
+
+
+headlines = st.text(alphabet=st.sampled_from("abcdefghij klmnop"), min_size=0, max_size=60)
+trackers = st.dictionaries(
+    st.sampled_from(["utm_source", "utm_medium", "utm_campaign", "fbclid", "utm_content"]),
+    st.text(alphabet="abcxyz0123", min_size=1, max_size=8),
+    max_size=3,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(headlines, trackers)
+def test_a_reprint_under_another_title_and_tracking_link_joins(
+    title: str, params: dict[str, str]
+) -> None:
+    """Portals reprint the wire's text under their own headline, with tracking parameters."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    link = canonical_url(f"https://portal.example/a/1?{query}")
+    original = EXTRACTOR.features(item("wire", "Kazakhstan to auction Upper Kairakty", WIRE))
+    reprint = EXTRACTOR.features(item("portal", title, WIRE, link=link))
+    assert EXTRACTOR.same_event(original, reprint) > 0
+    assert link == "https://portal.example/a/1"
+
+
+def test_a_translation_joins_through_entities_figures_and_dates() -> None:
+    english = EXTRACTOR.features(item("en", "Kazakhstan to auction Upper Kairakty", WIRE))
+    chinese = EXTRACTOR.features(
+        item(
+            "zh",
+            "哈萨克斯坦将拍卖上凯拉克特钨矿开采权",
+            "哈萨克斯坦工业和建设部表示，将于3月20日拍卖上凯拉克特钨矿，起拍价为450亿坚戈。",
+            lang="zh",
+        )
+    )
+    assert similarity(english.signature, chinese.signature) < 0.1
+    assert EXTRACTOR.same_event(english, chinese) > 0
+
+
+def test_sharing_a_deposit_is_not_enough() -> None:
+    auction = EXTRACTOR.features(item("a", "Upper Kairakty auction", WIRE))
+    investment = EXTRACTOR.features(
+        item(
+            "b",
+            "US firm to invest $1.1 billion in Kazakh tungsten",
+            "Cove Kaz Capital will develop the Upper Kairakty tungsten deposit in Kazakhstan.",
+        )
+    )
+    assert EXTRACTOR.same_event(auction, investment) == 0
+
+
+def test_template_statistics_with_other_figures_are_a_series() -> None:
+    january = EXTRACTOR.features(
+        item("jan", "Tungsten exports rise 18%", "Kazakhstan exported 420 tonnes in January.")
+    )
+    february = EXTRACTOR.features(
+        item("feb", "Tungsten exports fall 6%", "Kazakhstan exported 395 tonnes in February.")
+    )
+    assert EXTRACTOR.same_event(january, february) == 0
+
+
+# --- choosing a story ----------------------------------------------------------------------
+
+
+def test_a_story_closes_after_the_window() -> None:
+    wire = EXTRACTOR.features(item("wire", "Upper Kairakty auction", WIRE))
+    reprint = EXTRACTOR.features(item("reprint", "Kairakty under the hammer", WIRE))
+    story = Candidate("s1", (wire,), last_seen=NOW)
+    window = 72 * 3600.0
+    assert choose_story(EXTRACTOR, reprint, [story], NOW + timedelta(hours=71), window) == "s1"
+    assert choose_story(EXTRACTOR, reprint, [story], NOW + timedelta(hours=73), window) is None
+
+
+def test_the_strongest_link_wins_and_ties_go_to_the_smaller_id() -> None:
+    wire = EXTRACTOR.features(item("wire", "Upper Kairakty auction", WIRE))
+    reprint = EXTRACTOR.features(item("reprint", "Kairakty under the hammer", WIRE))
+    tied = [Candidate("s2", (wire,), NOW), Candidate("s1", (wire,), NOW)]
+    assert choose_story(EXTRACTOR, reprint, tied, NOW, 3600) == "s1"
+
+
+def test_story_ids_are_stable_and_short() -> None:
+    assert story_id_for("reuters:abc") == story_id_for("reuters:abc")
+    assert story_id_for("reuters:abc") != story_id_for("reuters:abd")
+    assert len(story_id_for("x")) == 13
+
+
+def test_memory_stories_group_reprints() -> None:
+    stories = MemoryStories(EXTRACTOR)
+    first = stories.add(item("wire", "Upper Kairakty auction", WIRE), NOW)
+    second = stories.add(item("portal", "Kairakty under the hammer", WIRE), NOW)
+    other = stories.add(item("x", "Wheat exports hit a record", "Kazakh wheat to China."), NOW)
+    assert first == second != other
+
+
+# --- follow-ups and corroboration ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("update", "reason"),
+    [
+        (StoryUpdate("s", "i", created=True, new_language=True), None),
+        (StoryUpdate("s", "i", created=False), None),
+        (StoryUpdate("s", "i", created=False, duplicate=True, new_language=True), None),
+        (StoryUpdate("s", "i", created=False, new_language=True), "new language"),
+        (StoryUpdate("s", "i", created=False, new_kind=True), "new source kind"),
+        (
+            StoryUpdate("s", "i", created=False, new_owner=True, independent=3),
+            "corroborated by 3 independent sources",
+        ),
+        (StoryUpdate("s", "i", created=False, new_owner=True, independent=4), None),
+    ],
+)
+def test_follow_ups_only_when_something_that_matters_changes(
+    update: StoryUpdate, reason: str | None
+) -> None:
+    assert follow_up_reason(update, FollowUpPolicy()) == reason
+
+
+def _member(source: str, owner: str = "", kind: str = "news") -> StoryItem:
+    return StoryItem(source + ":1", source, "en", "t", "", NOW, NOW, kind=kind, owner=owner)
+
+
+def test_sister_outlets_are_one_independent_source() -> None:
+    story = Story(
+        "s",
+        NOW,
+        NOW,
+        (
+            _member("xinhua", owner="xinhua"),
+            _member("xinhua-ru", owner="xinhua"),
+            _member("reuters"),
+        ),
+    )
+    assert story.owners == ("xinhua", "reuters")
+    assert not corroborated(story, min_sources=3)
+    assert corroborated(story, min_sources=2)
+
+
+def test_an_official_source_corroborates_when_the_rule_accepts_it() -> None:
+    story = Story("s", NOW, NOW, (_member("mofcom", kind="official"),))
+    assert corroborated(story, min_sources=3, official=True)
+    assert not corroborated(story, min_sources=3)
+    assert story.provenance() == ["mofcom (official, en)"]
+
+
+def _update(**fields: object) -> StoryUpdate:
+    base: dict[str, object] = {"story_id": "s", "item_id": "i", "created": False}
+    base.update(fields)
+    return StoryUpdate(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("update", "min_sources", "official", "expected"),
+    [
+        (_update(created=True, new_owner=True, independent=1), 1, False, True),
+        (_update(new_owner=True, independent=2), 1, False, False),
+        (_update(duplicate=True, created=False), 1, False, False),
+        (_update(new_owner=True, independent=2), 3, False, False),
+        (_update(new_owner=True, independent=3), 3, False, True),
+        (_update(new_owner=False, independent=3), 3, False, False),
+        (_update(new_owner=True, independent=4), 3, False, False),
+        (_update(created=True, new_owner=True, kind="official"), 3, True, True),
+        (
+            _update(new_owner=True, independent=2, kind="official", had_official=True),
+            3,
+            True,
+            False,
+        ),
+        (_update(new_owner=True, independent=3, had_official=True), 3, True, False),
+        (_update(new_owner=True, independent=2, kind="official"), 3, False, False),
+    ],
+)
+def test_a_story_alerts_once_when_the_rule_is_first_satisfied(
+    update: StoryUpdate, min_sources: int, official: bool, expected: bool
+) -> None:
+    assert alert_now(update, min_sources, official) is expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from([WIRE, "哈萨克斯坦将于3月20日拍卖上凯拉克特钨矿，起拍价为450亿坚戈。", ""]),
+    texts,
+)
+def test_features_survive_the_store_round_trip(summary: str, title: str) -> None:
+    """What the store keeps of a member (signature text, evidence tokens) is the member."""
+    features = EXTRACTOR.features(item("a", title, summary))
+    rebuilt = EXTRACTOR.from_evidence(
+        features.item_id, features.lang, encode_signature(features.signature), features.evidence
+    )
+    assert rebuilt == features

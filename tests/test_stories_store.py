@@ -1,0 +1,273 @@
+"""Stories in a real (private) redis-server: assignment, follow-up flags, replicas, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from test_stories_quality import load_labelled
+
+from monitor.embedded_redis import EmbeddedRedis
+from monitor.errors import ConfigError
+from monitor.model import Item
+from monitor.redisio import Keys
+from monitor.settings import load_settings
+from monitor.stories import source_metas
+from monitor.stories.cluster import Extractor, MemoryStories
+from monitor.stories.model import FollowUpPolicy, SourceMeta, alert_now, follow_up_reason
+from monitor.stories.store import StoryStore
+
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
+KEYS = Keys("t")
+EXTRACTOR = Extractor()
+WIRE = (
+    "Kazakhstan's Ministry of Industry and Construction will auction subsoil use rights to the "
+    "Upper Kairakty tungsten deposit in Karaganda region on March 20, with a starting price of "
+    "45 billion tenge ($90 million), the ministry said on Monday."
+)
+RUSSIAN = (
+    "Министерство промышленности и строительства Казахстана 20 марта проведет аукцион на право "
+    "недропользования на месторождении Верхнее Кайракты; стартовая цена — 45 млрд тенге."
+)
+SOURCES = {
+    "reuters": SourceMeta("reuters", kind="wire", country="gb"),
+    "xinhua": SourceMeta("xinhua", kind="state_media", country="cn", owner="xinhua"),
+    "xinhua-ru": SourceMeta("xinhua-ru", kind="state_media", country="cn", owner="xinhua"),
+    "gov": SourceMeta("gov", kind="official", country="kz"),
+}
+
+
+def item(item_id: str, source: str, title: str, summary: str, lang: str = "en") -> Item:
+    return Item(item_id, source, title, summary, f"https://{source}.example/{item_id}", NOW, lang)
+
+
+def store(client: aioredis.Redis) -> StoryStore:
+    return StoryStore(client, KEYS, EXTRACTOR, sources=SOURCES)
+
+
+async def test_a_reprint_joins_and_another_event_opens_a_story(
+    redis_client: aioredis.Redis,
+) -> None:
+    stories = store(redis_client)
+    first = await stories.assign(item("a", "reuters", "Kairakty auction", WIRE), NOW)
+    reprint = await stories.assign(item("b", "portal", "Under the hammer", WIRE), NOW)
+    other = await stories.assign(
+        item("c", "reuters", "Wheat exports hit a record", "Kazakh wheat to China."), NOW
+    )
+    assert first.created
+    assert not reprint.created
+    assert other.created
+    assert reprint.story_id == first.story_id != other.story_id
+    assert await stories.story_of("b") == first.story_id
+
+
+async def test_flags_tell_each_change_once_and_owners_count_sister_outlets_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    stories = store(redis_client)
+    policy = FollowUpPolicy(corroboration=3)
+    updates = [
+        await stories.assign(item("a", "xinhua", "Kairakty auction", WIRE), NOW),
+        await stories.assign(item("b", "xinhua-ru", "Аукцион", RUSSIAN, "ru"), NOW),
+        await stories.assign(item("c", "reuters", "Kairakty auction set", WIRE), NOW),
+        await stories.assign(item("d", "gov", "Аукцион Кайракты", RUSSIAN, "ru"), NOW),
+    ]
+    assert len({u.story_id for u in updates}) == 1
+    assert [u.independent for u in updates] == [1, 1, 2, 3]
+    assert [follow_up_reason(u, policy) for u in updates] == [
+        None,
+        "new language",
+        "new source kind",  # the first wire
+        "corroborated by 3 independent sources",
+    ]
+    story = await stories.story(updates[0].story_id)
+    assert story is not None
+    assert story.owners == ("xinhua", "reuters", "gov")
+    assert story.languages == ("en", "ru")
+    assert story.kinds == ("state_media", "wire", "official")
+
+
+async def test_assigning_an_item_again_is_a_duplicate(redis_client: aioredis.Redis) -> None:
+    stories = store(redis_client)
+    first = await stories.assign(item("a", "reuters", "Kairakty auction", WIRE), NOW)
+    again = await stories.assign(item("a", "reuters", "Kairakty auction", WIRE), NOW)
+    assert again.duplicate
+    assert again.story_id == first.story_id
+    story = await stories.story(first.story_id)
+    assert story is not None
+    assert len(story.items) == 1
+
+
+async def test_a_replica_that_read_before_another_committed_decides_again(
+    redis_client: aioredis.Redis, session_redis: EmbeddedRedis
+) -> None:
+    """The race the commit script exists for: both replicas see no story, both want to open
+    one; the second's commit is refused and it joins the first's story instead."""
+    other_client = aioredis.Redis.from_url(session_redis.url, decode_responses=True)
+    try:
+        one, two = store(redis_client), store(other_client)
+        wire = item("a", "reuters", "Kairakty auction", WIRE)
+        reprint = item("b", "portal", "Under the hammer", WIRE)
+        read_one = await one._read(EXTRACTOR.features(wire), NOW)
+        read_two = await two._read(EXTRACTOR.features(reprint), NOW)
+        assert read_one.candidates == read_two.candidates == ()
+        opened = await one._commit(wire, EXTRACTOR.features(wire), read_one, "s-one", True, NOW)
+        refused = await two._commit(
+            reprint, EXTRACTOR.features(reprint), read_two, "s-two", True, NOW
+        )
+        assert opened is not None
+        assert opened.created
+        assert refused is None
+        joined = await two.assign(reprint, NOW)
+        assert joined.story_id == "s-one"
+        assert not joined.created
+        assert await redis_client.exists(KEYS.story("s-two")) == 0
+    finally:
+        await other_client.aclose()
+
+
+async def test_replicas_assigning_reprints_at_once_make_one_story(
+    redis_client: aioredis.Redis, session_redis: EmbeddedRedis
+) -> None:
+    clients = [aioredis.Redis.from_url(session_redis.url, decode_responses=True) for _ in range(4)]
+    try:
+        replicas = [store(client) for client in clients]
+        items = [item(f"r{n}", f"portal{n}", f"Headline {n}", WIRE) for n in range(12)]
+        updates = await asyncio.gather(
+            *(replicas[n % 4].assign(one, NOW) for n, one in enumerate(items))
+        )
+        assert len({u.story_id for u in updates}) == 1
+        assert sum(u.created for u in updates) == 1
+        assert sorted(u.independent for u in updates) == list(range(1, 13))
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_the_story_closes_after_the_window_and_keys_expire(
+    redis_client: aioredis.Redis,
+) -> None:
+    stories = StoryStore(redis_client, KEYS, EXTRACTOR, window=timedelta(hours=72))
+    first = await stories.assign(item("a", "reuters", "Kairakty auction", WIRE), NOW)
+    late = await stories.assign(
+        item("b", "portal", "Under the hammer", WIRE), NOW + timedelta(hours=73)
+    )
+    assert late.created
+    assert late.story_id != first.story_id
+    for key in (KEYS.story(first.story_id), KEYS.story_items(first.story_id)):
+        assert 0 < await redis_client.ttl(key) <= 7 * 86400
+    index_keys = [key async for key in redis_client.scan_iter(match="t:stories:ix:*")]
+    assert index_keys
+    for key in index_keys:
+        assert await redis_client.ttl(key) > 0
+
+
+async def test_recent_lists_the_latest_stories_first(redis_client: aioredis.Redis) -> None:
+    stories = store(redis_client)
+    old = await stories.assign(item("a", "reuters", "Kairakty auction", WIRE), NOW)
+    new = await stories.assign(
+        item("c", "reuters", "Wheat exports hit a record", "Kazakh wheat to China."),
+        NOW + timedelta(hours=30),
+    )
+    listed = await stories.recent(NOW + timedelta(hours=6))
+    assert [s.id for s in listed] == [new.story_id]
+    listed = await stories.recent(NOW - timedelta(hours=1))
+    assert [s.id for s in listed] == [new.story_id, old.story_id]
+    assert await stories.story("nope") is None
+
+
+async def test_redis_clusters_the_labelled_set_as_memory_does(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The store's candidate lookup and decision are the in-memory ones, through Redis."""
+    labelled = load_labelled()
+    stories = store(redis_client)
+    memory = MemoryStories(EXTRACTOR)
+    for one in labelled.items:
+        update = await stories.assign(one, one.published)
+        assert update.story_id == memory.add(one, one.published), one.id
+
+
+def test_the_config_gives_sources_their_provenance(tmp_path: Path) -> None:
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        "feeds:\n  - {name: xinhua, url: 'https://x.example/f'}\n"
+        "stories:\n  window: 48h\n"
+        "  sources:\n    xinhua: {kind: state_media, country: cn, owner: xinhua-group}\n"
+    )
+    settings = load_settings(config)
+    assert settings.stories.window == timedelta(hours=48)
+    metas = source_metas(settings.stories)
+    assert metas["xinhua"] == SourceMeta("xinhua", "state_media", "cn", "xinhua-group")
+    assert metas["xinhua"].group == "xinhua-group"
+
+
+def test_an_unknown_source_kind_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "monitor.yaml"
+    config.write_text("stories:\n  sources:\n    a: {kind: tabloid}\n")
+    with pytest.raises(ConfigError, match="kind"):
+        load_settings(config)
+
+
+CHINESE = "哈萨克斯坦工业和建设部表示，将于3月20日拍卖上凯拉克特钨矿，起拍价为450亿坚戈。"
+
+
+async def test_five_reprints_in_three_languages_alert_once_with_bounded_follow_ups(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The issue's end-to-end case at the story level: one alert, then a follow-up per new
+    language and one at the corroboration threshold, never one per item."""
+    stories = store(redis_client)
+    policy = FollowUpPolicy(on_new_kind=False, corroboration=3)
+    arrivals = [
+        item("a", "reuters", "Kairakty auction", WIRE),
+        item("b", "portal1", "Kairakty under the hammer", WIRE),
+        item("c", "xinhua", "哈萨克斯坦将拍卖钨矿", CHINESE, "zh"),
+        item("d", "xinhua-ru", "Аукцион Кайракты", RUSSIAN, "ru"),
+        item("e", "portal2", "Tungsten auction set", WIRE),
+    ]
+    updates = [await stories.assign(one, NOW) for one in arrivals]
+    assert len({u.story_id for u in updates}) == 1
+    assert [alert_now(u) for u in updates] == [True, False, False, False, False]
+    reasons = [follow_up_reason(u, policy) for u in updates]
+    assert reasons == [
+        None,
+        None,
+        "corroborated by 3 independent sources",
+        "new language",
+        None,
+    ]
+
+
+async def test_min_sources_three_alerts_on_the_third_independent_outlet(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A sister outlet's reprint does not count: xinhua-ru is xinhua's."""
+    stories = store(redis_client)
+    arrivals = [
+        item("a", "xinhua", "哈萨克斯坦将拍卖钨矿", CHINESE, "zh"),
+        item("b", "xinhua-ru", "Аукцион Кайракты", RUSSIAN, "ru"),
+        item("c", "reuters", "Kairakty auction", WIRE),
+        item("d", "portal", "Kairakty under the hammer", WIRE),
+        item("e", "portal2", "Tungsten auction set", WIRE),
+    ]
+    alerts = [alert_now(await stories.assign(one, NOW), min_sources=3) for one in arrivals]
+    assert alerts == [False, False, False, True, False]
+
+
+async def test_an_official_source_is_enough_when_the_rule_says_so(
+    redis_client: aioredis.Redis,
+) -> None:
+    stories = store(redis_client)
+    arrivals = [
+        item("a", "reuters", "Kairakty auction", WIRE),
+        item("b", "gov", "Аукцион Кайракты", RUSSIAN, "ru"),
+        item("c", "xinhua", "哈萨克斯坦将拍卖钨矿", CHINESE, "zh"),
+    ]
+    alerts = [
+        alert_now(await stories.assign(one, NOW), min_sources=3, official=True) for one in arrivals
+    ]
+    assert alerts == [False, True, False]
