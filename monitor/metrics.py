@@ -6,6 +6,7 @@ tests and several daemons in one process never share counts.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -35,6 +36,12 @@ class Metrics:
             "monitor_items_deduplicated", "Feed entries already seen", registry=r
         )
         self.matches = Counter("monitor_matches", "Matches queued for delivery", registry=r)
+        self.rule_matches = Counter(
+            "monitor_rule_matches",
+            "Matches queued for delivery, by rule (a series appears once a rule matches)",
+            ["rule"],
+            registry=r,
+        )
         self.alerts_sent = Counter(
             "monitor_alerts_sent", "Alerts a channel accepted", ["channel"], registry=r
         )
@@ -81,6 +88,8 @@ class Metrics:
         self.new_items.inc(result.new_items)
         self.deduplicated.inc(max(0, result.entries - result.new_items))
         self.matches.inc(result.matches)
+        for rule, count in Tally(result.matched_rules).items():
+            self.rule_matches.labels(rule=rule).inc(count)
 
     def observe_queue(self, counts: dict[str, int]) -> None:
         self.stream_length.set(counts.get("queued", 0))

@@ -43,7 +43,17 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_poll_results_are_counted_by_feed_and_outcome() -> None:
     metrics = Metrics()
-    metrics.observe_poll(PollResult("wire", "ok", 200, entries=5, new_items=2, matches=1))
+    metrics.observe_poll(
+        PollResult(
+            "wire",
+            "ok",
+            200,
+            entries=5,
+            new_items=2,
+            matches=3,
+            matched_rules=("kz",) * 2 + ("ree",),
+        )
+    )
     metrics.observe_poll(PollResult("wire", "not-modified", 304))
     metrics.observe_poll(PollResult("bad", "error", error="HTTP 500"))
     metrics.observe_queue({"queued": 4, "pending": 1, "dead": 2})
@@ -52,7 +62,9 @@ def test_poll_results_are_counted_by_feed_and_outcome() -> None:
     assert found[("monitor_polls_total", (("feed", "bad"), ("outcome", "error")))] == 1
     assert found[("monitor_new_items_total", ())] == 2
     assert found[("monitor_items_deduplicated_total", ())] == 3
-    assert found[("monitor_matches_total", ())] == 1
+    assert found[("monitor_matches_total", ())] == 3
+    assert found[("monitor_rule_matches_total", (("rule", "kz"),))] == 2
+    assert found[("monitor_rule_matches_total", (("rule", "ree"),))] == 1
     assert found[("monitor_poll_duration_seconds_count", ())] == 3
     assert found[("monitor_stream_length", ())] == 4
     assert found[("monitor_dead_letters", ())] == 2
