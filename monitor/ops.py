@@ -152,14 +152,7 @@ def dead_letter_match(
     else:
         title = f"Dead letters handled: {count} left after {span_text(now - since)}"
         summary = f"Fewer than {threshold} dead letter(s) are waiting now."
-    item = Item(
-        id=f"ops:{DEAD_LETTERS_INCIDENT}:{since.isoformat()}:{change}",
-        source="monitor",
-        title=title,
-        summary=summary,
-        link="",
-        published=now,
-    )
+    item = _ops_item(f"{DEAD_LETTERS_INCIDENT}:{since.isoformat()}:{change}", title, summary, now)
     return _ops_match(DEAD_LETTERS_RULE, "Dead letters", change, item)
 
 
@@ -180,15 +173,16 @@ def redis_match(
     else:
         title = f"Redis reachable again after {lasted}"
         summary = f"{replica} reached Redis again; polling and delivery resume."
-    item = Item(
-        id=f"ops:redis:{replica}:{down_since.isoformat()}:{change}",
-        source="monitor",
-        title=title,
-        summary=summary,
-        link="",
-        published=now,
-    )
+    item = _ops_item(f"redis:{replica}:{down_since.isoformat()}:{change}", title, summary, now)
     return _ops_match(REDIS_RULE, "Redis unreachable", change, item)
+
+
+def _ops_item(incident: str, title: str, summary: str, now: datetime) -> Item:
+    """An incident's news item; its id names the incident and the change, so each is told
+    once (the send markers key on it)."""
+    return Item(
+        id=f"ops:{incident}", source="monitor", title=title, summary=summary, link="", published=now
+    )
 
 
 def ops_routed(match: Match, channels: Sequence[str]) -> Match:
