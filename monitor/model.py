@@ -154,6 +154,9 @@ class Match:
 
     ``rule_version`` identifies the rule set that produced it, so an alert can be traced back
     to the exact rule text.  ``route`` is the rule's own channel list, when it names one.
+    ``story`` is the story the item joined (items reporting one event, across feeds and
+    languages), when stories are on; ``follow_up`` says why a later item of an alerted story
+    is worth telling (a new language, a new kind of source, corroboration reached).
     """
 
     rule_id: str
@@ -164,6 +167,15 @@ class Match:
     hits: tuple[TermHit, ...] = ()
     route: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    story: str | None = None
+    follow_up: str | None = None
+
+    @property
+    def headline(self) -> str:
+        """What an alert is called: the rule's title, marked when it follows up a story."""
+        if self.follow_up:
+            return f"Follow-up ({self.follow_up}): {self.rule_title}"
+        return self.rule_title
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -188,6 +200,8 @@ class Match:
             ],
             "route": list(self.route),
             "tags": list(self.tags),
+            **({"story": self.story} if self.story else {}),
+            **({"follow_up": self.follow_up} if self.follow_up else {}),
         }
 
     @classmethod
@@ -210,6 +224,8 @@ class Match:
             ),
             route=tuple(data.get("route") or ()),
             tags=tuple(data.get("tags") or ()),
+            story=str(data["story"]) if data.get("story") else None,
+            follow_up=str(data["follow_up"]) if data.get("follow_up") else None,
         )
 
 

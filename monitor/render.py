@@ -395,7 +395,7 @@ def _slack_terms(match: Match) -> str:
 
 def _slack_rule(match: Match) -> str:
     rule = slack_text(match.rule_id, 200)
-    title = slack_text(match.rule_title, 300)
+    title = slack_text(match.headline, 300)
     version = slack_text(match.rule_version, 100) or "unknown"
     return clip(f"Rule {rule} ({title}) · rule set {version}", SLACK_CONTEXT_CHARS)
 
@@ -409,13 +409,13 @@ def _slack_origin(match: Match) -> str:
 def _slack_fallback(match: Match) -> str:
     """The notification text: what a phone or a screen reader shows instead of the blocks."""
     title = clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)"
-    raw = f"[{match.severity.name}] {clean_line(match.rule_title)}: {title}"
+    raw = f"[{match.severity.name}] {clean_line(match.headline)}: {title}"
     return slack_text(raw, SLACK_TEXT_CHARS)
 
 
 def slack_header(match: Match) -> str:
     """The header line: plain text (Slack parses no markup there), so it is only cleaned."""
-    rule = clean_line(match.rule_title) or clean_line(match.rule_id) or "alert"
+    rule = clean_line(match.headline) or clean_line(match.rule_id) or "alert"
     emoji = SEVERITY_EMOJI.get(match.severity, "")
     return clip(f"{emoji} {match.severity.name} · {rule}".strip(), SLACK_HEADER_CHARS)
 
@@ -434,7 +434,7 @@ def slack_alert_context(match: Match) -> dict[str, Any]:
         "source": clean_line(match.item.source),
         "severity": match.severity.name,
         "rule_id": match.rule_id,
-        "rule_title": clean_line(match.rule_title),
+        "rule_title": clean_line(match.headline),
         "link": safe_link(match.item.link),
     }
 
@@ -506,7 +506,7 @@ def _plain_lines(match: Match) -> list[str]:
     link = safe_link(item.link)
     found = quote(match)
     lines = [
-        f"[{match.severity.name}] {clean_line(match.rule_title) or match.rule_id}",
+        f"[{match.severity.name}] {clean_line(match.headline) or match.rule_id}",
         f"  Title:   {clip(clean_line(item.title), TITLE_CHARS) or '(untitled)'}",
         f"  Link:    {link or '(no web link)'}",
         f"  Source:  {clean_line(item.source) or 'unknown'}",
@@ -551,7 +551,7 @@ def alert_context(match: Match) -> dict[str, Any]:
     return {
         "severity": match.severity.name,
         "rule_id": clean_line(match.rule_id),
-        "rule_title": clean_line(match.rule_title) or clean_line(match.rule_id),
+        "rule_title": clean_line(match.headline) or clean_line(match.rule_id),
         "rule_version": clean_line(match.rule_version) or "unknown",
         "title": clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)",
         "link": safe_link(match.item.link),
@@ -580,7 +580,7 @@ def email_text(match: Match, templates: Templates | None = None) -> str:
 def email_subject(match: Match) -> str:
     """One header-safe line: severity, rule title, item title."""
     title = clean_line(match.item.title) or "(untitled)"
-    rule = clean_line(match.rule_title) or clean_line(match.rule_id)
+    rule = clean_line(match.headline) or clean_line(match.rule_id)
     return clip_bytes(clip(f"[{match.severity.name}] {rule}: {title}", SUBJECT_CHARS), HEADER_BYTES)
 
 
@@ -819,6 +819,7 @@ def webhook_alert(match: Match, *, story: str) -> dict[str, Any]:
     return {
         "id": alert_id(match.key),
         "story": story,
+        "follow_up": match.follow_up,
         "rule": {
             "id": match.rule_id,
             "title": clean_line(match.rule_title),

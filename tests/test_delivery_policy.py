@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,8 +23,9 @@ from monitor.deliver.policy import (
     route_plan,
     silenced_by,
     story_key,
+    throttled_as,
 )
-from monitor.model import Severity
+from monitor.model import Match, Severity
 
 POLICY = RetryPolicy(base=timedelta(seconds=30), cap=timedelta(minutes=10), max_attempts=5)
 NOW = datetime(2026, 3, 2, 2, 30, tzinfo=UTC)  # 07:30 in Almaty (UTC+5)
@@ -85,6 +87,18 @@ def test_a_story_is_its_folded_headline_across_feeds() -> None:
     assert story_key(one) == story_key(two)
     assert story_key(one) != story_key(make_match(title="Something else"))
     assert story_key(make_match(item="x:1", title="  ")) == "item:x:1"
+
+
+def test_a_clustered_story_replaces_the_headline_and_each_follow_up_reason_counts_apart() -> None:
+    first = replace(make_match(item="a:1", title="Kazakhstan tungsten auction"), story="s1")
+    reprint = replace(make_match(item="b:1", title="Another headline entirely"), story="s1")
+    follow_up = replace(reprint, follow_up="new language")
+    assert story_key(first) == story_key(reprint) == "story:s1"
+    assert throttled_as(first) == throttled_as(reprint) != throttled_as(follow_up)
+    assert follow_up.headline == f"Follow-up (new language): {follow_up.rule_title}"
+    assert first.headline == first.rule_title
+    assert Match.from_dict(follow_up.to_dict()) == follow_up
+    assert "story" not in make_match().to_dict()  # unclustered matches keep their old form
 
 
 def test_delivery_unit_names_a_recipient_subset_stably() -> None:

@@ -74,8 +74,10 @@ def test_webhook_bodies_follow_the_documented_schema() -> None:
     match = make_match(title=f"Tender {EVIL}")
     body = webhook_alert_body(match, story="s1", now=NOW)
     assert set(body) == {
-        "schema", "kind", "sent_at", "id", "story", "rule", "item", "terms", "hits", "quote",
+        "schema", "kind", "sent_at", "id", "story", "follow_up", "rule", "item", "terms",
+        "hits", "quote",
     }  # fmt: skip
+    assert body["follow_up"] is None
     assert body["item"]["title"] == f"Tender {EVIL}"  # data, not markup: not escaped
     assert body["sent_at"] == "2026-03-02T03:00:00+00:00"
     assert body["hits"][0]["term"] == "tungsten"

@@ -52,14 +52,23 @@ def gives_up(attempt: int, policy: RetryPolicy) -> bool:
 def story_key(match: Match) -> str:
     """The story a match belongs to, for throttling and email threading.
 
-    Until items are clustered into stories, a story is the folded headline: the same wire
-    story reaching us through two feeds (with two links) is one story.  Items without a title
-    are their own story.
+    The story the item was clustered into, when stories are on; otherwise the folded
+    headline: the same wire story reaching us through two feeds (with two links) is one
+    story.  Items without a title are their own story.
     """
+    if match.story:
+        return f"story:{match.story}"
     title = " ".join(unicodedata.normalize("NFKC", match.item.title).casefold().split())
     if not title:
         return f"item:{match.item.id}"
     return "title:" + hashlib.blake2b(title.encode(), digest_size=12).hexdigest()
+
+
+def throttled_as(match: Match) -> str:
+    """What the per-rule throttle counts: the story, or for a story's follow-up the story and
+    the reason, so each reason is told once while the story's other items stay quiet."""
+    story = story_key(match)
+    return f"{story}#{match.follow_up}" if match.follow_up else story
 
 
 def delivery_unit(channel: str, recipients: Sequence[str] = ()) -> str:

@@ -33,6 +33,7 @@ from monitor.deliver.policy import (
     route_plan,
     silenced_by,
     story_key,
+    throttled_as,
 )
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
@@ -256,7 +257,7 @@ class DeliveryWorker:
                 unit,
                 self.policy.send_lease,
                 severity=int(match.severity),
-                throttle_key=self.queue.keys.throttle(match.rule_id, story_key(match), channel),
+                throttle_key=self.queue.keys.throttle(match.rule_id, throttled_as(match), channel),
                 throttle=self.policy.throttle,
             )
             if verdict == "go":
@@ -453,7 +454,7 @@ class DeliveryWorker:
             )
         )
         throttle_key = self.queue.keys.throttle(
-            send.match.rule_id, story_key(send.match), send.channel
+            send.match.rule_id, throttled_as(send.match), send.channel
         )
         await self._step(lambda: self.queue.release_throttle(throttle_key, send.match.key))
         report.count_dead(send.channel)
