@@ -50,6 +50,9 @@ from monitor.redisio import Keys
 from monitor.rules import RuleSet, find_rule_files, load_rules
 from monitor.settings import Settings, load_settings
 from monitor.store import Store
+from monitor.stories import source_metas
+from monitor.stories.model import FollowUpPolicy
+from monitor.stories.store import StoryStore
 from monitor.workers import ParserPool, worker_count
 
 log = structlog.get_logger("monitor.app")
@@ -226,6 +229,8 @@ class Monitor:
             backfill=self.settings.ingest.backfill,
             health_alert_after=self.settings.ingest.health_alert_after,
             prepare=self._pool.prepare if self._pool is not None else prepare_in_process,
+            stories=self._story_store(keys),
+            follow_ups=FollowUpPolicy(corroboration=self.settings.stories.corroboration),
         )
         log.info(
             "monitor started",
@@ -255,6 +260,20 @@ class Monitor:
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             log.info("embedded redis stopped")
+
+    def _story_store(self, keys: Keys) -> StoryStore | None:
+        """Stories for matched items (``stories.enabled``), sharing the daemon's Redis."""
+        config = self.settings.stories
+        if not config.enabled:
+            return None
+        assert self._redis is not None
+        return StoryStore(
+            self._redis,
+            keys,
+            window=config.window,
+            retention=config.retention,
+            sources=source_metas(config),
+        )
 
     @property
     def store(self) -> Store:

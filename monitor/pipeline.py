@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -32,6 +32,8 @@ from monitor.parse import NotAFeedError, parse_feed
 from monitor.rules import RuleSet
 from monitor.scrape import scrape_page
 from monitor.store import FeedState, FeedSuccess, Store
+from monitor.stories.model import FollowUpPolicy, follow_up_reason
+from monitor.stories.store import StoryStore
 
 Clock = Callable[[], datetime]
 Preparer = Callable[
@@ -139,6 +141,8 @@ class PollContext:
     backfill: timedelta | None = timedelta(hours=24)
     health_alert_after: timedelta | None = timedelta(hours=1)
     prepare: Preparer = prepare_in_process
+    stories: StoryStore | None = None
+    follow_ups: FollowUpPolicy = field(default_factory=FollowUpPolicy)
 
 
 async def poll_once(
@@ -284,6 +288,13 @@ async def _record(
         items = [rematch(item, rules) for item in items]
     is_new = await ctx.store.unseen_keys([item.record.seen_keys for item in items])
     items = [item for item, new in zip(items, is_new, strict=True) if new]
+    if ctx.stories is not None:
+        items = [
+            await _with_story(item, ctx.stories, ctx.follow_ups, now)
+            if item.record.match_json and (quiet_before is None or item.published >= quiet_before)
+            else item
+            for item in items
+        ]
     new_items = position = 0
     matched: list[str] = []
     while position < len(items):
@@ -303,6 +314,30 @@ async def _record(
                 new_items += 1
                 matched += record.rules
     return new_items, tuple(matched), True
+
+
+async def _with_story(
+    item: PreparedItem, stories: StoryStore, policy: FollowUpPolicy, now: datetime
+) -> PreparedItem:
+    """Put a matched item into its story and mark its matches with it, and with why they are
+    worth a follow-up when the story was told before.
+
+    Only matched items are clustered: a story is what the rules watch, and assigning costs
+    three Redis round trips, too many for every item of a first poll.  The assignment is
+    idempotent, so a poll retried after a crash gets the same story back.
+    """
+    update = await stories.assign(Item.from_dict(json.loads(item.record.item_json)), now)
+    reason = follow_up_reason(update, policy)
+    marked = tuple(_mark(match, update.story_id, reason) for match in item.record.match_json)
+    return replace(item, record=replace(item.record, match_json=marked))
+
+
+def _mark(match_json: str, story: str, follow_up: str | None) -> str:
+    data = json.loads(match_json)
+    data["story"] = story
+    if follow_up:
+        data["follow_up"] = follow_up
+    return json.dumps(data, ensure_ascii=False)
 
 
 def rematch(item: PreparedItem, rules: RuleSet) -> PreparedItem:

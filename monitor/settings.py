@@ -396,8 +396,14 @@ class StorySourceSettings(_Strict):
 
 
 class StoriesSettings(_Strict):
-    """Clustering items into stories (issue 7)."""
+    """Clustering matched items into stories, so one event alerts once per rule."""
 
+    enabled: bool = Field(
+        default=False,
+        description="cluster matched items into stories: one alert per story and rule, "
+        "follow-ups only when a new language, source kind or corroboration arrives "
+        "(off by default until rules can ask for min_sources)",
+    )
     window: Duration = Field(
         default=timedelta(hours=72), description="an item joins a story active this recently"
     )
