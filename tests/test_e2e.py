@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.commands import run_monitor
 from support.feed_server import FeedServer, rss
 from support.servers import HttpReply, SlackServer, SmtpServer
 
@@ -81,20 +82,6 @@ routes:
 log: {{format: json, level: info}}
 health: {{port: 0}}
 """
-
-
-def run_monitor(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=REPO,
-    )
 
 
 @pytest.fixture

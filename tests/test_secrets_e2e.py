@@ -12,20 +12,18 @@ Redis, and every alert Slack and email received.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
+from support.commands import run_monitor
 from support.feed_server import FeedServer, rss
 from support.servers import HttpReply, SlackServer, SmtpServer
 
 from monitor.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Smtp-Pa55word-4f9c1e"
 RULES = """\
 rules:
@@ -54,18 +52,6 @@ delivery: {{retry_after: 100ms, retry_max: 200ms, max_attempts: 2}}
 log: {{format: json, level: debug}}
 health: {{port: 0}}
 """
-
-
-def monitor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        cwd=REPO,
-    )
 
 
 def redis_values(url: str) -> str:
@@ -109,13 +95,13 @@ def test_webhook_urls_and_smtp_passwords_never_reach_logs_errors_records_or_aler
     secrets = [slack_server.secret, slack_server.url, PASSWORD]
 
     slack_server.set_default(HttpReply(404, "no_service"))  # a revoked webhook
-    refused = monitor("run", "--once", "-c", str(config), env=wrong)
+    refused = run_monitor("run", "--once", "-c", str(config), env=wrong)
     assert refused.returncode == 0, refused.stderr
     assert "no_service" in refused.stderr  # the refusals were logged, with their reasons
     assert "Authentication credentials invalid" in refused.stderr
     assert len(slack_server.requests) >= 2  # both alerts were tried on Slack, and refused
     assert smtp.messages == []  # and refused by the SMTP server (wrong password)
-    dead = monitor("alerts", "dead", "--json", "-c", str(config), env=wrong)
+    dead = run_monitor("alerts", "dead", "--json", "-c", str(config), env=wrong)
     assert dead.returncode == 0, dead.stderr
     assert "no_service" in dead.stdout  # the dead letters say why, without the secrets
     assert "alerts" in dead.stdout or "authentication" in dead.stdout.lower()
@@ -124,9 +110,9 @@ def test_webhook_urls_and_smtp_passwords_never_reach_logs_errors_records_or_aler
     assert "no_service" in stored_after_refusals  # the dead letters' records are in there
 
     slack_server.set_default(None)
-    retried = monitor("alerts", "retry", "--all", "-c", str(config), env=right)
+    retried = run_monitor("alerts", "retry", "--all", "-c", str(config), env=right)
     assert retried.returncode == 0, retried.stderr
-    delivered = monitor("run", "--once", "-c", str(config), env=right)
+    delivered = run_monitor("run", "--once", "-c", str(config), env=right)
     assert delivered.returncode == 0, delivered.stderr
     assert len(slack_server.payloads) >= 2
     assert len(smtp.messages) >= 2

@@ -7,9 +7,6 @@ Real local feed server, private Redis, real Slack look-alike; nothing is mocked.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -19,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from support.commands import run_monitor
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
@@ -37,7 +35,6 @@ from monitor.stories.model import FollowUpPolicy
 from monitor.stories.store import StoryStore
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
-REPO = Path(__file__).resolve().parents[1]
 FRESH = format_datetime(datetime.now(UTC), usegmt=True)  # inside the backfill window
 RULES = """\
 terms:
@@ -209,27 +206,10 @@ def test_the_daemon_with_stories_on_alerts_once_for_two_outlets_of_one_event(
         "stories: {enabled: true}\nhealth: {port: 0}\nlog: {format: json}\n",
         encoding="utf-8",
     )
-    env = {k: v for k, v in os.environ.items() if k != "MONITOR_CONFIG"}
-    once = subprocess.run(
-        [sys.executable, "-m", "monitor", "run", "--once", "-c", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        cwd=REPO,
-    )
+    once = run_monitor("run", "--once", "-c", str(config))
     assert once.returncode == 0, once.stderr
     assert len(slack_server.payloads) == 1, slack_server.payloads
-    listing = subprocess.run(
-        [sys.executable, "-m", "monitor", "stories", "list", "--json", "-c", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
+    listing = run_monitor("stories", "list", "--json", "-c", str(config))
     assert listing.returncode == 0, listing.stderr
     stories = [json.loads(line) for line in listing.stdout.splitlines() if line.strip()]
     assert [story["items"] for story in stories] == [2], stories
