@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from support.commands import kill_daemon
 from support.feed_server import FeedServer, rss
 from support.samples import KZ_TUNGSTEN_RULES
 from support.servers import HttpReply, SlackServer, SmtpServer
@@ -97,6 +98,7 @@ class Daemon:
                 cwd=REPO,
                 stdout=subprocess.DEVNULL,
                 stderr=sink,
+                start_new_session=True,  # so a kill takes its parser processes too
             )
 
     @property
@@ -104,20 +106,21 @@ class Daemon:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        """Signal the daemon and wait for it; -9 if it had to be killed after ``timeout``."""
+        """Signal the daemon and wait for it; -9 if it had to be killed after ``timeout``.
+        SIGKILL takes the daemon's own processes with it, as a crash would."""
+        if sig == signal.SIGKILL:
+            kill_daemon(self.process)
+            return self.process.wait()
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            kill_daemon(self.process)
             return -9
 
     def ensure_dead(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
+        kill_daemon(self.process)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from support.commands import kill_daemon
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
@@ -69,6 +70,7 @@ def start_replicas(
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # so a kill takes its parser processes too
         )
         for _ in range(REPLICAS)
     ]
@@ -114,8 +116,7 @@ def test_200_feeds_on_three_replicas_once_per_interval_and_taken_over_after_sigk
         victim = daemons[0]
         holders = {n: str(client.get(f"monitor:lease:f{n}") or "") for n in range(FEEDS)}
         orphaned = [n for n, who in holders.items() if who.endswith(f"-{victim.pid}")]
-        victim.kill()  # SIGKILL: its leases stay until they expire
-        victim.wait(10)
+        kill_daemon(victim)  # SIGKILL, with its parser processes: its leases stay until they expire
         killed_at = time.monotonic()
         publishing = sorted({*orphaned, *range(0, FEEDS, 2)})  # its feeds and half the others
         put_feeds(feed_server, dict.fromkeys(publishing, 2))
@@ -128,9 +129,7 @@ def test_200_feeds_on_three_replicas_once_per_interval_and_taken_over_after_sigk
         for daemon in daemons[1:]:
             daemon.send_signal(signal.SIGTERM)
         codes = [daemon.wait(30) for daemon in daemons[1:]]
-        if daemons[0].poll() is None:
-            daemons[0].kill()
-            daemons[0].wait(10)
+        kill_daemon(daemons[0])
 
     counts = delivered(slack_server)
     times = {n: feed_server.times[f"/f{n}.xml"] for n in range(FEEDS)}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,3 +30,12 @@ def run_monitor(
         check=False,
         cwd=REPO,
     )
+
+
+def kill_daemon(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL a daemon started with ``start_new_session=True`` and every process it started
+    (its fork server and parser processes, an embedded redis-server), as the crash of its
+    container would.  Killing the daemon alone leaves those running, orphaned."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
