@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from monitor.dedup import ItemRecord, seen_keys
+from monitor.dedup import ItemRecord
 from monitor.fetch import Validators
 from monitor.model import Item, Match
 from monitor.redisio import Keys, guarded
@@ -210,10 +210,6 @@ class Store:
             return found
 
         return await guarded(read)
-
-    async def unseen(self, items: Sequence[Item]) -> list[bool]:
-        """Which items are new; see ``unseen_keys``."""
-        return await self.unseen_keys([seen_keys(item) for item in items])
 
     async def unseen_keys(self, key_groups: Sequence[Sequence[str]]) -> list[bool]:
         """Which items (each given by its seen-keys) are new, in one round trip, before any

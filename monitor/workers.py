@@ -50,7 +50,7 @@ def rules_payload(rules: RuleSet) -> dict[str, Any]:
     return payload
 
 
-def _ready() -> int:
+def _worker_pid() -> int:
     return os.getpid()
 
 
@@ -76,7 +76,7 @@ class ParserPool:
     def __init__(self, workers: int, rules: RuleSet) -> None:
         self.workers = workers
         self._pool = self._start(rules)
-        self._ready: asyncio.Future[None] | None = None
+        self._started: asyncio.Future[None] | None = None
 
     def _start(self, rules: RuleSet) -> ProcessPoolExecutor:
         # A fork server, not fork: forking the daemon itself would copy its event loop,
@@ -99,13 +99,13 @@ class ParserPool:
         freeze the event loop, and with it delivery, signals and health checks, for as long;
         so the processes start in a thread and polls wait for them without blocking.
         """
-        self._ready = asyncio.ensure_future(asyncio.to_thread(self._spawn_all, self._pool))
+        self._started = asyncio.ensure_future(asyncio.to_thread(self._spawn_all, self._pool))
         # A pool shut down while it was starting fails here; polls awaiting it see the error,
         # and it must not also be logged as "never retrieved".
-        self._ready.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._started.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _spawn_all(self, pool: ProcessPoolExecutor) -> None:
-        pending = [pool.submit(_ready) for _ in range(self.workers)]
+        pending = [pool.submit(_worker_pid) for _ in range(self.workers)]
         for future in pending:
             future.result()
 
@@ -129,10 +129,10 @@ class ParserPool:
         """The ``pipeline.Preparer`` that runs in a worker.  ``rules`` is what the poll was
         given; the worker matches with the pool's copy and says which version it used."""
         del rules  # the workers hold their own copy; pipeline checks the version
-        if self._ready is None:
+        if self._started is None:
             self.start()
-        assert self._ready is not None
-        await asyncio.shield(self._ready)
+        assert self._started is not None
+        await asyncio.shield(self._started)
         url = response.url or source.url
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
