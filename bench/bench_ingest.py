@@ -41,7 +41,7 @@ from aiohttp import web  # noqa: E402
 
 from monitor.embedded_redis import free_port  # noqa: E402
 from monitor.model import Source  # noqa: E402
-from monitor.pipeline import prepare_feed  # noqa: E402
+from monitor.prepare import prepare_feed  # noqa: E402
 
 if TYPE_CHECKING:
     from monitor.app import Monitor
@@ -414,18 +414,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def pss_mb(pids: list[int]) -> float:
-    """Proportional set size: pages shared between the processes (the fork server's imported
-    modules) count once in the total, not once per process as RSS would."""
-    total = 0
+def pss_mb(pids: list[int]) -> dict[int, float]:
+    """Proportional set size of each process: pages shared between the processes (the fork
+    server's imported modules) count once in the total, not once per process as RSS would."""
+    found: dict[int, float] = {}
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
-                    total += int(line.split()[1])
+                    found[pid] = int(line.split()[1]) / 1024
         except OSError:
             continue
-    return total / 1024
+    return found
 
 
 class MemorySampler:
@@ -435,13 +435,17 @@ class MemorySampler:
     def __init__(self, exclude: list[int]) -> None:
         self.exclude = set(exclude)
         self.peak = 0.0
+        #: Each process's PSS in the sample with the peak total.
+        self.parts: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             tree = [os.getpid(), *descendants(os.getpid())]
-            self.peak = max(self.peak, pss_mb([p for p in tree if p not in self.exclude]))
+            parts = pss_mb([p for p in tree if p not in self.exclude])
+            if sum(parts.values()) > self.peak:
+                self.peak, self.parts = sum(parts.values()), parts
 
     def __enter__(self) -> MemorySampler:
         self._thread.start()
@@ -524,9 +528,19 @@ async def measured_pass(
         f"peak memory (PSS) {memory.peak:.0f} MB; peak RSS: daemon "
         f"{peak_rss_mb([os.getpid()]):.0f} MB, parsers {peak_rss_mb(parsers):.0f} MB"
     )
+    print(f"  PSS at the peak: {peak_breakdown(memory.parts, parsers)}")
     if failed:
         print("  first failure:", failed[0].error)
     return own + parsing
+
+
+def peak_breakdown(parts: dict[int, float], parsers: list[int]) -> str:
+    """Where the peak PSS was: the daemon, its parser processes, and the rest (the fork
+    server and multiprocessing's resource tracker)."""
+    daemon = parts.get(os.getpid(), 0.0)
+    parsing = sum(size for pid, size in parts.items() if pid in parsers)
+    rest = sum(parts.values()) - daemon - parsing
+    return f"daemon {daemon:.0f} MB, parsers {parsing:.0f} MB, fork server etc. {rest:.0f} MB"
 
 
 def parse_rate(feeds: int, items: int) -> None:

@@ -17,19 +17,23 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from monitor.fetch import FetchResult
 from monitor.model import Source
-from monitor.pipeline import PreparedFeed, prepare_feed
+from monitor.prepare import (
+    PreparedFeed,
+    install_rules,
+    prepare_with_installed_rules,
+    process_id,
+)
 from monitor.rules import RuleSet
 
-log = structlog.get_logger("monitor.workers")
+if TYPE_CHECKING:
+    from monitor.fetch import FetchResult
 
-_worker_rules: RuleSet | None = None
-"""The rule set of this worker process (None in the daemon's own process)."""
+log = structlog.get_logger("monitor.workers")
 
 
 def worker_count(setting: int) -> int:
@@ -50,26 +54,6 @@ def rules_payload(rules: RuleSet) -> dict[str, Any]:
     return payload
 
 
-def _worker_pid() -> int:
-    return os.getpid()
-
-
-def _install_rules(payload: dict[str, Any]) -> None:
-    global _worker_rules
-    _worker_rules = RuleSet(**payload)
-
-
-def _prepare(
-    source: Source,
-    body: bytes,
-    headers: dict[str, str],
-    url: str,
-    now: datetime,
-    known: frozenset[str],
-) -> PreparedFeed:
-    return prepare_feed(source, body, headers, url, now, _worker_rules, known)
-
-
 class ParserPool:
     """A process pool that prepares feeds with the daemon's current rules."""
 
@@ -81,13 +65,14 @@ class ParserPool:
     def _start(self, rules: RuleSet) -> ProcessPoolExecutor:
         # A fork server, not fork: forking the daemon itself would copy its event loop,
         # threads and sockets into the child.  The server imports the parsing modules once,
-        # so every worker forked from it shares those pages instead of importing its own.
+        # so every worker forked from it shares those pages instead of importing its own; only
+        # the parsing modules (``monitor.prepare``), not the daemon's HTTP, Redis and delivery.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload(["monitor.prepare"])
         return ProcessPoolExecutor(
             self.workers,
             mp_context=context,
-            initializer=_install_rules,
+            initializer=install_rules,
             initargs=(rules_payload(rules),),
         )
 
@@ -105,7 +90,7 @@ class ParserPool:
         self._started.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _spawn_all(self, pool: ProcessPoolExecutor) -> None:
-        pending = [pool.submit(_worker_pid) for _ in range(self.workers)]
+        pending = [pool.submit(process_id) for _ in range(self.workers)]
         for future in pending:
             future.result()
 
@@ -136,7 +121,14 @@ class ParserPool:
         url = response.url or source.url
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, _prepare, source, response.body, response.headers, url, now, known
+            self._pool,
+            prepare_with_installed_rules,
+            source,
+            response.body,
+            response.headers,
+            url,
+            now,
+            known,
         )
 
     def pids(self) -> list[int]:

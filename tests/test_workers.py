@@ -14,7 +14,7 @@ import pytest
 
 from monitor.fetch import FetchResult
 from monitor.model import Source
-from monitor.pipeline import PreparedFeed, prepare_feed
+from monitor.prepare import PreparedFeed, prepare_feed
 from monitor.rules import RuleSet, load_rules
 from monitor.workers import ParserPool, rules_payload
 
@@ -101,7 +101,7 @@ def test_rules_keep_their_meaning_in_a_process_with_another_hash_seed(
         "from datetime import datetime, UTC\n"
         "from monitor.rules import RuleSet\n"
         "from monitor.model import Source\n"
-        "from monitor.pipeline import prepare_feed\n"
+        "from monitor.prepare import prepare_feed\n"
         "rules = RuleSet(**pickle.loads(open(sys.argv[1], 'rb').read()))\n"
         "feed = sys.stdin.buffer.read()\n"
         "source = Source(name='wire', url='https://wire.example/feed.xml')\n"

@@ -1,0 +1,123 @@
+"""Preparing a fetched body: parse, clean, fingerprint, match and serialise its new entries.
+
+The CPU-heavy stage of a poll, pure (bytes and settings in, strings out), so that it can run in
+a parser process on every core (``monitor.workers``).  It lives apart from ``pipeline`` so that
+those processes import only what parsing needs: not the HTTP client, Redis or the delivery
+side, which would cost every parser tens of megabytes it never uses.  The functions at the end
+are what a parser process runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from monitor.dedup import ItemRecord, entry_fingerprint
+from monitor.model import Item, Source
+from monitor.normalize import normalize_entry
+from monitor.parse import NotAFeedError, parse_feed
+from monitor.rules import RuleSet
+from monitor.scrape import scrape_page
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedItem:
+    """A clean item ready to record: when it was published (a new feed's archive is recorded
+    without alerting) and what goes to Redis."""
+
+    published: datetime
+    record: ItemRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFeed:
+    """A fetched body turned into items ready to record; small and picklable (strings, not
+    objects), so it can be built in a worker process and sent back cheaply.
+
+    ``items`` holds only entries not in the feed's previous body; ``fingerprints`` names every
+    entry of this body, for the next poll.  ``rules_version`` is the rule set the matches were
+    computed with (None: not matched).
+    """
+
+    entries: int
+    items: tuple[PreparedItem, ...]
+    fingerprints: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    ttl: str | None = None
+    error: str | None = None
+    """Why the body is not a feed; returned, not raised, so it crosses process boundaries."""
+    rules_version: str | None = None
+
+
+def prepare_feed(
+    source: Source,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    rules: RuleSet | None = None,
+    known: frozenset[str] = frozenset(),
+) -> PreparedFeed:
+    """Parse a body, then clean, fingerprint, serialise and match its entries: the CPU-heavy
+    part of a poll, pure so it can run in a process pool on every core.
+
+    Entries whose fingerprint is in ``known`` (they were in the feed's previous body) are
+    skipped before any cleaning: a changed feed usually has a handful of new entries among
+    fifty, and their cleaning and matching is most of the cost.
+    """
+    try:
+        if source.kind == "page" and source.page is not None:
+            feed = scrape_page(body, headers, url, source.page)
+        else:
+            feed = parse_feed(body, headers, url)
+    except NotAFeedError as exc:
+        return PreparedFeed(0, (), error=str(exc))
+    fingerprints = tuple(
+        entry_fingerprint(entry.guid, entry.link, entry.title, entry.summary_html)
+        for entry in feed.entries
+    )
+    items = tuple(
+        prepare_item(normalize_entry(entry, source, now), rules)
+        for entry, fingerprint in zip(feed.entries, fingerprints, strict=True)
+        if fingerprint not in known
+    )
+    version = rules.version if rules is not None else None
+    return PreparedFeed(
+        len(feed.entries), items, fingerprints, feed.warnings, feed.ttl, rules_version=version
+    )
+
+
+def prepare_item(item: Item, rules: RuleSet | None) -> PreparedItem:
+    matches = rules.match(item) if rules is not None else ()
+    return PreparedItem(item.published, ItemRecord.of(item, matches))
+
+
+# -- what a parser process runs (``monitor.workers.ParserPool``) ------------------------------
+
+_process_rules: RuleSet | None = None
+"""The rule set of this parser process (None in the daemon's own process)."""
+
+
+def install_rules(payload: dict[str, Any]) -> None:
+    """A parser process's initializer: compile its own copy of the daemon's rules."""
+    global _process_rules
+    _process_rules = RuleSet(**payload)
+
+
+def process_id() -> int:
+    """Answered by a parser process once it has started (the pool waits for every one)."""
+    import os
+
+    return os.getpid()
+
+
+def prepare_with_installed_rules(
+    source: Source,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    known: frozenset[str],
+) -> PreparedFeed:
+    return prepare_feed(source, body, headers, url, now, _process_rules, known)
