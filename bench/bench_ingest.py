@@ -37,18 +37,18 @@ from typing import TYPE_CHECKING
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aiohttp import web  # noqa: E402
-
 from monitor.embedded_redis import free_port  # noqa: E402
 from monitor.model import Source  # noqa: E402
 from monitor.prepare import prepare_feed  # noqa: E402
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from monitor.app import Monitor
 
-# The daemon's own modules (scheduler, delivery, templates, metrics) are imported inside
-# ``run_passes``: the parser processes import this file as their main module, and should
-# hold only what a real daemon's parsers hold.
+# The daemon's own modules (scheduler, delivery, templates, metrics) and the feed server's are
+# imported inside the functions that use them: the parser processes import this file as their
+# main module, and should hold only what a real daemon's parsers hold (see monitor.console).
 
 WORDS = {
     "en": [
@@ -347,6 +347,8 @@ def feed_body(feed: int, count: int, extra: int = 0) -> bytes:
 
 def serve(port: int, feeds: int, items: int, ready: object) -> None:
     """The feed server process: in-memory bodies, ETag and Last-Modified, a bump endpoint."""
+    from aiohttp import web
+
     bodies = {n: feed_body(n, items) for n in range(feeds)}
     extra = dict.fromkeys(range(feeds), 0)
 
@@ -429,8 +431,9 @@ def pss_mb(pids: list[int]) -> dict[int, float]:
 
 
 class MemorySampler:
-    """The peak PSS of the daemon and its processes (Redis and the feed server apart),
-    sampled while a pass runs."""
+    """The peak PSS of the daemon and its processes, sampled while a pass runs.  Redis and
+    the feed server are apart, with their children: redis-server forks to write its snapshot,
+    and that child's pages are Redis' memory, not the daemon's."""
 
     def __init__(self, exclude: list[int]) -> None:
         self.exclude = set(exclude)
@@ -442,8 +445,9 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
+            apart = self.exclude.union(*(descendants(pid) for pid in self.exclude))
             tree = [os.getpid(), *descendants(os.getpid())]
-            parts = pss_mb([p for p in tree if p not in self.exclude])
+            parts = pss_mb([p for p in tree if p not in apart])
             if sum(parts.values()) > self.peak:
                 self.peak, self.parts = sum(parts.values()), parts
 

@@ -68,7 +68,7 @@ class ParserPool:
         # so every worker forked from it shares those pages instead of importing its own; only
         # the parsing modules (``monitor.prepare``), not the daemon's HTTP, Redis and delivery.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["monitor.prepare"])
+        context.set_forkserver_preload(["monitor.parser_server"])
         return ProcessPoolExecutor(
             self.workers,
             mp_context=context,

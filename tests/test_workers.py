@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.commands import kill_daemon
 
 from monitor.fetch import FetchResult
 from monitor.model import Source
@@ -122,3 +126,74 @@ def test_rules_keep_their_meaning_in_a_process_with_another_hash_seed(
         )
         assert done.returncode == 0, done.stderr.decode()
         assert json.loads(done.stdout) == expected
+
+
+#: Compiled modules only the daemon's side needs (settings, HTTP, templates); a parser process
+#: that maps one of them has imported the daemon as well as the parsing modules.
+DAEMON_ONLY = ("pydantic_core", "aiohttp", "markupsafe", "yarl", "multidict")
+CONSOLE_SCRIPT = Path(sys.executable).parent / "monitor"
+
+
+def mapped_files(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def children(pid: int) -> list[int]:
+    """A process's children, whichever of its threads started them (the daemon starts its
+    fork server from a thread)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(child) for task in tasks for child in (task / "children").read_text().split()]
+
+
+def parser_processes(daemon: int) -> list[int]:
+    """The children of the daemon's fork server (its child running multiprocessing's)."""
+    servers = [
+        pid
+        for pid in children(daemon)
+        if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    return [pid for server in servers for pid in children(server)]
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="the monitor command is not installed")
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_parser_processes_of_the_installed_command_load_only_parsing(
+    tmp_path: Path, own_redis: Any
+) -> None:
+    """The container runs the console script, whose parser processes import it again as
+    their main module (see ``monitor.console``): they must not load the daemon with it."""
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f"redis: {{url: '{own_redis.url}'}}\n"
+        "feeds: [{name: wire, url: 'http://127.0.0.1:9/feed.xml', allow_private: true}]\n"
+        f"rules: {{paths: ['{REPO / 'rules'}']}}\n"
+        "channels: {console: {}}\nhealth: {port: 0}\ningest: {workers: 2}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MONITOR_CONFIG"}
+    daemon = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "run", "-c", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        parsers = wait_for_parsers(daemon.pid, count=2)
+        assert "pydantic_core" in mapped_files(daemon.pid)  # the check can see a daemon module
+        for pid in parsers:
+            maps = mapped_files(pid)
+            assert "re2" in maps  # the parsing side is there: the rules' regex engine
+            assert [name for name in DAEMON_ONLY if name in maps] == []
+    finally:
+        kill_daemon(daemon)
+
+
+def wait_for_parsers(daemon: int, count: int, within: float = 60) -> list[int]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            parsers = parser_processes(daemon)
+            if len(parsers) >= count and all("re2" in mapped_files(pid) for pid in parsers):
+                return parsers
+        time.sleep(0.2)
+    raise AssertionError(f"the daemon did not start {count} parser processes in {within} s")
