@@ -1,14 +1,22 @@
 """Matching benchmark: the compiled engine against the reference evaluator, 10 to 10,000 rules.
 
-    python bench/bench_match.py [--sizes 10,100,1000,10000] [--items 2000] [--seconds 2]
+    python bench/bench_match.py [--kinds dense,news] [--sizes 10,100,1000,10000] [--items 2000]
 
 Rules and items are synthetic and deterministic (a fixed seed): a vocabulary of pseudo-words
 in four scripts (Latin for English, Cyrillic for Russian, Cyrillic with Kazakh letters, and
 two- or three-character Chinese words), 45,000 distinct words in all.  Rules are drawn from it
 in the shapes analysts write: two words that must both appear, a word plus any of three, a
 phrase, prefixes (``stem*``), exclusions, proximity and at-least, and a few regexes.  Items are
-about 1,000 characters of one language each, built from the same vocabulary with punctuation,
-so a typical item matches zero to two rules; the mean is printed.
+about 1,000 characters of one language each, with punctuation, so a typical item matches zero
+to two rules; the mean is printed.  Two kinds of items:
+
+- ``dense``: every word of an item comes from the rules' vocabulary, and Chinese words are
+  made of 220 common characters, so that a sixth of all two-character strings are rule words
+  and a Chinese item holds about 190 of them.  A stress test: the most work per item.
+- ``news``: 15 % of an item's words come from the rules' vocabulary and the rest from 3,000
+  common words per language that no rule watches (news text is mostly words nobody writes a
+  rule for), and Chinese is written with those 220 characters half the time and 2,000 others
+  the rest, so that rule words occur by chance about as often as in real Chinese text.
 
 Only the matching stage is timed, on items already normalized, in one process on one core:
 ``RuleSet.match`` (the engine: fold, one automaton scan per field, evaluate the candidates)
@@ -49,6 +57,12 @@ HANZI = (
     "正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关"
     "钨矿稀土出口管制投资合资勘探许可"
 )
+#: Two thousand ideographs spread over the CJK block, for the wider Chinese of ``news`` items.
+WIDE_HANZI = "".join(chr(code) for code in range(0x4E00, 0x4E00 + 6000, 3))
+KINDS = ("dense", "news")
+#: The share of an item's words drawn from the rules' vocabulary, by kind of item.
+RULE_WORD_SHARE = {"dense": 1.0, "news": 0.15}
+FILLER_PER_LANGUAGE = 3_000
 PUNCTUATION = {"latin": [" ", " ", " ", ", ", ". "], "cjk": ["", "", "", "，", "。"]}
 WORDS_PER_SCRIPT = {"en": 12_000, "ru": 12_000, "kk": 9_000, "zh": 12_000}
 
@@ -63,21 +77,47 @@ class Row:
     reference_per_second: float
 
 
-def vocabulary(rng: random.Random) -> dict[str, list[str]]:
-    """Distinct pseudo-words per language, the same on every run."""
+def vocabulary(rng: random.Random, kind: str = "dense") -> dict[str, list[str]]:
+    """Distinct pseudo-words per language, the same on every run: the rules' vocabulary."""
     makers: dict[str, Callable[[], str]] = {
         "en": lambda: pseudo_word(rng, LATIN, 4, 10),
         "ru": lambda: pseudo_word(rng, RUSSIAN, 4, 11),
         "kk": lambda: pseudo_word(rng, KAZAKH, 4, 11) + rng.choice("әғқңөұүһі"),
-        "zh": lambda: "".join(rng.choice(HANZI) for _ in range(rng.choice((2, 2, 3)))),
+        "zh": lambda: chinese_word(rng, kind, rng.choice((2, 2, 3))),
     }
-    words: dict[str, list[str]] = {}
-    for language, count in WORDS_PER_SCRIPT.items():
-        found: dict[str, None] = {}
-        while len(found) < count:
-            found[makers[language]()] = None
-        words[language] = list(found)
-    return words
+    return {
+        language: distinct(makers[language], count) for language, count in WORDS_PER_SCRIPT.items()
+    }
+
+
+def filler_words(rng: random.Random, words: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Common words of each language that no rule watches (shorter, as common words are)."""
+    makers: dict[str, Callable[[], str]] = {
+        "en": lambda: pseudo_word(rng, LATIN, 2, 9),
+        "ru": lambda: pseudo_word(rng, RUSSIAN, 2, 10),
+        "kk": lambda: pseudo_word(rng, KAZAKH, 2, 10),
+        "zh": lambda: chinese_word(rng, "news", rng.choice((1, 2, 2))),
+    }
+    filler: dict[str, list[str]] = {}
+    for language, make in makers.items():
+        taken = set(words[language])
+        filler[language] = distinct(make, FILLER_PER_LANGUAGE, avoid=taken)
+    return filler
+
+
+def distinct(make: Callable[[], str], count: int, avoid: set[str] | None = None) -> list[str]:
+    found: dict[str, None] = {}
+    while len(found) < count:
+        word = make()
+        if avoid is None or word not in avoid:
+            found[word] = None
+    return list(found)
+
+
+def chinese_word(rng: random.Random, kind: str, size: int) -> str:
+    if kind == "dense":
+        return "".join(rng.choice(HANZI) for _ in range(size))
+    return "".join(rng.choice(HANZI if rng.random() < 0.5 else WIDE_HANZI) for _ in range(size))
 
 
 def pseudo_word(rng: random.Random, letters: str, shortest: int, longest: int) -> str:
@@ -122,13 +162,21 @@ def make_rule(number: int, words: dict[str, list[str]], rng: random.Random) -> R
     return Rule(id=f"rule-{number}", title=f"Rule {number}", severity=Severity.LOW, match=match)
 
 
-def make_items(count: int, words: dict[str, list[str]], rng: random.Random) -> list[Item]:
-    """Items of about 1,000 characters, each in one language."""
+def make_items(
+    count: int,
+    words: dict[str, list[str]],
+    rng: random.Random,
+    filler: dict[str, list[str]] | None = None,
+    share: float = 1.0,
+) -> list[Item]:
+    """Items of about 1,000 characters, each in one language; ``share`` of their words from
+    the rules' vocabulary, the others from ``filler``."""
     items = []
     for number in range(count):
         language = list(WORDS_PER_SCRIPT)[number % len(WORDS_PER_SCRIPT)]
-        title = text(rng, words[language], language, 60)
-        summary = text(rng, words[language], language, 940)
+        pools = (words[language], filler[language] if filler else [], share)
+        title = text(rng, pools, language, 60)
+        summary = text(rng, pools, language, 940)
         items.append(
             Item(
                 id=f"item-{number}",
@@ -143,12 +191,15 @@ def make_items(count: int, words: dict[str, list[str]], rng: random.Random) -> l
     return items
 
 
-def text(rng: random.Random, pool: Sequence[str], language: str, size: int) -> str:
+def text(
+    rng: random.Random, pools: tuple[Sequence[str], Sequence[str], float], language: str, size: int
+) -> str:
+    rule_words, filler, share = pools
     marks = PUNCTUATION["cjk" if language == "zh" else "latin"]
     parts: list[str] = []
     length = 0
     while length < size:
-        word = rng.choice(pool)
+        word = rng.choice(rule_words if share >= 1 or rng.random() < share else filler)
         if language != "zh" and rng.random() < 0.1:
             word = word.capitalize()
         parts.append(word + rng.choice(marks))
@@ -197,20 +248,29 @@ def check_equal(sizes: Sequence[int], words: dict[str, list[str]], items: list[I
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kinds", default=",".join(KINDS), help="dense, news or both")
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--items", type=int, default=2000, help="distinct items (default 2000)")
     parser.add_argument("--seconds", type=float, default=2.0, help="engine timing per size")
     parser.add_argument("--reference-seconds", type=float, default=2.0)
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
+    for kind in args.kinds.split(","):
+        run_kind(kind, sizes, args)
+    return 0
+
+
+def run_kind(kind: str, sizes: Sequence[int], args: argparse.Namespace) -> None:
     rng = random.Random(SEED)
-    words = vocabulary(rng)
-    items = make_items(args.items, words, rng)
+    words = vocabulary(rng, kind)
+    filler = filler_words(random.Random(SEED + 1), words) if kind == "news" else None
+    items = make_items(args.items, words, rng, filler, RULE_WORD_SHARE[kind])
     distinct = sum(len(pool) for pool in words.values())
     mean_chars = sum(len(item.title) + len(item.summary) for item in items) / len(items)
     print(
-        f"vocabulary: {distinct:,} distinct words; items: {len(items):,} of {mean_chars:,.0f} "
-        "characters on average (en, ru, kk, zh in turn)"
+        f"## {kind} items: {RULE_WORD_SHARE[kind]:.0%} of their words from the rules' "
+        f"vocabulary of {distinct:,} distinct words; {len(items):,} items of "
+        f"{mean_chars:,.0f} characters on average (en, ru, kk, zh in turn)"
     )
     check_equal(sizes, words, items)
     rows = [measure(size, words, items, args.seconds, args.reference_seconds) for size in sizes]
@@ -233,7 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"engine slowdown from {first.rules:,} to {last.rules:,} rules: "
         f"{first.engine_per_second / last.engine_per_second:.2f}×"
     )
-    return 0
+    print(f"engine time per item at {last.rules:,} rules: {per_language(last.rules, words, items)}")
+    print()
+
+
+def per_language(size: int, words: dict[str, list[str]], items: list[Item]) -> str:
+    """Microseconds per item for each language, one pass over the items: where time goes."""
+    ruleset = RuleSet(make_rules(size, words, random.Random(SEED + size)), "bench")
+    costs = []
+    for language in WORDS_PER_SCRIPT:
+        chosen = [item for item in items if item.lang == language]
+        started = time.perf_counter()
+        for item in chosen:
+            ruleset.match(item)
+        costs.append(f"{language} {(time.perf_counter() - started) / len(chosen) * 1e6:,.0f} µs")
+    return ", ".join(costs)
 
 
 if __name__ == "__main__":
