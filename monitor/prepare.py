@@ -1,17 +1,16 @@
 """Preparing a fetched body: parse, clean, fingerprint, match and serialise its new entries.
 
 The CPU-heavy stage of a poll, pure (bytes and settings in, strings out), so that it can run in
-a parser process on every core (``monitor.workers``).  It lives apart from ``pipeline`` so that
-those processes import only what parsing needs: not the HTTP client, Redis or the delivery
-side, which would cost every parser tens of megabytes it never uses.  The functions at the end
-are what a parser process runs.
+a parser process on every core (``monitor.workers``, ``monitor.parser_process``).  It lives
+apart from ``pipeline`` so that those processes import only what parsing needs: not the HTTP
+client, Redis or the delivery side, which would cost every parser tens of megabytes it never
+uses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from monitor.dedup import ItemRecord, entry_fingerprint
 from monitor.model import Item, Source
@@ -91,33 +90,3 @@ def prepare_feed(
 def prepare_item(item: Item, rules: RuleSet | None) -> PreparedItem:
     matches = rules.match(item) if rules is not None else ()
     return PreparedItem(item.published, ItemRecord.of(item, matches))
-
-
-# -- what a parser process runs (``monitor.workers.ParserPool``) ------------------------------
-
-_process_rules: RuleSet | None = None
-"""The rule set of this parser process (None in the daemon's own process)."""
-
-
-def install_rules(payload: dict[str, Any]) -> None:
-    """A parser process's initializer: compile its own copy of the daemon's rules."""
-    global _process_rules
-    _process_rules = RuleSet(**payload)
-
-
-def process_id() -> int:
-    """Answered by a parser process once it has started (the pool waits for every one)."""
-    import os
-
-    return os.getpid()
-
-
-def prepare_with_installed_rules(
-    source: Source,
-    body: bytes,
-    headers: dict[str, str],
-    url: str,
-    now: datetime,
-    known: frozenset[str],
-) -> PreparedFeed:
-    return prepare_feed(source, body, headers, url, now, _process_rules, known)

@@ -22,12 +22,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from monitor.model import Source
-from monitor.prepare import (
-    PreparedFeed,
-    install_rules,
-    prepare_with_installed_rules,
-    process_id,
-)
+from monitor.parser_process import prepare_with_installed_rules, process_id, start_parser
+from monitor.prepare import PreparedFeed
 from monitor.rules import RuleSet
 
 if TYPE_CHECKING:
@@ -66,14 +62,14 @@ class ParserPool:
         # A fork server, not fork: forking the daemon itself would copy its event loop,
         # threads and sockets into the child.  The server imports the parsing modules once,
         # so every worker forked from it shares those pages instead of importing its own; only
-        # the parsing modules (``monitor.prepare``), not the daemon's HTTP, Redis and delivery.
+        # the parsing modules (``monitor.parser_server``), not the daemon's HTTP, Redis, delivery.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["monitor.parser_server"])
         return ProcessPoolExecutor(
             self.workers,
             mp_context=context,
-            initializer=install_rules,
-            initargs=(rules_payload(rules),),
+            initializer=start_parser,
+            initargs=(rules_payload(rules), os.getpid()),
         )
 
     def start(self) -> None:

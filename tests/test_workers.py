@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -197,3 +198,71 @@ def wait_for_parsers(daemon: int, count: int, within: float = 60) -> list[int]:
                 return parsers
         time.sleep(0.2)
     raise AssertionError(f"the daemon did not start {count} parser processes in {within} s")
+
+
+DAEMON_SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+from monitor.rules import load_rules
+from monitor.workers import ParserPool
+
+async def main() -> None:
+    pool = ParserPool(2, load_rules([Path(sys.argv[1])]))
+    pool.start()
+    await pool._started
+    print(" ".join(map(str, pool.pids())), flush=True)
+    await asyncio.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_parser_processes_exit_when_the_daemon_is_killed(tmp_path: Path) -> None:
+    """After a SIGKILL of the daemon (say, by the out-of-memory killer), its parser processes
+    and their fork server must not stay behind, orphaned, for good."""
+    script = tmp_path / "daemon.py"
+    script.write_text(DAEMON_SCRIPT)
+    daemon = subprocess.Popen(
+        [sys.executable, str(script), str(REPO / "rules")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        parsers = [int(pid) for pid in daemon.stdout.readline().split()]
+        server = list({parent(pid) for pid in parsers})
+        assert len(parsers) == 2
+        assert still_running([*parsers, *server], within=0) == [*parsers, *server]
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait(10)
+        left = still_running([*parsers, *server], within=10)
+        assert left == [], f"still running 10 s after the daemon was killed: {left}"
+    finally:
+        kill_daemon(daemon)
+        if daemon.stdout is not None:
+            daemon.stdout.close()
+
+
+def still_running(pids: list[int], within: float) -> list[int]:
+    """The processes among ``pids`` still alive (zombies count as gone) after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [pid for pid in pids if running(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -1,0 +1,88 @@
+"""What each parser process of ``monitor.workers`` runs.
+
+A parser process must also die with the daemon.  multiprocessing gives each of them both ends
+of the pool's queues and a handle that keeps the fork server alive, so after a SIGKILL of the
+daemon (an out-of-memory kill, ``kill -9`` outside a container) nothing would ever wake them:
+they and the fork server would stay, orphaned, for good.  So each watches the daemon itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from monitor.model import Source
+from monitor.prepare import PreparedFeed, prepare_feed
+from monitor.rules import RuleSet
+
+#: How often a parser looks for its daemon where the kernel cannot tell it (no pidfd).
+DAEMON_CHECK_SECONDS = 2.0
+
+_process_rules: RuleSet | None = None
+"""The rule set of this parser process (None in the daemon's own process)."""
+
+
+def start_parser(payload: dict[str, Any], daemon: int) -> None:
+    """A parser process's initializer: exit when ``daemon`` does, and compile its own copy of
+    the daemon's rules (``payload``: ``workers.rules_payload``)."""
+    global _process_rules
+    watch_daemon(daemon)
+    _process_rules = RuleSet(**payload)
+
+
+def watch_daemon(daemon: int) -> None:
+    """Exit this process as soon as ``daemon`` has exited, from a watching thread."""
+    target: Callable[[], None]
+    try:
+        handle = os.pidfd_open(daemon)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # not Linux 5.3+: look now and then instead
+        target = functools.partial(_exit_when_gone, daemon)
+    else:
+        target = functools.partial(_exit_when_readable, handle)
+    threading.Thread(target=target, name="watch-daemon", daemon=True).start()
+
+
+def _exit_when_readable(pidfd: int) -> None:
+    """A pidfd becomes readable when its process exits."""
+    select.select([pidfd], [], [])
+    os._exit(0)
+
+
+def _exit_when_gone(daemon: int) -> None:
+    while os.getppid() != 1 and _alive(daemon):
+        time.sleep(DAEMON_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_id() -> int:
+    """Answered by a parser process once it has started (the pool waits for every one)."""
+    return os.getpid()
+
+
+def prepare_with_installed_rules(
+    source: Source,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    known: frozenset[str],
+) -> PreparedFeed:
+    return prepare_feed(source, body, headers, url, now, _process_rules, known)
