@@ -47,7 +47,7 @@ from monitor.pipeline import (
 )
 from monitor.queue import AlertQueue
 from monitor.redisio import Keys
-from monitor.rules import RuleSet, find_rule_files, load_rules
+from monitor.rules import RuleSet, find_rule_files, load_rules, stories_problems
 from monitor.settings import Settings, load_settings
 from monitor.store import Store
 from monitor.stories import source_metas
@@ -122,6 +122,16 @@ def _file_signature(path: Path | None) -> tuple[int, int] | None:
     return (stat.st_size, stat.st_mtime_ns)
 
 
+def checked_rules(rules: RuleSet, settings: Settings) -> RuleSet:
+    """The rule set, refused (``RuleSetError``) when a rule needs stories and the config has
+    them off: at start the daemon stops with the rule's file and line, on a reload it keeps
+    the running rules."""
+    problems = [] if settings.stories.enabled else stories_problems(rules)
+    if problems:
+        raise RuleSetError(problems)
+    return rules
+
+
 class Monitor:
     """The daemon: use as ``async with Monitor(settings) as m: await m.run_forever()``."""
 
@@ -140,7 +150,7 @@ class Monitor:
         self.clock = clock
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.sources: tuple[Source, ...] = settings.sources()
-        self.rules: RuleSet = load_rules(settings.rule_paths())
+        self.rules: RuleSet = checked_rules(load_rules(settings.rule_paths()), settings)
         self._rules_signature = rules_signature(settings.rule_paths())
         self._embedded: EmbeddedRedis | None = None
         self._redis: aioredis.Redis | None = None
@@ -381,7 +391,7 @@ class Monitor:
         paths = self.settings.rule_paths()
         self._rules_signature = rules_signature(paths)
         try:
-            rules = await asyncio.to_thread(load_rules, paths)
+            rules = checked_rules(await asyncio.to_thread(load_rules, paths), self.settings)
         except RuleSetError as exc:
             for problem in exc.problems:
                 log.error("rule reload refused", reason=reason, problem=str(problem))

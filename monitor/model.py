@@ -149,6 +149,40 @@ class TermHit:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceNote:
+    """One source of a story as an alert lists it (its provenance).
+
+    ``new`` marks a source that joined the story since the rule's previous message about it,
+    so a follow-up can say what changed.
+    """
+
+    source: str
+    kind: str = "news"
+    country: str = ""
+    lang: str = ""
+    new: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "country": self.country,
+            "lang": self.lang,
+            "new": self.new,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SourceNote:
+        return cls(
+            source=str(data.get("source") or ""),
+            kind=str(data.get("kind") or "news"),
+            country=str(data.get("country") or ""),
+            lang=str(data.get("lang") or ""),
+            new=bool(data.get("new")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """A rule matched an item: the unit that is queued and delivered.
 
@@ -157,6 +191,9 @@ class Match:
     ``story`` is the story the item joined (items reporting one event, across feeds and
     languages), when stories are on; ``follow_up`` says why a later item of an alerted story
     is worth telling (a new language, a new kind of source, corroboration reached).
+    ``story_title`` and ``provenance`` (the story's sources, first seen first) are set on the
+    messages of a story: its alert and its follow-ups.  ``explanation`` says why a trend
+    (volume or first-mention rule) fired: what was counted, or which entity was first seen.
     """
 
     rule_id: str
@@ -169,6 +206,9 @@ class Match:
     tags: tuple[str, ...] = ()
     story: str | None = None
     follow_up: str | None = None
+    story_title: str = ""
+    provenance: tuple[SourceNote, ...] = ()
+    explanation: str = ""
 
     @property
     def headline(self) -> str:
@@ -202,6 +242,13 @@ class Match:
             "tags": list(self.tags),
             **({"story": self.story} if self.story else {}),
             **({"follow_up": self.follow_up} if self.follow_up else {}),
+            **({"story_title": self.story_title} if self.story_title else {}),
+            **(
+                {"provenance": [note.to_dict() for note in self.provenance]}
+                if self.provenance
+                else {}
+            ),
+            **({"explanation": self.explanation} if self.explanation else {}),
         }
 
     @classmethod
@@ -226,6 +273,9 @@ class Match:
             tags=tuple(data.get("tags") or ()),
             story=str(data["story"]) if data.get("story") else None,
             follow_up=str(data["follow_up"]) if data.get("follow_up") else None,
+            story_title=str(data.get("story_title") or ""),
+            provenance=tuple(SourceNote.from_dict(n) for n in data.get("provenance") or ()),
+            explanation=str(data.get("explanation") or ""),
         )
 
 

@@ -13,9 +13,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
+from monitor.dedup import ItemRecord
 from monitor.errors import FeedError, FeedParseError
 from monitor.feedpolicy import (
     PollOutcome,
@@ -28,9 +30,19 @@ from monitor.fetch import Fetcher, FetchResult, Validators
 from monitor.model import Item, Match, PollResult, Severity, Source
 from monitor.prepare import PreparedFeed, PreparedItem, prepare_feed, prepare_item
 from monitor.rules import RuleSet
+from monitor.rules.expr import FirstMention, Trend
 from monitor.store import FeedState, FeedSuccess, Store
-from monitor.stories.model import FollowUpPolicy, follow_up_reason
-from monitor.stories.store import StoryStore
+from monitor.stories.model import FollowUpPolicy, Gate, follow_up_reason, gate_for, provenance
+from monitor.stories.store import RuleVerdict, Settlement, StoryStore
+from monitor.stories.trends import (
+    VolumeCounts,
+    first_mention_match,
+    mentioned,
+    trend_match,
+    volume_rule,
+    watched_rules,
+)
+from monitor.stories.volume import VolumeStore
 
 Clock = Callable[[], datetime]
 Preparer = Callable[
@@ -68,6 +80,8 @@ class PollContext:
     prepare: Preparer = prepare_in_process
     stories: StoryStore | None = None
     follow_ups: FollowUpPolicy = field(default_factory=FollowUpPolicy)
+    volume: VolumeStore | None = None
+    """Trend counters; by default built on the store's Redis when the rules have trends."""
 
 
 async def poll_once(
@@ -205,21 +219,16 @@ async def _record(
 
     Items already seen are dropped first, in one round trip.  Items published before
     ``quiet_before`` (a new feed's archive) are recorded without their matches, so they never
-    alert.  Returns new items, the rule of each match queued, and whether every item was
-    handled.
+    alert.  With stories on, the matched items of a batch join their stories just before it
+    is recorded (never items left for the next poll, whose story flags would be spent on an
+    item not yet queued); then the trends count what the batch recorded.  Returns new
+    items, the rule of each match queued, and whether every item was handled.
     """
     items = list(prepared.items)
     if prepared.rules_version != rules.version:  # prepared before a reload, or not matched
         items = [rematch(item, rules) for item in items]
     is_new = await ctx.store.unseen_keys([item.record.seen_keys for item in items])
     items = [item for item, new in zip(items, is_new, strict=True) if new]
-    if ctx.stories is not None:
-        items = [
-            await _with_story(item, ctx.stories, ctx.follow_ups, now)
-            if item.record.match_json and (quiet_before is None or item.published >= quiet_before)
-            else item
-            for item in items
-        ]
     new_items = position = 0
     matched: list[str] = []
     while position < len(items):
@@ -233,36 +242,171 @@ async def _record(
             for item in items[position : position + min(RECORD_BATCH, room)]
         ]
         position += len(batch)
+        counted = list(batch)
+        if ctx.stories is not None:
+            batch = [
+                await _with_story(record, rules, ctx.stories, ctx.follow_ups, now)
+                if record.match_json
+                else record
+                for record in batch
+            ]
         recorded = await ctx.store.record(batch, now)
         for record, was_new in zip(batch, recorded, strict=True):
             if was_new:
                 new_items += 1
                 matched += record.rules
+        if rules.trends:
+            fresh = [r for r, new in zip(counted, recorded, strict=True) if new and r.match_json]
+            await _count_trends(fresh, rules, ctx, now)
     return new_items, tuple(matched), True
 
 
 async def _with_story(
-    item: PreparedItem, stories: StoryStore, policy: FollowUpPolicy, now: datetime
-) -> PreparedItem:
-    """Put a matched item into its story and mark its matches with it, and with why they are
-    worth a follow-up when the story was told before.
+    record: ItemRecord,
+    rules: RuleSet,
+    stories: StoryStore,
+    policy: FollowUpPolicy,
+    now: datetime,
+) -> ItemRecord:
+    """Put a matched item into its story and settle what each rule says about it: held
+    until corroborated, the story's alert, a follow-up worth telling, an escalation, or a
+    quiet update (queued, then throttled by delivery as the story's reprint).
 
     Only matched items are clustered: a story is what the rules watch, and assigning costs
-    three Redis round trips, too many for every item of a first poll.  The assignment is
-    idempotent, so a poll retried after a crash gets the same story back.
+    three Redis round trips and settling one more, too many for every item of a first poll.
+    Assigning and settling are idempotent, so a poll retried after a crash gets the same
+    story and the same verdicts back.  A rule held on an earlier item may be released by
+    this one; its kept match is then queued with this item's record.
     """
-    update = await stories.assign(Item.from_dict(json.loads(item.record.item_json)), now)
+    item = Item.from_dict(json.loads(record.item_json))
+    update = await stories.assign(item, now)
     reason = follow_up_reason(update, policy)
-    marked = tuple(_mark(match, update.story_id, reason) for match in item.record.match_json)
-    return replace(item, record=replace(item.record, match_json=marked))
+    current = {}
+    for match_json in record.match_json:
+        data = json.loads(match_json)
+        current[str(data["rule"])] = data
+    entries = [
+        (rule_id, _gate(rules, rule_id), json.dumps(data, ensure_ascii=False))
+        for rule_id, data in current.items()
+    ]
+    settled = await stories.settle(update.story_id, item.id, entries, tell=reason is not None)
+    queued: list[dict[str, Any]] = []
+    for verdict in settled.verdicts:
+        data = current.get(verdict.rule_id) or (json.loads(verdict.kept) if verdict.kept else None)
+        message = _story_message(data, verdict, rules, settled, update.story_id, reason)
+        if message is not None:
+            queued.append(message)
+        elif verdict.status == "held":
+            log.info("alert held", rule=verdict.rule_id, story=update.story_id, item=item.id)
+    return replace(
+        record,
+        match_json=tuple(json.dumps(m, ensure_ascii=False) for m in queued),
+        rules=tuple(str(m["rule"]) for m in queued),
+    )
 
 
-def _mark(match_json: str, story: str, follow_up: str | None) -> str:
-    data = json.loads(match_json)
-    data["story"] = story
+def _gate(rules: RuleSet, rule_id: str) -> Gate:
+    rule = rules.by_id.get(rule_id)
+    if rule is None:
+        return Gate()
+    escalate_at = rule.escalate.sources if rule.escalate is not None else 0
+    return gate_for(rule.min_sources, rule.official, escalate_at)
+
+
+def _story_message(
+    data: dict[str, Any] | None,
+    verdict: RuleVerdict,
+    rules: RuleSet,
+    settled: Settlement,
+    story_id: str,
+    reason: str | None,
+) -> dict[str, Any] | None:
+    """The match to queue for one rule's verdict, or None when there is nothing to queue: the
+    rule holds its alert, or a match it kept has nothing new to say.
+
+    Pure.  The story's alert and its follow-ups carry the story's headline and provenance
+    (follow-ups and escalations mark the sources new since the rule last spoke); quiet
+    updates carry only the story, for the throttle.
+    """
+    if data is None or verdict.status == "held":
+        return None
+    rule = rules.by_id.get(verdict.rule_id)
+    escalate = rule.escalate if rule is not None else None
+    escalates = verdict.escalated and escalate is not None
+    if verdict.kept and (rule is None or not (verdict.status == "alert" or escalates)):
+        return None  # a kept match speaks only to alert or escalate, for a rule still loaded
+    data = {key: value for key, value in data.items() if key not in ("follow_up", "provenance")}
+    data["story"] = story_id
+    follow_up = None
+    if escalates and escalate is not None:
+        data["severity"] = escalate.severity.label
+        if verdict.status != "alert":
+            follow_up = f"escalated at {escalate.sources} independent sources"
+    elif verdict.status == "quiet" and reason:
+        follow_up = reason
     if follow_up:
         data["follow_up"] = follow_up
-    return json.dumps(data, ensure_ascii=False)
+    speaks = verdict.status == "alert" or escalates or follow_up is not None
+    if speaks and settled.items:
+        told = verdict.told if follow_up else -1
+        data["story_title"] = settled.items[0].title
+        data["provenance"] = [note.to_dict() for note in provenance(settled.items, told)]
+    return data
+
+
+async def _count_trends(
+    records: Sequence[ItemRecord], rules: RuleSet, ctx: PollContext, now: datetime
+) -> None:
+    """Count newly recorded matched items for the volume trends, and look for first mentions.
+
+    ``records`` hold every match the items had, held ones included: a trend counts what the
+    rules matched, whether or not it has alerted yet.  Each trend fires at most once per
+    burst (or once per entity), queued in one step with its marker, across replicas.
+    """
+    volume = ctx.volume or VolumeStore(ctx.store.client, ctx.store.keys)
+    seen = [(Item.from_dict(json.loads(record.item_json)), set(record.rules)) for record in records]
+    for trend in rules.trends:
+        if not trend.enabled:
+            continue
+        if isinstance(trend.watch, FirstMention):
+            await _first_mentions(trend, trend.watch, seen, rules.version, volume)
+            continue
+        watched = watched_rules(trend.watch.of, rules)
+        hits = [item for item, ids in seen if ids & watched]
+        if not hits:
+            continue
+        counting = volume_rule(trend)
+
+        def build(
+            reason: str, counts: VolumeCounts, trend: Trend = trend, latest: Item = hits[-1]
+        ) -> str:
+            match = trend_match(trend, reason, counts, latest, rules.version, now)
+            return json.dumps(match.to_dict(), ensure_ascii=False)
+
+        fired = await volume.observe(counting, now, len(hits), build)
+        if fired is not None:
+            log.info("trend fired", rule=trend.id, reason=fired, count=len(hits))
+
+
+async def _first_mentions(
+    trend: Trend,
+    watch: FirstMention,
+    seen: Sequence[tuple[Item, set[str]]],
+    version: str,
+    volume: VolumeStore,
+) -> None:
+    alerts: list[tuple[str, str]] = []  # (entity, match JSON)
+    for item, ids in seen:
+        if watch.rule not in ids:
+            continue
+        for entity, hits in mentioned(watch, item):
+            match = first_mention_match(trend, watch, item, entity, hits, version)
+            alerts.append((entity, json.dumps(match.to_dict(), ensure_ascii=False)))
+    chosen: dict[str, str] = {}
+    for entity, payload in alerts:
+        chosen.setdefault(entity, payload)  # an entity twice in one batch: its first item
+    for entity in await volume.first_mentions(trend.id, list(chosen), list(chosen.values())):
+        log.info("trend fired", rule=trend.id, reason="first mention", entity=entity)
 
 
 def rematch(item: PreparedItem, rules: RuleSet) -> PreparedItem:

@@ -28,6 +28,9 @@ Every key monitor uses is named here, so no two modules can disagree.
                                  kinds and owners it has (hash, expires after stories.retention)
     P:story:<id>:items           the story's items, oldest first (list of JSON, same expiry)
     P:story:<id>:members         features of its first members, for clustering (list of JSON)
+    P:story:<id>:rules           each rule's state in the story: its kept match (m:), the item
+                                 that made it alert (a:) or escalate (e:), the item count at
+                                 its last message (t:) (hash, expires with the story)
     P:stories                    story ids by last item time, for listing (sorted set)
     P:stories:ix:<bucket>        candidate index of one 12-hour bucket: LSH band, entity, figure
                                  or date -> recent story ids (hash, expires after the window)
@@ -145,6 +148,9 @@ class Keys:
 
     def story_members(self, story_id: str) -> str:
         return f"{self.prefix}:story:{story_id}:members"
+
+    def story_rules(self, story_id: str) -> str:
+        return f"{self.prefix}:story:{story_id}:rules"
 
     @property
     def stories(self) -> str:

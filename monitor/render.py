@@ -21,7 +21,7 @@ from urllib.parse import quote as percent_quote
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from monitor.model import Item, Match, Severity, TermHit
+from monitor.model import Item, Match, Severity, SourceNote, TermHit
 from monitor.templates import Templates, safe, shipped
 
 ELLIPSIS = "…"
@@ -102,6 +102,34 @@ def format_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+PROVENANCE_SHOWN = 20
+"""Most sources an alert lists; the rest are counted."""
+
+
+def source_label(note: SourceNote) -> str:
+    """One source of a story as alerts show it: ``xinhua (state_media, cn, zh)``."""
+    details = ", ".join(part for part in (note.kind, note.country, note.lang or "?") if part)
+    return clean_line(f"{note.source} ({details})")
+
+
+def provenance_text(match: Match) -> str:
+    """The story's sources in one line, first seen first, cut visibly after 20."""
+    notes = match.provenance
+    shown = [source_label(note) for note in notes[:PROVENANCE_SHOWN]]
+    more = f" (+{len(notes) - PROVENANCE_SHOWN} more)" if len(notes) > PROVENANCE_SHOWN else ""
+    return "; ".join(shown) + more
+
+
+def new_sources_text(match: Match) -> str:
+    """The sources new since the rule's previous message about the story (follow-ups)."""
+    return "; ".join(source_label(note) for note in match.provenance if note.new)
+
+
+def story_text(match: Match) -> str:
+    """Which story a message is about: its first headline."""
+    return clip(clean_line(match.story_title), TITLE_CHARS)
 
 
 def safe_link(url: str) -> str | None:
@@ -420,10 +448,30 @@ def slack_header(match: Match) -> str:
     return clip(f"{emoji} {match.severity.name} · {rule}".strip(), SLACK_HEADER_CHARS)
 
 
+def _slack_story(match: Match) -> str | None:
+    """The story and its provenance, for a story's alert and follow-ups."""
+    if not match.provenance:
+        return None
+    lines = []
+    if match.follow_up and match.story_title:
+        lines.append(f"Story: *{slack_text(story_text(match), 4 * TITLE_CHARS)}*")
+    independent = len(match.provenance)
+    lines.append(f"Sources ({independent}): {slack_text(provenance_text(match), 1500)}")
+    new = new_sources_text(match)
+    if match.follow_up and new:
+        lines.append(f"New since the last message: *{slack_text(new, 800)}*")
+    return clip("\n".join(lines), SLACK_SECTION_CHARS)
+
+
 def slack_alert_context(match: Match) -> dict[str, Any]:
     """What ``slack_alert.j2`` sees: pieces already escaped for Slack are ``Markup``."""
     found = quote(match)
+    story = _slack_story(match)
     return {
+        "story": safe(story) if story is not None else None,
+        "explanation": safe(slack_text(match.explanation, SLACK_SECTION_CHARS))
+        if match.explanation
+        else None,
         "header": safe(slack_header(match)),
         "headline": safe(_slack_headline(match.item)),
         "origin": safe(_slack_origin(match)),
@@ -515,6 +563,14 @@ def _plain_lines(match: Match) -> list[str]:
     ]
     if found is not None:
         lines.append(f"  Quote:   {_plain_quote(found)}")
+    if match.explanation:
+        lines.append(f"  Why:     {clean_line(match.explanation)}")
+    if match.provenance:
+        if match.follow_up and match.story_title:
+            lines.append(f"  Story:   {story_text(match)}")
+        lines.append(f"  Sources: {provenance_text(match)}")
+        if match.follow_up and new_sources_text(match):
+            lines.append(f"  New:     {new_sources_text(match)}")
     version = clean_line(match.rule_version) or "unknown"
     lines.append(f"  Rule:    {clean_line(match.rule_id)} (rule set {version})")
     return lines
@@ -558,6 +614,14 @@ def alert_context(match: Match) -> dict[str, Any]:
         "source": clean_line(match.item.source) or "unknown source",
         "time": format_time(match.item.published),
         "terms": [clean_line(t) for t in match.terms],
+        "explanation": clean_line(match.explanation),
+        "story": story_text(match) if match.follow_up else "",
+        "sources": [
+            {"label": source_label(note), "new": note.new and bool(match.follow_up)}
+            for note in match.provenance[:PROVENANCE_SHOWN]
+        ],
+        "more_sources": max(0, len(match.provenance) - PROVENANCE_SHOWN),
+        "new_sources": new_sources_text(match) if match.follow_up else "",
         "quote": None
         if found is None
         else {
@@ -843,6 +907,18 @@ def webhook_alert(match: Match, *, story: str) -> dict[str, Any]:
             for h in match.hits
         ],
         "quote": found.text if found is not None else None,
+        "story_title": clean_line(match.story_title) or None,
+        "provenance": [
+            {
+                "source": clean_line(note.source),
+                "kind": note.kind,
+                "country": note.country,
+                "lang": note.lang,
+                "new": note.new,
+            }
+            for note in match.provenance
+        ],
+        "explanation": clean_line(match.explanation) or None,
     }
 
 

@@ -401,8 +401,9 @@ class StoriesSettings(_Strict):
     enabled: bool = Field(
         default=False,
         description="cluster matched items into stories: one alert per story and rule, "
-        "follow-ups only when a new language, source kind or corroboration arrives "
-        "(off by default until rules can ask for min_sources)",
+        "follow-ups only when a new language, source kind or corroboration arrives; rules "
+        "using min_sources, official or escalate need it (opt-in: see the README's design "
+        "notes on short headlines)",
     )
     window: Duration = Field(
         default=timedelta(hours=72), description="an item joins a story active this recently"

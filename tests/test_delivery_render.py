@@ -75,7 +75,7 @@ def test_webhook_bodies_follow_the_documented_schema() -> None:
     body = webhook_alert_body(match, story="s1", now=NOW)
     assert set(body) == {
         "schema", "kind", "sent_at", "id", "story", "follow_up", "rule", "item", "terms",
-        "hits", "quote",
+        "hits", "quote", "story_title", "provenance", "explanation",
     }  # fmt: skip
     assert body["follow_up"] is None
     assert body["item"]["title"] == f"Tender {EVIL}"  # data, not markup: not escaped

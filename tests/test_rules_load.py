@@ -112,7 +112,7 @@ CASES = [
         5,
         "unknown key 'zzzzzz' in a rule",
         "known keys: id, title, description, severity, tags, owner, enabled, sources, route, "
-        "match, examples",
+        "match, examples, min_sources, official, escalate",
         id="unknown-key-no-close-match",
     ),
     pytest.param(

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.settings import find_config_path, interpolate_env, load_settings, parse_duration
+from monitor.settings import (
+    StoriesSettings,
+    find_config_path,
+    interpolate_env,
+    load_settings,
+    parse_duration,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,4 +201,11 @@ def test_the_readmes_configuration_reference_is_a_valid_config(
     (tmp_path / "monitor.yaml").write_text(reference, encoding="utf-8")
     settings = load_settings(tmp_path / "monitor.yaml")
     assert settings.sources(), "the reference names feeds"
-    assert settings.stories.enabled is False
+    assert settings.stories.corroboration == 3, "the reference's stories section is read"
+
+
+def test_stories_are_opt_in() -> None:
+    """Off by default: switching a running deployment to per-story alerting changes which
+    items alert (headline-only items can merge), so operators choose it (README design
+    notes); rules using min_sources, official or escalate then need it switched on."""
+    assert StoriesSettings().enabled is False

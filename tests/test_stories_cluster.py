@@ -33,7 +33,6 @@ from monitor.stories.model import (
     Story,
     StoryItem,
     StoryUpdate,
-    alert_now,
     corroborated,
     follow_up_reason,
 )
@@ -298,39 +297,6 @@ def test_an_official_source_corroborates_when_the_rule_accepts_it() -> None:
     assert corroborated(story, min_sources=3, official=True)
     assert not corroborated(story, min_sources=3)
     assert story.provenance() == ["mofcom (official, en)"]
-
-
-def _update(**fields: object) -> StoryUpdate:
-    base: dict[str, object] = {"story_id": "s", "item_id": "i", "created": False}
-    base.update(fields)
-    return StoryUpdate(**base)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("update", "min_sources", "official", "expected"),
-    [
-        (_update(created=True, new_owner=True, independent=1), 1, False, True),
-        (_update(new_owner=True, independent=2), 1, False, False),
-        (_update(duplicate=True, created=False), 1, False, False),
-        (_update(new_owner=True, independent=2), 3, False, False),
-        (_update(new_owner=True, independent=3), 3, False, True),
-        (_update(new_owner=False, independent=3), 3, False, False),
-        (_update(new_owner=True, independent=4), 3, False, False),
-        (_update(created=True, new_owner=True, kind="official"), 3, True, True),
-        (
-            _update(new_owner=True, independent=2, kind="official", had_official=True),
-            3,
-            True,
-            False,
-        ),
-        (_update(new_owner=True, independent=3, had_official=True), 3, True, False),
-        (_update(new_owner=True, independent=2, kind="official"), 3, False, False),
-    ],
-)
-def test_a_story_alerts_once_when_the_rule_is_first_satisfied(
-    update: StoryUpdate, min_sources: int, official: bool, expected: bool
-) -> None:
-    assert alert_now(update, min_sources, official) is expected
 
 
 @settings(max_examples=40, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from monitor.redisio import Keys
 from monitor.settings import load_settings
 from monitor.stories import source_metas
 from monitor.stories.cluster import Extractor, MemoryStories
-from monitor.stories.model import FollowUpPolicy, SourceMeta, alert_now, follow_up_reason
+from monitor.stories.model import (
+    FollowUpPolicy,
+    Gate,
+    SourceMeta,
+    StoryUpdate,
+    follow_up_reason,
+    gate_for,
+)
 from monitor.stories.store import StoryStore
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -229,9 +237,14 @@ async def test_five_reprints_in_three_languages_alert_once_with_bounded_follow_u
         item("d", "xinhua-ru", "Аукцион Кайракты", RUSSIAN, "ru"),
         item("e", "portal2", "Tungsten auction set", WIRE),
     ]
-    updates = [await stories.assign(one, NOW) for one in arrivals]
+    updates = []
+    found = []
+    for one in arrivals:
+        update = await stories.assign(one, NOW)
+        updates.append(update)
+        found += await statuses(stories, [update], Gate())
     assert len({u.story_id for u in updates}) == 1
-    assert [alert_now(u) for u in updates] == [True, False, False, False, False]
+    assert found == ["alert", "quiet", "quiet", "quiet", "quiet"]
     reasons = [follow_up_reason(u, policy) for u in updates]
     assert reasons == [
         None,
@@ -254,8 +267,8 @@ async def test_min_sources_three_alerts_on_the_third_independent_outlet(
         item("d", "portal", "Kairakty under the hammer", WIRE),
         item("e", "portal2", "Tungsten auction set", WIRE),
     ]
-    alerts = [alert_now(await stories.assign(one, NOW), min_sources=3) for one in arrivals]
-    assert alerts == [False, False, False, True, False]
+    alerts = await statuses(stories, arrivals, gate_for(3, False))
+    assert alerts == ["held", "held", "held", "alert", "quiet"]
 
 
 async def test_an_official_source_is_enough_when_the_rule_says_so(
@@ -267,7 +280,65 @@ async def test_an_official_source_is_enough_when_the_rule_says_so(
         item("b", "gov", "Аукцион Кайракты", RUSSIAN, "ru"),
         item("c", "xinhua", "哈萨克斯坦将拍卖钨矿", CHINESE, "zh"),
     ]
-    alerts = [
-        alert_now(await stories.assign(one, NOW), min_sources=3, official=True) for one in arrivals
+    assert await statuses(stories, arrivals, gate_for(3, True)) == ["held", "alert", "quiet"]
+
+
+async def statuses(
+    stories: StoryStore, arrivals: Sequence[Item | StoryUpdate], gate: Gate
+) -> list[str]:
+    """Each item joins its story and one rule matching every item is settled, in order:
+    each item's verdict for it."""
+    found = []
+    for one in arrivals:
+        update = one if isinstance(one, StoryUpdate) else await stories.assign(one, NOW)
+        settled = await stories.settle(update.story_id, update.item_id, [("r", gate, "{}")])
+        (verdict,) = settled.verdicts
+        found.append(verdict.status)
+    return found
+
+
+async def test_a_held_rule_is_released_by_an_item_it_did_not_match(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The third outlet matched only another rule: the waiting rule alerts with the match it
+    kept, and a retry of the same item (a crash before recording) alerts again, while a
+    later item does not."""
+    stories = store(redis_client)
+    arrivals = [
+        item("a", "xinhua", "哈萨克斯坦将拍卖钨矿", CHINESE, "zh"),
+        item("b", "reuters", "Kairakty auction", WIRE),
+        item("c", "portal", "Kairakty under the hammer", WIRE),
+        item("d", "portal2", "Tungsten auction set", WIRE),
     ]
-    assert alerts == [False, True, False]
+    waiting = gate_for(3, False)
+    for one in arrivals[:2]:
+        update = await stories.assign(one, NOW)
+        settled = await stories.settle(update.story_id, update.item_id, [("r", waiting, "kept")])
+        assert [v.status for v in settled.verdicts] == ["held"]
+    third = await stories.assign(arrivals[2], NOW)
+    for _ in range(2):  # the second time is the retry
+        settled = await stories.settle(third.story_id, third.item_id, [("other", Gate(), "{}")])
+        by_rule = {v.rule_id: v for v in settled.verdicts}
+        assert (by_rule["r"].status, by_rule["r"].kept) == ("alert", "kept")
+        assert [i.source for i in settled.items] == ["xinhua", "reuters", "portal"]
+    fourth = await stories.assign(arrivals[3], NOW)
+    settled = await stories.settle(fourth.story_id, fourth.item_id, [("other", Gate(), "{}")])
+    assert [v.rule_id for v in settled.verdicts] == ["other"]
+
+
+async def test_a_rule_first_matching_a_corroborated_story_alerts_on_that_item(
+    redis_client: aioredis.Redis,
+) -> None:
+    stories = store(redis_client)
+    arrivals = [
+        item("a", "xinhua", "哈萨克斯坦将拍卖钨矿", CHINESE, "zh"),
+        item("b", "reuters", "Kairakty auction", WIRE),
+        item("c", "portal", "Kairakty under the hammer", WIRE),
+        item("d", "portal2", "Tungsten auction set", WIRE),
+    ]
+    updates = [await stories.assign(one, NOW) for one in arrivals]
+    for update in updates[:3]:
+        await stories.settle(update.story_id, update.item_id, [("other", Gate(), "{}")])
+    last = updates[3]
+    settled = await stories.settle(last.story_id, last.item_id, [("r", gate_for(3, False), "{}")])
+    assert [(v.rule_id, v.status) for v in settled.verdicts] == [("r", "alert")]

@@ -9,13 +9,8 @@ import redis.asyncio as aioredis
 
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.redisio import Keys
-from monitor.stories.volume import (
-    VolumeCounts,
-    VolumeRule,
-    VolumeStore,
-    expected,
-    volume_fires,
-)
+from monitor.stories.trends import VolumeCounts, VolumeRule, expected, volume_fires
+from monitor.stories.volume import VolumeStore
 
 NOW = datetime(2026, 3, 9, 12, tzinfo=UTC)
 KEYS = Keys("t")

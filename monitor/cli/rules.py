@@ -28,7 +28,14 @@ from monitor.model import Item, Match, Source
 from monitor.normalize import normalize_entry
 from monitor.parse import NotAFeedError, parse_feed
 from monitor.redisio import Keys
-from monitor.rules import RuleSet, explain, lint_rules, load_rules, run_examples
+from monitor.rules import (
+    RuleSet,
+    explain,
+    lint_rules,
+    load_rules,
+    run_examples,
+    stories_problems,
+)
 from monitor.settings import Settings, parse_duration
 from monitor.store import Store
 
@@ -39,6 +46,11 @@ def register(commands: Subcommands) -> None:
     lint = rule_commands.add_parser("lint", help="validate rule files; exit 1 on any problem")
     lint.add_argument(
         "paths", nargs="*", type=Path, help="rule files or directories (default: rules/)"
+    )
+    lint.add_argument(
+        "-c",
+        "--config",
+        help="also check the rules against this config (e.g. min_sources needs stories.enabled)",
     )
     lint.set_defaults(handler=cmd_rules_lint)
     test = rule_commands.add_parser(
@@ -110,6 +122,10 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
             print(f"{path}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
     problems = lint_rules(paths)
+    if not problems and args.config is not None:
+        settings = load_settings_or_exit(args.config)
+        if not settings.stories.enabled:
+            problems = stories_problems(load_rules(paths))
     for problem in problems:
         print(str(problem))
     if problems:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from monitor.errors import StoreError
 from monitor.redisio import Keys
 from monitor.render import clean_line, clip
 from monitor.settings import parse_duration
-from monitor.stories.model import Story
+from monitor.stories.model import RuleState, Story
 from monitor.stories.store import StoryStore
 
 T = TypeVar("T")
@@ -87,8 +87,9 @@ def render_list(stories: list[Story], now: datetime) -> str:
     )
 
 
-def render_story(story: Story, now: datetime) -> str:
-    """The story as an analyst reads it: headline, spread, provenance, then the timeline."""
+def render_story(story: Story, now: datetime, rules: Sequence[RuleState] = ()) -> str:
+    """The story as an analyst reads it: headline, spread, provenance, what each rule did
+    (alerted, escalated, or held waiting for corroboration), then the timeline."""
     lines = [
         f"story {story.id}: {clean_line(story.title)}",
         f"first seen {_when(story.first_seen)} ({ago(story.first_seen, now)}), "
@@ -99,8 +100,13 @@ def render_story(story: Story, now: datetime) -> str:
         "sources:",
         *(f"  {line}" for line in story.provenance()),
         "",
-        "timeline:",
     ]
+    if rules:
+        width = max(len(state.rule_id) for state in rules)
+        lines.append("rules:")
+        lines += [f"  {s.rule_id.ljust(width)}  {s.describe(len(story.owners))}" for s in rules]
+        lines.append("")
+    lines.append("timeline:")
     for item in sorted(story.items, key=lambda i: (i.seen_at, i.item_id)):
         lines.append(
             f"  {_when(item.seen_at)}  {item.source} [{item.lang or '?'}]  "
@@ -148,9 +154,15 @@ def cmd_stories_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _story_and_rules(
+    store: StoryStore, story_id: str
+) -> tuple[Story | None, list[RuleState]]:
+    return await store.story(story_id), await store.rule_states(story_id)
+
+
 def cmd_stories_show(args: argparse.Namespace) -> int:
     try:
-        story = _with_store(args, lambda store: store.story(args.id))
+        story, rules = _with_store(args, lambda store: _story_and_rules(store, args.id))
     except StoreError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -163,7 +175,16 @@ def cmd_stories_show(args: argparse.Namespace) -> int:
         data = story_summary(story)
         data["items"] = [item.to_dict() for item in story.items]
         data["provenance"] = story.provenance()
+        data["rules"] = [
+            {
+                "rule": state.rule_id,
+                "alerted_by": state.alerted_by,
+                "escalated_by": state.escalated_by,
+                "state": state.describe(len(story.owners)),
+            }
+            for state in rules
+        ]
         print(json.dumps(data, ensure_ascii=False))
     else:
-        print(render_story(story, datetime.now(UTC)))
+        print(render_story(story, datetime.now(UTC), rules))
     return EXIT_OK

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from monitor.errors import Location
 from monitor.model import Item, Severity
@@ -127,8 +128,22 @@ class Example:
 
 
 @dataclass(frozen=True, slots=True)
+class Escalation:
+    """Raise a rule's alert to ``severity`` once its story has ``sources`` independent
+    sources (sister outlets sharing an owner count once)."""
+
+    sources: int
+    severity: Severity
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
-    """One alerting rule, validated and with its term sets resolved."""
+    """One alerting rule, validated and with its term sets resolved.
+
+    ``min_sources`` and ``official`` hold the rule's alert until its story is corroborated
+    by that many independent sources, or (``official``) an official source reports it;
+    either suffices when both are given.  They, and ``escalate``, need stories.
+    """
 
     id: str
     title: str
@@ -142,6 +157,24 @@ class Rule:
     route: tuple[str, ...] = ()
     examples: tuple[Example, ...] = ()
     location: Location = field(default=_NOWHERE, compare=False)
+    min_sources: int = 1
+    official: bool = False
+    escalate: Escalation | None = None
+
+    @property
+    def gated(self) -> bool:
+        """Does the rule wait for corroboration before alerting?"""
+        return self.min_sources > 1 or self.official
+
+    @property
+    def story_keys(self) -> tuple[str, ...]:
+        """The keys this rule uses that only work with stories on (for the config check)."""
+        used = (
+            ("min_sources", self.min_sources > 1),
+            ("official", self.official),
+            ("escalate", self.escalate is not None),
+        )
+        return tuple(key for key, on in used if on)
 
     def applies_to(self, item: Item) -> bool:
         """Whether the rule watches the item's feed: no ``sources`` means every feed; otherwise
@@ -151,3 +184,79 @@ class Rule:
         wanted = {source.casefold() for source in self.sources}
         feeds = (item.source, *item.source_tags)
         return any(feed.casefold() in wanted for feed in feeds)
+
+
+# -- trends: rules about how often something is reported ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What a volume trend counts: the items a rule matches, or the items any rule with a
+    tag matches (an item counts once however many of those rules match it)."""
+
+    rule: str | None = None
+    tag: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"rule {self.rule}" if self.rule is not None else f"tag {self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class Frequency:
+    """Fire when ``window`` holds at least ``at_least`` counted items."""
+
+    of: Counted
+    at_least: int
+    window: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Spike:
+    """Fire when ``window`` holds ``factor`` times what the trailing ``baseline`` predicts
+    for one window, and at least ``min_count`` items."""
+
+    of: Counted
+    factor: float
+    window: timedelta = timedelta(hours=1)
+    baseline: timedelta = timedelta(days=7)
+    min_count: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class FirstMention:
+    """Fire the first time a term of the set ``entities`` occurs in an item ``rule`` matches.
+
+    ``terms`` are the set's terms, resolved at load time; each term is one entity.
+    """
+
+    rule: str
+    entities: str
+    terms: tuple[Term | Regex, ...] = ()
+
+
+Watch = Frequency | Spike | FirstMention
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """A rule about the flow of matches rather than one item: frequency, spike or first
+    mention.  It alerts like a rule (``id`` is its rule id in alerts, routes and silences)."""
+
+    id: str
+    title: str
+    severity: Severity
+    watch: Watch
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    owner: str | None = None
+    enabled: bool = True
+    route: tuple[str, ...] = ()
+    location: Location = field(default=_NOWHERE, compare=False)
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rule ids whose matches this trend watches directly (none for a tag)."""
+        if isinstance(self.watch, FirstMention):
+            return (self.watch.rule,)
+        return (self.watch.of.rule,) if self.watch.of.rule is not None else ()

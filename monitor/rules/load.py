@@ -9,23 +9,37 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
 from monitor.errors import Location, RuleFileError, RuleSetError
-from monitor.rules.expr import AtLeast, Group, Near, Node, Rule, SetRef, TermSet
+from monitor.rules.expr import (
+    AtLeast,
+    Counted,
+    FirstMention,
+    Group,
+    Near,
+    Node,
+    Rule,
+    SetRef,
+    TermSet,
+    Trend,
+    Watch,
+)
 from monitor.rules.match import check_example
 from monitor.rules.ruleset import RuleSet
 from monitor.rules.schema import (
     AtLeastDraft,
     FileDraft,
+    FirstMentionDraft,
     GroupDraft,
     NearDraft,
     NodeDraft,
     RefDraft,
     RuleDraft,
     TermSetDraft,
+    TrendDraft,
     did_you_mean,
     read_rule_file,
 )
@@ -155,6 +169,7 @@ def _compile(paths: Sequence[Path], *, examples: bool = True) -> _Result:
         version=rules_version(digests),
         term_sets=MappingProxyType(dict(linker.term_sets)),
         paths=tuple(str(path) for path in files),
+        trends=linker.trends,
     )
     return _Result(ruleset, [])
 
@@ -203,7 +218,9 @@ class _Linker:
         self.term_sets = self._term_sets(draft for file in drafts for draft in file.term_sets)
         if complete:
             self._unused(frozenset().union(*(file.referenced for file in drafts)))
-        self.rules = self._rules(draft for file in drafts for draft in file.rules)
+        rule_drafts = [draft for file in drafts for draft in file.rules]
+        self.rules = self._rules(rule_drafts)
+        self.trends = self._trends([draft for file in drafts for draft in file.trends], rule_drafts)
         for file in drafts:
             for orphan in file.orphans:
                 self._group(orphan)
@@ -271,7 +288,111 @@ class _Linker:
             route=draft.route,
             examples=draft.examples,
             location=draft.location,
+            min_sources=draft.min_sources,
+            official=draft.official,
+            escalate=draft.escalate,
         )
+
+    def _trends(
+        self, drafts: Sequence[TrendDraft], rules: Sequence[RuleDraft]
+    ) -> tuple[Trend, ...]:
+        """Trends whose rule, tag and term set exist; ids are unique among rules and trends,
+        since alerts, routes and silences name both the same way."""
+        seen = {rule.id.casefold(): rule for rule in rules}
+        taken: dict[str, TrendDraft] = {}
+        trends: list[Trend] = []
+        for draft in drafts:
+            clash = seen.get(draft.id.casefold()) or taken.get(draft.id.casefold())
+            if clash is not None:
+                where = clash.location
+                self.problems.append(
+                    RuleFileError(
+                        draft.location,
+                        f"duplicate id '{draft.id}'",
+                        hint=f"it is already used at {where}; rule and trend ids must be "
+                        "unique across all rule files",
+                    )
+                )
+                continue
+            taken[draft.id.casefold()] = draft
+            trend = self._trend(draft, rules)
+            if trend is not None:
+                trends.append(trend)
+        return tuple(trends)
+
+    def _trend(self, draft: TrendDraft, rules: Sequence[RuleDraft]) -> Trend | None:
+        watch = draft.watch
+        ids = [rule.id for rule in rules]
+        if isinstance(watch, FirstMentionDraft):
+            rule_ok = self._known_rule(watch.rule, ids, draft.of_location, "first_mention.rule")
+            term_set = self.term_sets.get(watch.entities)
+            if term_set is None:
+                guess = did_you_mean(watch.entities, list(self.term_sets))
+                self.problems.append(
+                    RuleFileError(
+                        watch.location,
+                        f"unknown term set '@{watch.entities}' in 'first_mention.entities'",
+                        hint=f"did you mean '@{guess}'?"
+                        if guess
+                        else "define the watched entities under 'terms:' in any rule file",
+                    )
+                )
+            if not rule_ok or term_set is None:
+                return None
+            watch_done: Watch = FirstMention(
+                _canonical(watch.rule, ids), watch.entities, term_set.terms
+            )
+        else:
+            counted = watch.of
+            if counted.rule is not None:
+                if not self._known_rule(counted.rule, ids, draft.of_location, "of.rule"):
+                    return None
+                watch = replace(watch, of=Counted(rule=_canonical(counted.rule, ids)))
+            elif counted.tag is not None:
+                tags = sorted({tag for rule in rules for tag in rule.tags})
+                if counted.tag not in tags:
+                    guess = did_you_mean(counted.tag, tags)
+                    hint = (
+                        f"did you mean '{guess}'?"
+                        if guess
+                        else f"tags in use: {', '.join(tags) or 'none'}"
+                    )
+                    self.problems.append(
+                        RuleFileError(
+                            draft.of_location,
+                            f"no rule has the tag '{counted.tag}', so the trend would never count",
+                            hint=hint,
+                        )
+                    )
+                    return None
+            watch_done = watch
+        return Trend(
+            id=draft.id,
+            title=draft.title,
+            severity=draft.severity,
+            watch=watch_done,
+            description=draft.description,
+            tags=draft.tags,
+            owner=draft.owner,
+            enabled=draft.enabled,
+            route=draft.route,
+            location=draft.location,
+        )
+
+    def _known_rule(self, rule_id: str, ids: Sequence[str], where: Location, key: str) -> bool:
+        if rule_id.casefold() in {known.casefold() for known in ids}:
+            return True
+        guess = did_you_mean(rule_id, ids)
+        self.problems.append(
+            RuleFileError(
+                where,
+                f"unknown rule '{rule_id}' in '{key}'",
+                hint=f"did you mean '{guess}'?"
+                if guess
+                else "name the id of a rule under 'rules:'",
+            )
+        )
+        return False
 
     def _group(self, draft: GroupDraft) -> Group | None:
         parts = [self._nodes(nodes) for nodes in (draft.all_of, draft.any_of, draft.none_of)]
@@ -335,6 +456,26 @@ class _Linker:
             RuleFileError(draft.location, f"unknown term set '@{draft.name}'", hint=hint)
         )
         return None
+
+
+def stories_problems(ruleset: RuleSet) -> list[RuleFileError]:
+    """A problem for each enabled rule using keys that need stories, for a config with
+    ``stories.enabled: false``: without stories there is nothing to count sources in, so such
+    a rule would either never alert or alert on every reprint; refusing is the honest answer."""
+    return [
+        RuleFileError(
+            rule.location,
+            f"rule '{rule.id}' uses {', '.join(rule.story_keys)}, which "
+            f"{'needs' if len(rule.story_keys) == 1 else 'need'} stories",
+            hint="set 'stories: {enabled: true}' in the config, or remove the key",
+        )
+        for rule in ruleset.needs_stories
+    ]
+
+
+def _canonical(rule_id: str, ids: Sequence[str]) -> str:
+    """The id as its rule writes it (trends may name a rule in another case)."""
+    return next((known for known in ids if known.casefold() == rule_id.casefold()), rule_id)
 
 
 def set_names(node: Node) -> set[str]:

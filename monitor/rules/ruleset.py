@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from monitor.model import Item, Match
 from monitor.rules.engine import Engine
-from monitor.rules.expr import Rule, TermSet
+from monitor.rules.expr import Rule, TermSet, Trend
 from monitor.rules.match import ItemText, match_rule
 
 
@@ -25,11 +25,16 @@ class RuleSet:
     version: str
     term_sets: Mapping[str, TermSet] = field(default_factory=lambda: MappingProxyType({}))
     paths: tuple[str, ...] = ()
+    trends: tuple[Trend, ...] = ()
+    """Volume and first-mention rules over the matches of ``rules``."""
     engine: Engine = field(init=False, repr=False)
+    by_id: Mapping[str, Rule] = field(init=False, repr=False)
+    """Rules by their exact id, for looking up the rule of a match."""
 
     def __post_init__(self) -> None:
         """Compile the index once, when the set is built: reloads swap in a ready set."""
         object.__setattr__(self, "engine", Engine(self.rules))
+        object.__setattr__(self, "by_id", MappingProxyType({r.id: r for r in self.rules}))
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -41,6 +46,11 @@ class RuleSet:
         """The rule with this id (ignoring case, as ids are unique ignoring case), or None."""
         wanted = rule_id.casefold()
         return next((rule for rule in self.rules if rule.id.casefold() == wanted), None)
+
+    @property
+    def needs_stories(self) -> tuple[Rule, ...]:
+        """Enabled rules using keys that need stories (min_sources, official, escalate)."""
+        return tuple(rule for rule in self.rules if rule.enabled and rule.story_keys)
 
     def match(self, item: Item) -> list[Match]:
         """Every enabled rule that watches the item's feed and matches it, in rule order.

@@ -11,17 +11,26 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TypeVar
 
 from monitor.errors import Location, RuleFileError
 from monitor.model import Severity
-from monitor.rules.expr import FIELDS, Example, Term
+from monitor.rules.expr import (
+    FIELDS,
+    Counted,
+    Escalation,
+    Example,
+    Frequency,
+    Spike,
+    Term,
+)
 from monitor.rules.regex import Regex
 from monitor.rules.terms import TermSyntaxError
 from monitor.yamlsrc import YamlDocument, YamlPath
 
-FILE_KEYS = ("terms", "rules")
+FILE_KEYS = ("terms", "rules", "trends")
 RULE_KEYS = (
     "id",
     "title",
@@ -34,6 +43,9 @@ RULE_KEYS = (
     "route",
     "match",
     "examples",
+    "min_sources",
+    "official",
+    "escalate",
 )
 RULE_REQUIRED = ("id", "title", "severity", "match")
 GROUP_KEYS = ("all", "any", "none", "in")
@@ -75,12 +87,42 @@ FIELD_ALIASES = {
 }
 #: Largest ``within:`` distance, in words.
 MAX_WITHIN = 1000
+ESCALATE_KEYS = ("sources", "severity")
+#: Most independent sources a rule can ask for (``min_sources``, ``escalate.sources``).
+MAX_SOURCES = 100
+TREND_KEYS = (
+    "id",
+    "title",
+    "description",
+    "severity",
+    "tags",
+    "owner",
+    "enabled",
+    "route",
+    "frequency",
+    "spike",
+    "first_mention",
+)
+TREND_KINDS = ("frequency", "spike", "first_mention")
+TREND_REQUIRED = ("id", "title", "severity")
+FREQUENCY_KEYS = ("of", "window", "at_least")
+SPIKE_KEYS = ("of", "window", "factor", "baseline", "min_count")
+FIRST_MENTION_KEYS = ("rule", "entities")
+OF_KEYS = ("rule", "tag")
+#: Shortest and longest volume window: 12 counting buckets of at least 5 s each, and a
+#: baseline short enough to keep in one Redis hash.
+MIN_WINDOW = timedelta(minutes=1)
+MAX_WINDOW = timedelta(days=30)
+MAX_BASELINE = timedelta(days=90)
 EXAMPLES_KEYS = ("match", "no_match")
 EXAMPLE_KEYS = ("title", "summary")
 
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _SET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _COUNT = re.compile(r"[1-9][0-9]{0,3}")
+_NUMBER = re.compile(r"[0-9]{1,4}(\.[0-9]{1,3})?")
+_DURATION = re.compile(r"([1-9][0-9]{0,4})\s*(s|m|h|d|w)")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 
@@ -159,6 +201,38 @@ class RuleDraft:
     route: tuple[str, ...]
     examples: tuple[Example, ...]
     location: Location
+    min_sources: int = 1
+    official: bool = False
+    escalate: Escalation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FirstMentionDraft:
+    """A ``first_mention:`` whose rule id and term set are not yet linked; ``location`` is
+    the mapping, blamed when either is unknown."""
+
+    rule: str
+    entities: str
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class TrendDraft:
+    """A trend whose own fields are valid; the rule, tag or term set it names is checked
+    when the files are linked.  ``location`` points at its ``id`` value; ``of_location`` at
+    what it counts."""
+
+    id: str
+    title: str
+    severity: Severity
+    watch: Frequency | Spike | FirstMentionDraft
+    description: str
+    tags: tuple[str, ...]
+    owner: str | None
+    enabled: bool
+    route: tuple[str, ...]
+    location: Location
+    of_location: Location
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +252,7 @@ class FileDraft:
     referenced: frozenset[str]
     orphans: tuple[GroupDraft, ...] = ()
     written_rules: int | None = None
+    trends: tuple[TrendDraft, ...] = ()
 
 
 def read_rule_file(doc: YamlDocument) -> tuple[FileDraft, list[RuleFileError]]:
@@ -192,6 +267,15 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
     by_folded = {choice.casefold(): choice for choice in choices}
     close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
     return by_folded[close[0]] if close else None
+
+
+def _written(length: timedelta) -> str:
+    """A duration as a rule file would write it: 90m, 7d."""
+    seconds = int(length.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNIT[unit] == 0:
+            return f"{seconds // _UNIT[unit]}{unit}"
+    return f"{seconds}s"
 
 
 def _kind(value: object) -> str:
@@ -297,6 +381,7 @@ class _Reader:
         fields = fields or {}
         sets = self.term_sets(fields["terms"], ("terms",)) if "terms" in fields else ()
         rules = self.rules(fields["rules"], ("rules",)) if "rules" in fields else ()
+        trends = self.trends(fields["trends"], ("trends",)) if "trends" in fields else ()
         written = fields.get("rules", [] if fields else None)
         return FileDraft(
             self.doc.path,
@@ -305,6 +390,7 @@ class _Reader:
             frozenset(self.referenced),
             tuple(self.orphans),
             len(written) if isinstance(written, list) else None,
+            trends,
         )
 
     def term_sets(self, value: object, path: YamlPath) -> tuple[TermSetDraft, ...]:
@@ -446,7 +532,12 @@ class _Reader:
             route=self._field(fields, path, "route", self.texts, ()),
             examples=self._field(fields, path, "examples", self._examples, ()),
             location=self.doc.locate((*path, "id")),
+            min_sources=self._field(fields, path, "min_sources", self._sources, 1),
+            official=self._field(fields, path, "official", self.flag, False),
         )
+        if "escalate" in fields:
+            escalate = self._escalate(fields["escalate"], (*path, "escalate"), draft)
+            draft = replace(draft, escalate=escalate)
         if len(self.problems) == before:
             return draft
         if match is not None:
@@ -489,6 +580,197 @@ class _Reader:
         except ValueError as exc:
             self.problem(path, str(exc))
             return None
+
+    def _sources(self, value: object, path: YamlPath, what: str) -> int | None:
+        return self._count(value, path, what, MAX_SOURCES)
+
+    def _escalate(self, value: object, path: YamlPath, rule: RuleDraft) -> Escalation | None:
+        """``escalate: {sources: N, severity: S}``: N above what the rule already waits
+        for and S above its severity, or the escalation could never be told apart."""
+        fields = self.mapping(value, path, "'escalate'", ESCALATE_KEYS, ESCALATE_KEYS)
+        if fields is None or not {"sources", "severity"} <= set(fields):
+            return None
+        sources = self._sources(fields["sources"], (*path, "sources"), "'escalate.sources'")
+        severity = self._severity(fields["severity"], (*path, "severity"), "'escalate.severity'")
+        if sources is None or severity is None:
+            return None
+        if sources <= rule.min_sources:
+            self.problem(
+                (*path, "sources"),
+                f"'escalate.sources: {sources}' is not above 'min_sources: {rule.min_sources}'",
+                "the alert would start escalated; raise 'sources' or the rule's severity instead",
+            )
+            return None
+        if severity <= rule.severity:
+            self.problem(
+                (*path, "severity"),
+                f"'escalate.severity: {severity.label}' is not above the rule's severity "
+                f"'{rule.severity.label}'",
+                "escalating must raise the severity, e.g. 'severity: critical'",
+            )
+            return None
+        return Escalation(sources, severity)
+
+    # -- trends --------------------------------------------------------------------------
+
+    def trends(self, value: object, path: YamlPath) -> tuple[TrendDraft, ...]:
+        if not isinstance(value, list) or not value:
+            self.problem(path, f"'trends' must be a list of trends, not {_kind(value)}")
+            return ()
+        drafts = (self.trend(item, (*path, index)) for index, item in enumerate(value))
+        return tuple(draft for draft in drafts if draft is not None)
+
+    def trend(self, value: object, path: YamlPath) -> TrendDraft | None:
+        """One trend: a rule's identity fields plus exactly one of frequency, spike or
+        first_mention."""
+        before = len(self.problems)
+        fields = self.mapping(value, path, "a trend", TREND_KEYS, TREND_REQUIRED, RULE_KEYS)
+        if fields is None:
+            return None
+        kinds = [kind for kind in TREND_KINDS if kind in fields]
+        if len(kinds) != 1:
+            said = "none of" if not kinds else "more than one of"
+            self.problem(
+                path,
+                f"a trend needs exactly one of 'frequency', 'spike' or 'first_mention' "
+                f"({said} them given)",
+                "split it into one trend per kind"
+                if kinds
+                else "add e.g. 'frequency: {of: {rule: RULE-ID}, window: 1h, at_least: 10}'",
+            )
+            return None
+        kind = kinds[0]
+        where = (*path, kind)
+        readers = {
+            "frequency": self._frequency,
+            "spike": self._spike,
+            "first_mention": self._first_mention,
+        }
+        watch = readers[kind](fields[kind], where)
+        draft = TrendDraft(
+            id=self._field(fields, path, "id", self._rule_id, ""),
+            title=self._field(fields, path, "title", self.text, ""),
+            severity=self._field(fields, path, "severity", self._severity, Severity.INFO),
+            watch=watch or FirstMentionDraft("", "", self.doc.locate(where)),
+            description=self._field(fields, path, "description", self.text, ""),
+            tags=self._field(fields, path, "tags", self.texts, ()),
+            owner=self._field(fields, path, "owner", self.text, None),
+            enabled=self._field(fields, path, "enabled", self.flag, True),
+            route=self._field(fields, path, "route", self.texts, ()),
+            location=self.doc.locate((*path, "id")),
+            of_location=self.doc.locate(where),
+        )
+        return draft if len(self.problems) == before and watch is not None else None
+
+    def _of(self, value: object, path: YamlPath) -> Counted | None:
+        """``of: {rule: ID}`` or ``of: {tag: TAG}``: what a volume trend counts."""
+        fields = self.mapping(value, path, "'of'", OF_KEYS)
+        if fields is None:
+            return None
+        if len(fields) != 1:
+            self.problem(
+                path,
+                "'of' names exactly one of 'rule' or 'tag'",
+                "write 'of: {rule: kz-tungsten}' or 'of: {tag: sanctions}'; use two trends "
+                "for both",
+            )
+            return None
+        key, written = next(iter(fields.items()))
+        name = self.text(written, (*path, key), f"'of.{key}'")
+        if name is None:
+            return None
+        return Counted(rule=name) if key == "rule" else Counted(tag=name)
+
+    def _frequency(self, value: object, path: YamlPath) -> Frequency | None:
+        before = len(self.problems)
+        fields = self.mapping(value, path, "'frequency'", FREQUENCY_KEYS, ("of", "at_least"))
+        if fields is None or len(self.problems) > before:
+            return None
+        of = self._of(fields["of"], (*path, "of"))
+        at_least = self._count(fields["at_least"], (*path, "at_least"), "'at_least'", 10_000)
+        window = self._window(fields, path, "window", timedelta(hours=1), MAX_WINDOW)
+        if of is None or at_least is None or window is None:
+            return None
+        return Frequency(of, at_least, window)
+
+    def _spike(self, value: object, path: YamlPath) -> Spike | None:
+        before = len(self.problems)
+        fields = self.mapping(value, path, "'spike'", SPIKE_KEYS, ("of", "factor"))
+        if fields is None or len(self.problems) > before:
+            return None
+        of = self._of(fields["of"], (*path, "of"))
+        factor = self._factor(fields["factor"], (*path, "factor"))
+        window = self._window(fields, path, "window", timedelta(hours=1), MAX_WINDOW)
+        baseline = self._window(fields, path, "baseline", timedelta(days=7), MAX_BASELINE)
+        min_count = 5
+        if "min_count" in fields:
+            min_count = (
+                self._count(fields["min_count"], (*path, "min_count"), "'min_count'", 10_000) or 0
+            )
+        if of is None or factor is None or window is None or baseline is None or not min_count:
+            return None
+        if baseline < 2 * window:
+            where = (*path, "baseline") if "baseline" in fields else (*path, "window")
+            self.problem(
+                where,
+                f"the baseline ({_written(baseline)}) must be at least twice the window "
+                f"({_written(window)})",
+                "the baseline is the trailing period the window is compared with, e.g. "
+                "'window: 1h, baseline: 7d'",
+            )
+            return None
+        return Spike(of, factor, window, baseline, min_count)
+
+    def _first_mention(self, value: object, path: YamlPath) -> FirstMentionDraft | None:
+        before = len(self.problems)
+        fields = self.mapping(
+            value, path, "'first_mention'", FIRST_MENTION_KEYS, FIRST_MENTION_KEYS
+        )
+        if fields is None or len(self.problems) > before:
+            return None
+        rule = self.text(fields["rule"], (*path, "rule"), "'first_mention.rule'")
+        written = self.text(fields["entities"], (*path, "entities"), "'first_mention.entities'")
+        if rule is None or written is None:
+            return None
+        name = written.removeprefix("@").strip()
+        self.referenced.add(name)
+        return FirstMentionDraft(rule, name, self.doc.locate((*path, "entities")))
+
+    def _factor(self, value: object, path: YamlPath) -> float | None:
+        """A spike factor: a plain number above 1 (2, 3.5)."""
+        written = value.strip() if isinstance(value, str) else None
+        if written is None or not _NUMBER.fullmatch(written) or float(written) <= 1:
+            self.problem(
+                path,
+                f"'factor' must be a number above 1, not {value!r}",
+                "how many times the usual volume counts as a spike, e.g. 3",
+            )
+            return None
+        return float(written)
+
+    def _window(
+        self,
+        fields: dict[str, object],
+        path: YamlPath,
+        key: str,
+        default: timedelta,
+        largest: timedelta,
+    ) -> timedelta | None:
+        """A duration such as ``30m``, ``1h``, ``7d`` between a minute and ``largest``."""
+        if key not in fields:
+            return default
+        value = fields[key]
+        written = value.strip() if isinstance(value, str) else ""
+        found = _DURATION.fullmatch(written)
+        length = timedelta(seconds=int(found[1]) * _UNIT[found[2]]) if found else None
+        if length is None or not MIN_WINDOW <= length <= largest:
+            self.problem(
+                (*path, key),
+                f"'{key}' must be a duration from 1m to {_written(largest)}, not {value!r}",
+                "write a whole number and a unit: 30m, 1h, 6h, 7d",
+            )
+            return None
+        return length
 
     # -- match groups --------------------------------------------------------------------
 

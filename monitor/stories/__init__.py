@@ -7,13 +7,18 @@ The public API::
     choose_story(extractor, features, candidates, now, window) -> story id | None   (pure)
     MemoryStories                                 in-memory clustering (tests, benchmarks)
     StoryStore(client, keys).assign(item, now)    the Redis shell: atomic across replicas
-    follow_up_reason(update, policy), corroborated(story, min_sources)   (pure)
+    StoryStore.settle(story, item, rules) -> Settlement   each rule held, alerting or quiet,
+                                                  escalating: atomic across replicas
+    follow_up_reason(update, policy), satisfied(gate, owners, official), provenance(items)
+                                                  the pure decisions a settlement mirrors
     source_metas(settings.stories)                provenance of the feeds from the config
-    volume_fires(rule, counts), VolumeStore.observe(rule, now)   frequency and spike rules
-    VolumeStore.first_mentions(rule_id, entities)  entities a rule sees for the first time
+    volume_fires(rule, counts), VolumeStore.observe(rule, now, add, alert)   volume trends:
+                                                  count, fire once per burst, queue the alert
+    VolumeStore.first_mentions(trend, entities, alerts)   entities seen for the first time
+    trends.volume_rule(trend), trend_match(...), mentioned(...)   trends as alerts (pure)
 
-``cluster`` and ``lexicon`` are the pure core, ``model`` the frozen data, ``store`` and
-``volume`` the I/O.
+``cluster``, ``lexicon`` and ``trends`` are the pure core, ``model`` the frozen data,
+``store`` and ``volume`` the I/O.
 """
 
 from __future__ import annotations

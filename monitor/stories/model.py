@@ -6,10 +6,12 @@ decisions that read these classes live here too, so delivery can ask them withou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from monitor.model import SourceNote
 
 SOURCE_KINDS = ("wire", "state_media", "trade_press", "official", "blog", "news")
 
@@ -173,28 +175,98 @@ def follow_up_reason(update: StoryUpdate, policy: FollowUpPolicy) -> str | None:
     return None
 
 
-def alert_now(update: StoryUpdate, min_sources: int = 1, official: bool = False) -> bool:
-    """Pure: is this the item that makes a story alert, for a rule asking for ``min_sources``
-    independent sources (or, with ``official``, an official source as enough on its own)?
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What a rule asks of its story, as the store's settling script reads it.
 
-    True for exactly one item of a story: the one that first satisfies the rule.  With the
-    default (one source) that is the story's first item; later reprints never alert again.
+    ``min_sources`` independent sources (0: not asked, for a rule that waits only for an
+    official source), or with ``official`` an official source, before the rule alerts;
+    ``escalate_at`` independent sources (0: never) before its alert is raised in severity.
+    A rule without either alerts on its story's first item it matches.
     """
-    if update.duplicate:
-        return False
-    before = update.independent - (1 if update.new_owner else 0)
-    satisfied_before = before >= min_sources or (official and update.had_official)
-    if satisfied_before:
-        return False
-    reached = update.independent >= min_sources
-    official_arrived = official and update.kind == "official"
-    return reached or official_arrived
+
+    min_sources: int = 1
+    official: bool = False
+    escalate_at: int = 0
+
+    @property
+    def keeps_match(self) -> bool:
+        """Must the store keep the rule's first match in the story?  A held alert, or an
+        escalation, may be told when an item the rule did not match arrives."""
+        return self.min_sources != 1 or self.official or self.escalate_at > 0
+
+
+def gate_for(min_sources: int, official: bool, escalate_at: int = 0) -> Gate:
+    """The gate of a rule's keys: ``official: true`` alone waits for an official source;
+    with ``min_sources`` too, either suffices (an official statement confirms an event on
+    its own)."""
+    wanted = 0 if official and min_sources <= 1 else max(min_sources, 1)
+    return Gate(wanted, official, escalate_at)
+
+
+def satisfied(gate: Gate, owners: int, has_official: bool) -> bool:
+    """Pure: does a story with ``owners`` independent sources (and an official one, or not)
+    meet the gate?  ``monitor.stories.store._SETTLE`` makes the same test in Lua."""
+    enough = gate.min_sources > 0 and owners >= gate.min_sources
+    return enough or (gate.official and has_official)
+
+
+def escalates(gate: Gate, owners: int, has_official: bool) -> bool:
+    """Pure: has a story reached the gate's escalation threshold (once it alerts)?"""
+    return (
+        gate.escalate_at > 0
+        and owners >= gate.escalate_at
+        and satisfied(gate, owners, has_official)
+    )
+
+
+def provenance(items: Sequence[StoryItem], told: int = -1) -> tuple[SourceNote, ...]:
+    """Pure: a story's sources, first seen first, for an alert to list.
+
+    ``told`` is how many items the story had at the rule's previous message (-1: none);
+    a source whose first item came after those is marked ``new``, so a follow-up names what
+    changed since the analysts last heard of the story.
+    """
+    notes: dict[str, SourceNote] = {}
+    for position, item in enumerate(items):
+        if item.source not in notes:
+            notes[item.source] = SourceNote(
+                source=item.source,
+                kind=item.kind,
+                country=item.country,
+                lang=item.lang,
+                new=0 <= told <= position,
+            )
+    return tuple(notes.values())
 
 
 def corroborated(story: Story, min_sources: int, official: bool = False) -> bool:
     """Pure: does the story satisfy a rule's ``min_sources: N`` (independent owner groups)
-    or, with ``official``, have an official source?  Either condition suffices when both are
-    asked, since an official statement confirms an event on its own."""
-    if official and "official" in story.kinds:
-        return True
-    return len(story.owners) >= min_sources
+    and ``official`` keys, read as ``gate_for`` reads them?"""
+    return satisfied(gate_for(min_sources, official), len(story.owners), "official" in story.kinds)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """What one rule has done in a story, for ``monitor stories show``: the item that made it
+    alert and the one that escalated it, or, while it holds its alert, what it waits for."""
+
+    rule_id: str
+    alerted_by: str | None = None
+    escalated_by: str | None = None
+    gate: Gate | None = None
+    """The rule's gate as kept with its held (or escalating) match; None when not kept."""
+
+    def describe(self, owners: int) -> str:
+        """One line: alerted and escalated by which items, or held waiting for what."""
+        if self.alerted_by is not None:
+            said = f"alerted on {self.alerted_by}"
+            if self.escalated_by is not None:
+                said += f", escalated on {self.escalated_by}"
+            return said
+        wants = []
+        if self.gate is not None and self.gate.min_sources > 0:
+            wants.append(f"{self.gate.min_sources} independent sources (has {owners})")
+        if self.gate is not None and self.gate.official:
+            wants.append("an official source")
+        return "held: waiting for " + (" or ".join(wants) or "corroboration")

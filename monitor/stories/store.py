@@ -22,10 +22,10 @@ HSETNX, so exactly one item of a story is told "new language" whatever the repli
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -43,7 +43,7 @@ from monitor.stories.cluster import (
     rank_candidates,
     story_id_for,
 )
-from monitor.stories.model import SourceMeta, Story, StoryItem, StoryUpdate
+from monitor.stories.model import Gate, RuleState, SourceMeta, Story, StoryItem, StoryUpdate
 
 BUCKET = timedelta(hours=12)
 """Index granularity: one hash per bucket, so the index expires a bucket at a time instead
@@ -168,10 +168,111 @@ redis.call('SET', item_key, story, 'EX', window)
 return {'ok', story, created, new_lang, new_src, new_kind, new_owner, owners, had_official}
 """
 )
+# KEYS: story hash, story rules hash, story items list.
+# ARGV: item id, ttl s, tell (1: this item is a follow-up of its story), n, then per rule
+#       of this item: id, min sources, official (0/1), escalate at, match JSON ('' = not kept).
+# Settles, atomically, what each rule says about the story after this item: held (not
+# corroborated yet), alert (the first item that satisfies the rule; the same item again on a
+# retry), quiet (alerted before); and whether it escalates now.  Rules that matched earlier
+# items and keep their first match ('m:' fields) are settled too: a held rule is released,
+# or an alerted one escalated, by an item it did not match.  'a:', 'e:' and 't:' fields hold
+# the alerting item, the escalating item and the item count at the rule's last message.
+# Returns {owners, item count, items (when a rule speaks, else {}), then per rule settled:
+# id, status, escalated (0/1), item count at its previous message (-1: none), kept match}.
+_SETTLE = """
+local item, ttl, tell, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local owners = tonumber(redis.call('HGET', KEYS[1], 'owners') or '0')
+local official = redis.call('HEXISTS', KEYS[1], 'kind:official') == 1
+local count = redis.call('LLEN', KEYS[3])
+local gates, order, current = {}, {}, {}
+for i = 0, n - 1 do
+  local b = 5 + i * 5
+  local id = ARGV[b]
+  gates[id] = {tonumber(ARGV[b + 1]), ARGV[b + 2] == '1', tonumber(ARGV[b + 3]), ''}
+  current[id] = true
+  order[#order + 1] = id
+  if ARGV[b + 4] ~= '' then
+    redis.call('HSETNX', KEYS[2], 'm:' .. id,
+      cjson.encode({ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]}))
+  end
+end
+local fields = redis.call('HGETALL', KEYS[2])
+for i = 1, #fields, 2 do
+  local id = string.sub(fields[i], 3)
+  if string.sub(fields[i], 1, 2) == 'm:' and not current[id] then
+    local kept = cjson.decode(fields[i + 1])
+    gates[id] = {tonumber(kept[1]), kept[2] == '1', tonumber(kept[3]), kept[4]}
+    order[#order + 1] = id
+  end
+end
+local function once(field)
+  if redis.call('HSETNX', KEYS[2], field, item) == 1 then return true end
+  return redis.call('HGET', KEYS[2], field) == item
+end
+local out, spoke = {owners, count, {}}, false
+for _, id in ipairs(order) do
+  local gate = gates[id]
+  local ok = (gate[1] > 0 and owners >= gate[1]) or (gate[2] and official)
+  local status, escalated = 'held', 0
+  if ok then
+    status = 'quiet'
+    if once('a:' .. id) then status = 'alert' end
+    if gate[3] > 0 and owners >= gate[3] and once('e:' .. id) then escalated = 1 end
+  end
+  local told = tonumber(redis.call('HGET', KEYS[2], 't:' .. id) or '-1')
+  local follows = status == 'quiet' and current[id] and tell == '1'
+  local speaks = status == 'alert' or escalated == 1 or follows
+  if speaks then
+    redis.call('HSET', KEYS[2], 't:' .. id, count)
+    spoke = true
+  end
+  if current[id] or status == 'alert' or escalated == 1 then
+    local kept = gate[4]
+    if current[id] then kept = '' end
+    for _, value in ipairs({id, status, escalated, told, kept}) do out[#out + 1] = value end
+  end
+end
+if spoke then out[3] = redis.call('LRANGE', KEYS[3], 0, -1) end
+redis.call('EXPIRE', KEYS[2], ttl)
+return out
+"""
 CACHE_STORIES = 4096
 """Stories whose members a store keeps decoded (10 to 15 kB each): members are only ever
 appended, so a cached story costs one short read of its new members instead of all of them,
 decoded again.  The most recently compared stories are kept, which are the busy ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """What one rule says about a story after an item, settled atomically across replicas.
+
+    ``status``: "held" (the story is not corroborated enough for the rule yet), "alert"
+    (this item makes the rule alert: exactly one item per story and rule, the same one
+    again when it is retried), or "quiet" (the rule alerted on an earlier item).
+    ``told``: the story's item count at the rule's previous message (-1: none).
+    ``kept``: for a rule this item did not match, the match JSON it kept from an earlier
+    item, to alert or escalate with.
+    """
+
+    rule_id: str
+    status: str
+    escalated: bool = False
+    told: int = -1
+    kept: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Every rule's verdict on a story after one item, and the story as it then stands.
+
+    ``items`` is filled only when some rule speaks (alerts, escalates or follows up), since
+    only a message shows the provenance.
+    """
+
+    owners: int
+    count: int
+    items: tuple[StoryItem, ...]
+    verdicts: tuple[RuleVerdict, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +311,7 @@ class StoryStore:
         self._assign = client.register_script(_ASSIGN)
         self._read_index = client.register_script(_READ_INDEX)
         self._read_stories = client.register_script(_READ_STORIES)
+        self._settle = client.register_script(_SETTLE)
         self._cache: dict[str, tuple[str, list[Features]]] = {}
 
     # -- assignment -----------------------------------------------------------------------
@@ -387,6 +489,76 @@ class StoryStore:
             kind=meta.kind,
             had_official=flags[6] == 1,
         )
+
+    # -- rules over stories -------------------------------------------------------------------
+
+    async def settle(
+        self,
+        story_id: str,
+        item_id: str,
+        rules: Sequence[tuple[str, Gate, str]],
+        *,
+        tell: bool = False,
+    ) -> Settlement:
+        """Settle each rule's alert for a story after ``item_id`` joined it (one round trip).
+
+        ``rules`` are the rules that matched the item: (id, gate, match JSON).  ``tell`` says
+        the item is worth a follow-up (a new language, kind, corroboration).  Exactly one
+        item of a story makes a rule alert, and one escalate it, whatever the replica count:
+        the script sets the rule's flags with HSETNX.  A rule's kept match lives as long as
+        the story, so a held alert survives restarts.
+        """
+        keys = [
+            self.keys.story(story_id),
+            self.keys.story_rules(story_id),
+            self.keys.story_items(story_id),
+        ]
+        args: list[str | int] = [
+            item_id,
+            max(1, int(self.retention.total_seconds())),
+            1 if tell else 0,
+            len(rules),
+        ]
+        for rule_id, gate, match_json in rules:
+            args += [
+                rule_id,
+                gate.min_sources,
+                1 if gate.official else 0,
+                gate.escalate_at,
+                match_json if gate.keeps_match else "",
+            ]
+        raw = await guarded(lambda: self._settle(keys=keys, args=args))
+        items = tuple(StoryItem.from_dict(json.loads(i)) for i in raw[2] or ())
+        verdicts = tuple(
+            RuleVerdict(
+                rule_id=str(raw[i]),
+                status=str(raw[i + 1]),
+                escalated=int(raw[i + 2]) == 1,
+                told=int(raw[i + 3]),
+                kept=str(raw[i + 4] or ""),
+            )
+            for i in range(3, len(raw), 5)
+        )
+        return Settlement(int(raw[0]), int(raw[1]), items, verdicts)
+
+    async def rule_states(self, story_id: str) -> list[RuleState]:
+        """What each rule has done in the story (alerted, escalated, held), by rule id."""
+        key = self.keys.story_rules(story_id)
+        raw: dict[str, str] = await guarded(
+            lambda: cast(Awaitable[dict[str, str]], self.client.hgetall(key))
+        )
+        ids = sorted({field[2:] for field in raw if field[:2] in ("a:", "m:", "e:")})
+        states = []
+        for rule_id in ids:
+            kept = raw.get(f"m:{rule_id}")
+            gate = None
+            if kept is not None:
+                wanted, official, escalate_at, _ = json.loads(kept)
+                gate = Gate(int(wanted), official == "1", int(escalate_at))
+            states.append(
+                RuleState(rule_id, raw.get(f"a:{rule_id}"), raw.get(f"e:{rule_id}"), gate)
+            )
+        return states
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -9,69 +9,21 @@ Redis (one hash per series, a field per time bucket), so a restart loses nothing
 A *first mention* fires the first time a watched entity appears with the rule's topic: one
 SET NX per (rule, entity), kept for a year.
 
-The decisions (``volume_fires``, ``expected``) are pure and take counts, not clocks.
+The decisions (``volume_fires``, ``expected``) are pure and take counts, not clocks; they
+live in ``monitor.stories.trends``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
 
 from monitor.redisio import Keys, guarded
+from monitor.stories.trends import BUCKETS_PER_WINDOW, VolumeCounts, VolumeRule, volume_fires
 
-BUCKETS_PER_WINDOW = 12
-"""Counting resolution: the current window is read as its last 12 buckets."""
 FIRST_MENTION_TTL = timedelta(days=365)
-
-
-@dataclass(frozen=True, slots=True)
-class VolumeRule:
-    """What a volume rule counts and when it fires.
-
-    ``series`` names what is counted ("rule:kz-tungsten", "tag:sanctions").  ``at_least``
-    (frequency) and ``factor`` (spike) may be used alone or together; 0 switches one off.
-    ``min_count`` keeps a spike from being three items against a quiet baseline.
-    """
-
-    series: str
-    window: timedelta = timedelta(hours=1)
-    at_least: int = 0
-    factor: float = 0.0
-    baseline: timedelta = timedelta(days=7)
-    min_count: int = 5
-
-    @property
-    def bucket(self) -> timedelta:
-        return self.window / BUCKETS_PER_WINDOW
-
-
-@dataclass(frozen=True, slots=True)
-class VolumeCounts:
-    """Matches in the current window and in the baseline period just before it."""
-
-    current: int
-    baseline: int
-
-
-def expected(rule: VolumeRule, baseline_total: int) -> float:
-    """Pure: how many matches the baseline predicts for one window (its average rate)."""
-    return baseline_total * (rule.window / rule.baseline)
-
-
-def volume_fires(rule: VolumeRule, counts: VolumeCounts) -> str | None:
-    """Pure: "frequency" or "spike" when the counts meet the rule, else None."""
-    if rule.at_least and counts.current >= rule.at_least:
-        return "frequency"
-    if (
-        rule.factor
-        and counts.current >= rule.min_count
-        and counts.current >= rule.factor * expected(rule, counts.baseline)
-    ):
-        return "spike"
-    return None
 
 
 # KEYS: the series hash.  ARGV: bucket now, buckets per window, buckets in
@@ -98,6 +50,34 @@ return {current, baseline}
 """
 
 
+# KEYS: the firing marker, the matches stream.  ARGV: reason, marker ttl s, match JSON ('':
+# none to queue).
+# Takes the burst's marker and queues the trend's match in one step, so a crash cannot take
+# the marker without queueing (a lost alert) or queue twice.  Returns 1 when it fired.
+_FIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  if ARGV[3] ~= '' then redis.call('XADD', KEYS[2], '*', 'match', ARGV[3]) end
+  return 1
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 0
+"""
+
+# KEYS: per entity its first-mention marker, then the matches stream.  ARGV: marker ttl s,
+# then per entity its match JSON ('': none).  Marks each entity, and queues the match of each
+# one seen for the first time; returns their positions.
+_FIRST = """
+local stream, fired = KEYS[#KEYS], {}
+for i = 1, #KEYS - 1 do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    if ARGV[i + 1] ~= '' then redis.call('XADD', stream, '*', 'match', ARGV[i + 1]) end
+    fired[#fired + 1] = i
+  end
+end
+return fired
+"""
+
+
 class VolumeStore:
     """Volume counters and first-mention markers in Redis, safe with several replicas."""
 
@@ -105,6 +85,8 @@ class VolumeStore:
         self.client = client
         self.keys = keys
         self._count = client.register_script(_COUNT)
+        self._fire = client.register_script(_FIRE)
+        self._first = client.register_script(_FIRST)
 
     async def counts(self, rule: VolumeRule, now: datetime, add: int = 0) -> VolumeCounts:
         """The rule's counts at ``now``, after adding ``add`` matches at ``now``."""
@@ -121,33 +103,42 @@ class VolumeStore:
         current, baseline = await guarded(lambda: self._count(keys=keys, args=args))
         return VolumeCounts(int(current), int(baseline))
 
-    async def observe(self, rule: VolumeRule, now: datetime, add: int = 1) -> str | None:
-        """Count matches and say whether the rule fires now: "frequency" or "spike" for the
-        one call (across replicas) that first sees the condition in a burst, else None."""
+    async def observe(
+        self,
+        rule: VolumeRule,
+        now: datetime,
+        add: int = 1,
+        alert: Callable[[str, VolumeCounts], str] | None = None,
+    ) -> str | None:
+        """Count ``add`` matches at ``now`` and say whether the rule fires: "frequency" or
+        "spike" for the one call across replicas that first sees the condition in a burst,
+        else None.  With ``alert``, the match it builds (JSON) is queued for delivery in the
+        same script that takes the burst's marker.  The marker is dropped when the condition
+        ends, re-arming the rule for the next burst.
+        """
         counts = await self.counts(rule, now, add)
         reason = volume_fires(rule, counts)
         marker = self.keys.volume_firing(rule.series)
         if reason is None:
             await guarded(lambda: self.client.delete(marker))
             return None
-        ttl = max(1, int(rule.window.total_seconds()))
-        taken = await guarded(lambda: self.client.set(marker, reason, nx=True, ex=ttl))
-        if not taken:
-            # Still bursting: keep the marker for as long as the condition holds.
-            await guarded(lambda: self.client.expire(marker, ttl))
-        return reason if taken else None
+        payload = alert(reason, counts) if alert is not None else ""
+        keys = [marker, self.keys.matches]
+        args: list[str | int] = [reason, max(1, int(rule.window.total_seconds())), payload]
+        fired = await guarded(lambda: self._fire(keys=keys, args=args))
+        return reason if int(fired) == 1 else None
 
-    async def first_mentions(self, rule_id: str, entities: Sequence[str]) -> list[str]:
-        """The entities of ``entities`` that ``rule_id`` has never seen before (marked now)."""
+    async def first_mentions(
+        self, rule_id: str, entities: Sequence[str], alerts: Sequence[str] = ()
+    ) -> list[str]:
+        """The entities of ``entities`` that ``rule_id`` has never seen before (marked now,
+        and kept a year).  With ``alerts`` (one match JSON per entity), each new entity's
+        match is queued for delivery in the same script that marks it."""
         if not entities:
             return []
-        ttl = int(FIRST_MENTION_TTL.total_seconds())
-
-        async def mark() -> list[object]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for entity in entities:
-                    pipe.set(self.keys.first_mention(rule_id, entity), "1", nx=True, ex=ttl)
-                return await pipe.execute()
-
-        results = await guarded(mark)
-        return [entity for entity, new in zip(entities, results, strict=True) if new]
+        keys = [self.keys.first_mention(rule_id, entity) for entity in entities]
+        keys.append(self.keys.matches)
+        payloads = list(alerts) or [""] * len(entities)
+        args: list[str | int] = [int(FIRST_MENTION_TTL.total_seconds()), *payloads]
+        fired = await guarded(lambda: self._first(keys=keys, args=args))
+        return [entities[int(index) - 1] for index in fired]
