@@ -399,11 +399,10 @@ class StoriesSettings(_Strict):
     """Clustering matched items into stories, so one event alerts once per rule."""
 
     enabled: bool = Field(
-        default=False,
+        default=True,
         description="cluster matched items into stories: one alert per story and rule, "
         "follow-ups only when a new language, source kind or corroboration arrives; rules "
-        "using min_sources, official or escalate need it (opt-in: see the README's design "
-        "notes on short headlines)",
+        "using min_sources, official or escalate need it; false alerts once per headline",
     )
     window: Duration = Field(
         default=timedelta(hours=72), description="an item joins a story active this recently"

@@ -34,11 +34,13 @@ RULES = KZ_TUNGSTEN_RULES
 
 
 def items(count: int) -> list[dict[str, str]]:
-    """Fresh items (dated now, so the first poll alerts on them), each its own story."""
+    """Fresh items (dated now, so the first poll alerts on them), each its own story: their
+    headlines share only "Kazakhstan tungsten" (headlines differing in one number would be
+    near-duplicates, reprints of one story, alerting once)."""
     now = format_datetime(datetime.now(UTC), usegmt=True)
     return [
         {
-            "title": f"Kazakhstan tungsten story number {n}",
+            "title": f"Kazakhstan tungsten news {n}: field K{n} licence L{n}",
             "guid": f"g-{n}",
             "link": f"https://wire.example/{n}",
             "date": now,

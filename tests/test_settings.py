@@ -204,8 +204,7 @@ def test_the_readmes_configuration_reference_is_a_valid_config(
     assert settings.stories.corroboration == 3, "the reference's stories section is read"
 
 
-def test_stories_are_opt_in() -> None:
-    """Off by default: switching a running deployment to per-story alerting changes which
-    items alert (headline-only items can merge), so operators choose it (README design
-    notes); rules using min_sources, official or escalate then need it switched on."""
-    assert StoriesSettings().enabled is False
+def test_stories_are_on_by_default() -> None:
+    """The unit of alerting is the story (README, Stories); an operator can still switch it
+    off and alert once per headline, as long as no rule asks for corroboration."""
+    assert StoriesSettings().enabled is True

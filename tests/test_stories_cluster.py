@@ -12,6 +12,7 @@ from monitor.model import Item
 from monitor.normalize import canonical_url
 from monitor.rules.text import fold
 from monitor.stories.cluster import (
+    SHORT_TEXT,
     SLOTS,
     Candidate,
     Extractor,
@@ -131,6 +132,55 @@ def test_signatures_survive_the_store_encoding() -> None:
     assert decode_signature(encode_signature(signature)) == signature
     assert similarity(decode_signature(""), signature) == 0.0
     assert band_keys(decode_signature("")) == ()
+
+
+def test_headlines_alone_are_compared_exactly() -> None:
+    """One-permutation MinHash fills its 48 slots from a headline's four or five word pairs,
+    and estimated two synthetic headlines sharing one pair of three as the same text; short
+    texts are compared on their shingles instead."""
+    first = EXTRACTOR.features(item("a", "Tungsten report f001p0"))
+    second = EXTRACTOR.features(item("b", "Tungsten report f002p0"))
+    assert len(first.signature) < SLOTS
+    assert similarity(first.signature, second.signature) == pytest.approx(1 / 3, abs=0.01)
+    assert EXTRACTOR.same_event(first, second) == 0
+    reprint = EXTRACTOR.features(item("c", "Tungsten report f001p0"))
+    assert similarity(first.signature, reprint.signature) == 1.0
+    assert EXTRACTOR.same_event(first, reprint) > 0
+
+
+def test_a_retitled_headline_still_finds_the_story() -> None:
+    """A short text's index keys are its shingles, so changing one word of eight leaves
+    most of them shared: the story is a candidate, and the texts are near-duplicates."""
+    wire = EXTRACTOR.features(
+        item("a", "Kazakhstan puts the Upper Kairakty tungsten deposit up for auction")
+    )
+    reprint = EXTRACTOR.features(
+        item("b", "Kazakhstan puts the Upper Kairakty tungsten deposit up for sale")
+    )
+    shared = set(wire.index_keys()) & set(reprint.index_keys())
+    assert len([key for key in shared if key.startswith("bs:")]) >= 2
+    assert EXTRACTOR.same_event(wire, reprint) > 0
+
+
+def test_a_headline_and_a_full_text_are_not_near_duplicates() -> None:
+    headline = minhash(shingles(folded("Kazakhstan tungsten auction")))
+    full = minhash(shingles(folded(WIRE)))
+    assert len(headline) < SLOTS <= len(full)
+    assert similarity(headline, full) == 0.0
+    assert decode_signature(encode_signature(headline)) == headline
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="abcdefgh", min_size=1, max_size=3), min_size=1, max_size=12))
+def test_short_texts_score_their_exact_shingle_overlap(words: list[str]) -> None:
+    text = " ".join(words)
+    variant = " ".join([*words[:-1], "zzz"])
+    a, b = shingles(folded(text)), shingles(folded(variant))
+    if len(a) >= SHORT_TEXT or len(b) >= SHORT_TEXT:
+        return
+    exact = len(a & b) / len(a | b)
+    # 16-bit hashes of a handful of shingles collide rarely; allow one collision's worth.
+    assert similarity(minhash(a), minhash(b)) == pytest.approx(exact, abs=1 / len(a | b) + 1e-9)
 
 
 texts = st.text(

@@ -37,6 +37,11 @@ ROWS = 3
 """Slots per LSH band: two texts at Jaccard 0.5 share at least one of 16 bands with p = 0.88."""
 BANDS = SLOTS // ROWS
 EMPTY = -1
+SHORT_TEXT = 16
+"""Below this many shingles (a headline alone, a feed without summaries) a text keeps its
+shingles' hashes instead of a MinHash and is compared exactly: one-permutation MinHash fills
+its slots from so few shingles that two headlines sharing one word pair of three ("Tungsten
+report f001p0", "Tungsten report f002p0") could estimate well above the join threshold."""
 
 TEXT_JOIN = 0.42
 """Estimated Jaccard from which two texts in one language are the same article."""
@@ -121,11 +126,17 @@ def minhash(shingle_set: Iterable[str]) -> tuple[int, ...]:
     empty slots borrow from the next filled slot to the right, shifted by the distance, so two
     texts fill them the same way.  Slot values keep 16 bits: an accidental match costs
     1/65536 per slot, and a signature stays 96 bytes.
+
+    A short text (fewer than ``SHORT_TEXT`` shingles) gets its shingles' distinct 16-bit
+    hashes instead, sorted: fewer than ``SLOTS`` values, which is how ``similarity`` and
+    ``band_keys`` tell the two forms apart.
     """
+    values = [_hash64(shingle) for shingle in shingle_set]
+    if 0 < len(values) < SHORT_TEXT:
+        return tuple(sorted({value & 0xFFFF for value in values}))
     best = [0xFFFF_FFFF_FFFF] * SLOTS
     filled = [False] * SLOTS
-    for shingle in shingle_set:
-        value = _hash64(shingle)
+    for value in values:
         slot = value % SLOTS
         high = value >> 16
         if high < best[slot]:
@@ -145,16 +156,31 @@ def minhash(shingle_set: Iterable[str]) -> tuple[int, ...]:
 
 
 def similarity(a: Sequence[int], b: Sequence[int]) -> float:
-    """Estimated Jaccard similarity of the texts behind two signatures; 0 for empty texts."""
+    """Estimated Jaccard similarity of the texts behind two signatures; 0 for empty texts.
+
+    Two short texts are compared exactly.  A short text and a long one are not
+    near-duplicates (their Jaccard similarity is at most the short one's shingles over the
+    long one's, well under the join threshold), so they score 0 and only shared evidence can
+    join them."""
     if not a or not b or a[0] == EMPTY or b[0] == EMPTY:
         return 0.0
+    short_a, short_b = len(a) < SLOTS, len(b) < SLOTS
+    if short_a or short_b:
+        if not (short_a and short_b):
+            return 0.0
+        first, second = set(a), set(b)
+        return len(first & second) / len(first | second)
     return int(sum(map(operator.eq, a, b))) / SLOTS
 
 
 def band_keys(signature: Sequence[int]) -> tuple[str, ...]:
-    """LSH band keys: texts sharing one are candidates for the same story."""
+    """LSH band keys: texts sharing one are candidates for the same story.  A short text's
+    keys are its shingle hashes (``bs:``), so a headline with one word changed still finds
+    the story of the first."""
     if not signature or signature[0] == EMPTY:
         return ()
+    if len(signature) < SLOTS:
+        return tuple(f"bs:{value:04x}" for value in signature)
     keys = []
     for band in range(BANDS):
         rows = signature[band * ROWS : (band + 1) * ROWS]
