@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor.embedded_redis import free_port  # noqa: E402
 from monitor.model import Source  # noqa: E402
 from monitor.prepare import prepare_feed  # noqa: E402
 
@@ -564,6 +563,8 @@ def parse_rate(feeds: int, items: int) -> None:
 
 
 def main() -> None:
+    from monitor.embedded_redis import free_port
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", type=int, default=1000)
     parser.add_argument("--items", type=int, default=50)

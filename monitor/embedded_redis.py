@@ -1,8 +1,11 @@
 """Run a private redis-server as a child process, so a newcomer needs no Redis of their own.
 
 The server listens on a free loopback port, keeps an append-only file in the data directory
-(so queued alerts survive a restart), and is stopped with the daemon.  A lock file stops two
-daemons from sharing one data directory, which would corrupt the AOF.
+(so queued alerts survive a restart), and is stopped with the daemon.  Two locks keep one
+server per data directory, since two servers appending to one AOF would corrupt it: the
+daemon holds ``monitor.lock`` (a second daemon is refused), and the server holds
+``redis.lock`` (inherited at start), so a server that outlives a killed daemon (it runs in a
+session of its own) is found, and stopped cleanly, by the next one before it starts its own.
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ import time
 from pathlib import Path
 from typing import IO
 
+import structlog
+
 from monitor.errors import EmbeddedRedisError
 
+log = structlog.get_logger("monitor.embedded_redis")
+
 URL_FILE = "redis.url"
+SERVER_LOCK = "redis.lock"
 INSTALL_HINT = (
     "install Redis (Debian/Ubuntu: sudo apt-get install redis-server) "
     "or set redis.url in the config to a redis://host:6379/0 URL"
@@ -55,7 +63,16 @@ class EmbeddedRedis:
             raise EmbeddedRedisError(f"'{self.binary}' was not found on PATH", hint=INSTALL_HINT)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, binary from config
+        server_lock = self._take_server_lock(timeout)
+        try:
+            self._process = self._spawn(executable, server_lock.fileno())
+        finally:
+            server_lock.close()  # the server holds it now, for as long as it runs
+        self._wait_until_ready(timeout)
+        (self.data_dir / URL_FILE).write_text(self.url + "\n", encoding="utf-8")
+
+    def _spawn(self, executable: str, lock_fd: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - fixed arguments, binary from config
             [
                 executable,
                 "--port",
@@ -81,9 +98,8 @@ class EmbeddedRedis:
             # Its own session: a Ctrl-C on the terminal reaches monitor, which then stops
             # Redis after the in-flight work is saved, instead of killing both at once.
             start_new_session=True,
+            pass_fds=(lock_fd,),
         )
-        self._wait_until_ready(timeout)
-        (self.data_dir / URL_FILE).write_text(self.url + "\n", encoding="utf-8")
 
     def _take_lock(self) -> None:
         if self._lock is not None:
@@ -98,6 +114,32 @@ class EmbeddedRedis:
                 hint="stop it, or give this one another redis.data_dir",
             ) from None
         self._lock = handle
+
+    def _take_server_lock(self, timeout: float) -> IO[str]:
+        """The lock a server of this data directory holds while it runs, taken for the next
+        one.  Held while this daemon holds ``monitor.lock``, it can only be a server that a
+        killed daemon left running: that one is shut down (writing out its data) first."""
+        handle = (self.data_dir / SERVER_LOCK).open("w")
+        if _try_lock(handle):
+            return handle
+        url_file = self.data_dir / URL_FILE
+        url = url_file.read_text(encoding="utf-8").strip() if url_file.exists() else ""
+        port = url.rsplit(":", 1)[-1].split("/")[0] if url else ""
+        log.warning("stopping the redis-server a killed monitor left running", url=url)
+        if port.isdigit():
+            _shutdown(int(port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _try_lock(handle):
+                return handle
+            time.sleep(0.05)
+        handle.close()
+        raise EmbeddedRedisError(
+            f"a redis-server left by an earlier monitor still runs on {self.data_dir}"
+            + (f" ({url})" if url else "")
+            + " and did not stop",
+            hint="stop it (redis-cli -p PORT shutdown, or kill it), then start monitor again",
+        )
 
     def _wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -165,6 +207,23 @@ def running_url(data_dir: Path) -> str | None:
             return url_file.read_text(encoding="utf-8").strip() if url_file.exists() else None
         fcntl.flock(handle, fcntl.LOCK_UN)
     return None
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _shutdown(port: int) -> None:
+    """Ask the server on ``port`` to shut down; with an append-only file, it first writes
+    out what it holds.  It closes the connection without a reply."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as conn:
+        conn.sendall(b"SHUTDOWN\r\n")
+        conn.settimeout(5)
+        conn.recv(64)
 
 
 def _answers_ping(port: int) -> bool:

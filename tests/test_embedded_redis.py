@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +60,62 @@ def test_two_daemons_cannot_share_one_data_dir(tmp_path: Path, redis_binary: str
             EmbeddedRedis(tmp_path, binary=redis_binary).start()
     finally:
         first.stop()
+
+
+KILLED_MONITOR = """
+import sys, time
+from pathlib import Path
+import redis
+from monitor.embedded_redis import EmbeddedRedis
+
+server = EmbeddedRedis(Path(sys.argv[1]), binary=sys.argv[2])
+server.start()
+client = redis.Redis.from_url(server.url)
+client.set("alert", "queued")
+client.close()
+print(server._process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_left_by_a_killed_monitor_is_stopped_before_another_starts(
+    tmp_path: Path, redis_binary: str
+) -> None:
+    """A monitor killed by SIGKILL (the out-of-memory killer, say) leaves its redis-server
+    running, in a session of its own, and frees its lock.  The next monitor must not start a
+    second server on the same append-only file: it stops the orphan (which writes its data
+    out), then starts its own, with nothing lost."""
+    data = tmp_path / "redis"
+    monitor = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MONITOR, str(data), redis_binary],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert monitor.stdout is not None
+    orphan = int(monitor.stdout.readline())
+    monitor.stdout.close()
+    try:
+        monitor.kill()
+        monitor.wait(10)
+        assert alive(orphan), "the orphan outlives the monitor that started it"
+        server = EmbeddedRedis(data, binary=redis_binary)
+        server.start()
+        try:
+            assert not alive(orphan)
+            client = redis.Redis.from_url(server.url)
+            assert client.get("alert") == b"queued"
+            client.close()
+        finally:
+            server.stop()
+    finally:
+        if alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by init, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
