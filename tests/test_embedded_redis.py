@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from support.commands import process_running
 
 from monitor.embedded_redis import INSTALL_HINT, EmbeddedRedis
 from monitor.errors import EmbeddedRedisError
@@ -97,25 +98,16 @@ def test_a_server_left_by_a_killed_monitor_is_stopped_before_another_starts(
     try:
         monitor.kill()
         monitor.wait(10)
-        assert alive(orphan), "the orphan outlives the monitor that started it"
+        assert process_running(orphan), "the orphan outlives the monitor that started it"
         server = EmbeddedRedis(data, binary=redis_binary)
         server.start()
         try:
-            assert not alive(orphan)
+            assert not process_running(orphan)
             client = redis.Redis.from_url(server.url)
             assert client.get("alert") == b"queued"
             client.close()
         finally:
             server.stop()
     finally:
-        if alive(orphan):
+        if process_running(orphan):
             os.kill(orphan, signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, exited but not yet reaped by init, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

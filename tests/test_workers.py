@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.commands import kill_daemon
+from support.commands import kill_daemon, process_running
 
 from monitor.fetch import FetchResult
 from monitor.model import Source
@@ -250,7 +250,7 @@ def still_running(pids: list[int], within: float) -> list[int]:
     """The processes among ``pids`` still alive (zombies count as gone) after ``within`` s."""
     deadline = time.monotonic() + within
     while True:
-        alive = [pid for pid in pids if running(pid)]
+        alive = [pid for pid in pids if process_running(pid)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
@@ -258,11 +258,3 @@ def still_running(pids: list[int], within: float) -> list[int]:
 
 def parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -507,10 +507,21 @@ class _Reader:
     # -- rules ---------------------------------------------------------------------------
 
     def rules(self, value: object, path: YamlPath) -> tuple[RuleDraft, ...]:
+        return self.entries(value, path, "rules", self.rule)
+
+    def entries(
+        self,
+        value: object,
+        path: YamlPath,
+        key: str,
+        read: Callable[[object, YamlPath], D | None],
+    ) -> tuple[D, ...]:
+        """A file's ``rules:`` or ``trends:``: a non-empty list, each entry read on its own so
+        one broken entry does not hide the problems of the others."""
         if not isinstance(value, list) or not value:
-            self.problem(path, f"'rules' must be a list of rules, not {_kind(value)}")
+            self.problem(path, f"'{key}' must be a list of {key}, not {_kind(value)}")
             return ()
-        drafts = (self.rule(item, (*path, index)) for index, item in enumerate(value))
+        drafts = (read(item, (*path, index)) for index, item in enumerate(value))
         return tuple(draft for draft in drafts if draft is not None)
 
     def rule(self, value: object, path: YamlPath) -> RuleDraft | None:
@@ -614,11 +625,7 @@ class _Reader:
     # -- trends --------------------------------------------------------------------------
 
     def trends(self, value: object, path: YamlPath) -> tuple[TrendDraft, ...]:
-        if not isinstance(value, list) or not value:
-            self.problem(path, f"'trends' must be a list of trends, not {_kind(value)}")
-            return ()
-        drafts = (self.trend(item, (*path, index)) for index, item in enumerate(value))
-        return tuple(draft for draft in drafts if draft is not None)
+        return self.entries(value, path, "trends", self.trend)
 
     def trend(self, value: object, path: YamlPath) -> TrendDraft | None:
         """One trend: a rule's identity fields plus exactly one of frequency, spike or

@@ -151,12 +151,21 @@ def trend_match(
         link=latest.link,
         published=now,
     )
+    return _trend_alert(trend, version, item, explanation)
+
+
+def _trend_alert(
+    trend: Trend, version: str, item: Item, explanation: str, hits: tuple[TermHit, ...] = ()
+) -> Match:
+    """A trend's alert is a match like a rule's, so routes, throttles, silences and digests
+    treat it alike; its explanation says why it fired."""
     return Match(
         rule_id=trend.id,
         rule_title=trend.title,
         severity=trend.severity,
         rule_version=version,
         item=item,
+        hits=hits,
         route=trend.route,
         tags=trend.tags,
         explanation=explanation,
@@ -184,15 +193,7 @@ def first_mention_match(
     version: str,
 ) -> Match:
     """The alert of a first mention: the item itself, its entity hits highlighted."""
-    return Match(
-        rule_id=trend.id,
-        rule_title=trend.title,
-        severity=trend.severity,
-        rule_version=version,
-        item=item,
-        hits=hits,
-        route=trend.route,
-        tags=trend.tags,
-        explanation=f"first mention of {entity} (@{watch.entities}) in an item rule "
-        f"{watch.rule} matched",
+    explanation = (
+        f"first mention of {entity} (@{watch.entities}) in an item rule {watch.rule} matched"
     )
+    return _trend_alert(trend, version, item, explanation, hits)
