@@ -253,3 +253,31 @@ def test_backtest_refuses_a_bad_duration(
     config, _draft = backtest_setup(tmp_path, own_redis)
     assert main(["rules", "backtest", "-c", str(config), "--since", "a week"]) == 2
     assert "--since" in capsys.readouterr().err
+
+
+def test_backtest_replays_a_draft_trend_over_the_history(
+    tmp_path: Path, own_redis: EmbeddedRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trend is something a draft would alert on too: its alerts are replayed from what the
+    draft's rules matched, in the order the items were published."""
+    config, draft = backtest_setup(tmp_path, own_redis)
+    (draft / "busy.yaml").write_text(
+        textwrap.dedent(
+            """\
+            trends:
+              - id: kz-busy
+                title: Two Kazakh tungsten tenders within an hour
+                severity: medium
+                frequency: {of: {rule: kz-tungsten}, window: 1h, at_least: 2}
+            """
+        ),
+        encoding="utf-8",
+    )
+    argv = ["rules", "backtest", "-c", str(config), "--rules", str(draft)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "draft alerts: 4 (3 new, 1 also deployed)" in out
+    assert (
+        "  + kz-busy  2026-01-05 09:03  monitor  "
+        "Frequency: Two Kazakh tungsten tenders within an hour" in out
+    )

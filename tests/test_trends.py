@@ -29,7 +29,14 @@ from monitor.redisio import Keys
 from monitor.rules import RuleSet, lint_rules, load_rules
 from monitor.rules.expr import Counted, Frequency, Spike, Trend
 from monitor.store import Store
-from monitor.stories.trends import VolumeCounts, span, trend_match, volume_fires, volume_rule
+from monitor.stories.trends import (
+    VolumeCounts,
+    replay_trends,
+    span,
+    trend_match,
+    volume_fires,
+    volume_rule,
+)
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 BASE = """\
@@ -420,3 +427,56 @@ def test_a_trend_alert_names_its_burst() -> None:
     assert match.item.id == f"trend:f:{int(NOW.timestamp())}"
     assert match.explanation == "4 items matched tag x in the last 1h (threshold 3)"
     assert match.item.title == "Frequency: Busy"
+
+
+# -- replaying history (rules backtest) -------------------------------------------------------
+
+
+def history_item(number: int, title: str, at: datetime) -> Item:
+    return Item(f"h-{number}", "wire", title, "", f"https://wire.example/{number}", at)
+
+
+def replayed(rules: RuleSet, items: list[Item]) -> list[tuple[str, str]]:
+    history = [(item, frozenset(m.rule_id for m in rules.match(item))) for item in items]
+    alerts = replay_trends(rules.trends, rules.rules, history, rules.version)
+    return [(alert.rule_id, alert.item.title) for alert in alerts]
+
+
+def test_replay_fires_a_spike_once_per_burst_and_again_for_the_next(tmp_path: Path) -> None:
+    """Quiet days, then six tungsten items in an hour (one spike alert, not six), then a
+    quiet day, then another burst: a second alert."""
+    rules = load_rules([write(tmp_path, TRENDS)])
+    quiet = [
+        history_item(n, f"Kazakhstan tungsten note {n}", NOW - timedelta(hours=30 - 6 * n))
+        for n in range(4)
+    ]
+    burst = [
+        history_item(
+            10 + n, f"Kazakhstan tungsten auction update {n}", NOW + timedelta(minutes=5 * n)
+        )
+        for n in range(6)
+    ]
+    later = [
+        history_item(
+            20 + n, f"Kazakhstan tungsten bids {n}", NOW + timedelta(days=2, minutes=5 * n)
+        )
+        for n in range(6)
+    ]
+    spikes = [
+        title for rule, title in replayed(rules, quiet + burst + later) if rule == "tungsten-spike"
+    ]
+    assert len(spikes) == 2
+    assert spikes[0].startswith("Spike: Tungsten news is spiking")
+
+
+def test_replay_counts_items_in_time_order_and_first_mentions_once(tmp_path: Path) -> None:
+    rules = load_rules([write(tmp_path, TRENDS)])
+    items = [
+        history_item(n, f"Kazakhstan tungsten: Kazatomprom bid {n}", NOW + timedelta(hours=n))
+        for n in range(10)
+    ]
+    alerts = replayed(rules, list(reversed(items)))  # stored order need not be time order
+    busy = [title for rule, title in alerts if rule == "tungsten-busy"]
+    first = [title for rule, title in alerts if rule == "watchlist-first"]
+    assert len(busy) == 1  # the tenth item of the day, counted from the earliest
+    assert first == ["Kazakhstan tungsten: Kazatomprom bid 0"]

@@ -38,6 +38,7 @@ from monitor.rules import (
 )
 from monitor.settings import Settings, parse_duration
 from monitor.store import Store
+from monitor.stories.trends import replay_trends
 
 
 def register(commands: Subcommands) -> None:
@@ -249,14 +250,24 @@ class Backtest:
 
 
 def compare(items: list[Item], deployed: RuleSet, draft: RuleSet) -> Backtest:
-    """Match every item with both rule sets; alerts are told apart by rule id and item id."""
-    before = [match for item in items for match in deployed.match(item)]
-    after = before if draft is deployed else [m for item in items for m in draft.match(item)]
+    """Match every item with both rule sets, and replay each set's trends over what it
+    matched; alerts are told apart by rule (or trend) id and item id."""
+    before = _would_raise(items, deployed)
+    after = before if draft is deployed else _would_raise(items, draft)
     keys_before = {match.key.casefold() for match in before}
     keys_after = {match.key.casefold() for match in after}
     new = frozenset(match.key for match in after if match.key.casefold() not in keys_before)
     gone = tuple(match for match in before if match.key.casefold() not in keys_after)
     return Backtest(len(items), tuple(after), new, gone)
+
+
+def _would_raise(items: list[Item], rules: RuleSet) -> list[Match]:
+    matched = [(item, rules.match(item)) for item in items]
+    alerts = [match for _item, matches in matched for match in matches]
+    if rules.trends:
+        history = [(item, frozenset(m.rule_id for m in matches)) for item, matches in matched]
+        alerts += replay_trends(rules.trends, rules.rules, history, rules.version)
+    return alerts
 
 
 def print_backtest(

@@ -8,7 +8,7 @@ the normal route, throttle and channels like any rule's match.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -197,3 +197,91 @@ def first_mention_match(
         f"first mention of {entity} (@{watch.entities}) in an item rule {watch.rule} matched"
     )
     return _trend_alert(trend, version, item, explanation, hits)
+
+
+# -- replaying history (``monitor rules backtest``) -------------------------------------------
+
+#: An item and the ids of the rules that matched it.
+Matched = tuple[Item, frozenset[str]]
+
+
+def replay_trends(
+    trends: Iterable[Trend], rules: Iterable[Rule], history: Sequence[Matched], version: str
+) -> list[Match]:
+    """The alerts ``trends`` would have raised over ``history``, item by item in the order
+    the items were published, as the daemon counts them: the same buckets, the same "once
+    per burst" (a firing trend stays quiet until a count no longer meets it, or a window
+    passes without one), first mentions once per entity from the start of ``history``.
+
+    Pure.  The daemon counts a poll's new items together and from when it saw them; this
+    counts one item at a time from its publication time, so a burst can cross the threshold
+    an item earlier or later here.
+    """
+    ordered = sorted(history, key=lambda entry: entry[0].published)
+    rule_list = list(rules)
+    alerts: list[Match] = []
+    for trend in trends:
+        if not trend.enabled:
+            continue
+        if isinstance(trend.watch, FirstMention):
+            alerts += _replay_first_mentions(trend, trend.watch, ordered, version)
+        else:
+            watched = watched_rules(trend.watch.of, rule_list)
+            counted = [item for item, ids in ordered if ids & watched]
+            alerts += _replay_volume(trend, counted, version)
+    return sorted(alerts, key=lambda match: match.item.published)
+
+
+def _replay_volume(trend: Trend, counted: Sequence[Item], version: str) -> list[Match]:
+    rule = volume_rule(trend)
+    bucket_s = rule.bucket.total_seconds()
+    per_baseline = int(rule.baseline.total_seconds() // bucket_s)
+    buckets: dict[int, int] = {}
+    quiet_until: datetime | None = None
+    alerts: list[Match] = []
+    for item in counted:
+        now = item.published
+        bucket = int(now.timestamp() // bucket_s)
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+        counts = _window_counts(buckets, bucket, BUCKETS_PER_WINDOW, per_baseline)
+        reason = volume_fires(rule, counts)
+        if reason is None:
+            quiet_until = None
+            continue
+        burst_goes_on = quiet_until is not None and now < quiet_until
+        quiet_until = now + rule.window
+        if not burst_goes_on:
+            alerts.append(trend_match(trend, reason, counts, item, version, now))
+    return alerts
+
+
+def _window_counts(
+    buckets: dict[int, int], now: int, per_window: int, per_baseline: int
+) -> VolumeCounts:
+    """As the counting script reads its hash: the current window's buckets and the
+    baseline's before them; older buckets are dropped."""
+    current = baseline = 0
+    for bucket in list(buckets):
+        age = now - bucket
+        if age < per_window:
+            current += buckets[bucket]
+        elif age < per_window + per_baseline:
+            baseline += buckets[bucket]
+        else:
+            del buckets[bucket]
+    return VolumeCounts(current, baseline)
+
+
+def _replay_first_mentions(
+    trend: Trend, watch: FirstMention, ordered: Sequence[Matched], version: str
+) -> list[Match]:
+    seen: set[str] = set()
+    alerts: list[Match] = []
+    for item, ids in ordered:
+        if watch.rule not in ids:
+            continue
+        for entity, hits in mentioned(watch, item):
+            if entity not in seen:
+                seen.add(entity)
+                alerts.append(first_mention_match(trend, watch, item, entity, hits, version))
+    return alerts
