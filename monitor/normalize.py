@@ -7,6 +7,7 @@ clamped deterministically.
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -76,17 +77,7 @@ def detect_script_language(text: str) -> str | None:
     letters Kazakh adds to Cyrillic (ә, ғ, қ, ң, ө, ұ, ү, һ, і), Russian from other Cyrillic.
     Latin-script languages are left unknown rather than guessed wrong.
     """
-    han = cyrillic = kazakh = latin = 0
-    for ch in text[:2000]:
-        if "\u4e00" <= ch <= "\u9fff":
-            han += 1
-        elif ch in _KAZAKH_LETTERS:
-            kazakh += 1
-            cyrillic += 1
-        elif "\u0400" <= ch <= "\u04ff":
-            cyrillic += 1
-        elif ch.isascii() and ch.isalpha():
-            latin += 1
+    han, cyrillic, kazakh, latin = script_counts(text[:2000])
     if han and han * 2 >= cyrillic + latin // 4:
         return "zh"
     if cyrillic and cyrillic >= latin:
@@ -94,7 +85,30 @@ def detect_script_language(text: str) -> str | None:
     return None
 
 
-_KAZAKH_LETTERS = frozenset("әғқңөұүһіӘҒҚҢӨҰҮҺІ")
+def script_counts(sample: str) -> tuple[int, int, int, int]:
+    """How many Han (U+4E00-U+9FFF), Cyrillic (U+0400-U+04FF), Kazakh and ASCII Latin letters
+    ``sample`` holds, counted by ``count`` and ``translate`` in C.  A loop over the characters
+    in Python (300 µs for 2,000 characters) cost more than all the rest of normalizing an
+    item, for the many feeds that name no language.  Han and Cyrillic are counted on the
+    UTF-8 bytes, where each of their characters has a lead byte (or, for U+4E00-U+4FFF, a
+    lead pair) that no other character's bytes contain."""
+    data = sample.encode("utf-8", "ignore")
+    latin = len(data) - len(data.translate(None, _ASCII_LETTERS))
+    if data.isascii():
+        return 0, 0, 0, latin
+    han = sum(map(data.count, _HAN_LEADS))
+    if b"\xe4" in data:
+        han += sum(map(data.count, _HAN_E4_PAIRS))
+    cyrillic = sum(map(data.count, _CYRILLIC_LEADS))
+    kazakh = sum(map(sample.count, _KAZAKH_LETTERS)) if cyrillic else 0
+    return han, cyrillic, kazakh, latin
+
+
+_HAN_LEADS = tuple(bytes([lead]) for lead in range(0xE5, 0xEA))  # U+5000-U+9FFF
+_HAN_E4_PAIRS = tuple(bytes([0xE4, second]) for second in range(0xB8, 0xC0))  # U+4E00-U+4FFF
+_CYRILLIC_LEADS = (b"\xd0", b"\xd1", b"\xd2", b"\xd3")
+_KAZAKH_LETTERS = tuple("әғқңөұүһіӘҒҚҢӨҰҮҺІ")
+_ASCII_LETTERS = string.ascii_letters.encode()
 
 
 def clamp_published(published: datetime | None, now: datetime) -> datetime:

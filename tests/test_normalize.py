@@ -20,6 +20,7 @@ from monitor.normalize import (
     detect_script_language,
     html_to_text,
     normalize_entry,
+    script_counts,
 )
 from monitor.parse import RawEntry
 
@@ -195,6 +196,40 @@ def test_the_same_article_in_two_feeds_shares_a_seen_key() -> None:
 )
 def test_language_from_the_script_when_the_feed_names_none(text: str, expected: str | None) -> None:
     assert detect_script_language(text) == expected
+
+
+def script_counts_reference(text: str) -> tuple[int, int, int, int]:
+    """What ``script_counts`` counts, one character at a time."""
+    han = cyrillic = kazakh = latin = 0
+    for ch in text:
+        if "\u4e00" <= ch <= "\u9fff":
+            han += 1
+        elif "\u0400" <= ch <= "\u04ff":
+            cyrillic += 1
+            kazakh += ch in "әғқңөұүһіӘҒҚҢӨҰҮҺІ"
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    return han, cyrillic, kazakh, latin
+
+
+SCRIPT_SAMPLES = st.text(
+    alphabet=st.one_of(
+        st.characters(min_codepoint=0x20, max_codepoint=0x7E),
+        st.characters(min_codepoint=0x3FF0, max_codepoint=0x5010),  # around the Han start
+        st.characters(min_codepoint=0x9FF0, max_codepoint=0xA010),  # and its end
+        st.characters(min_codepoint=0x03F0, max_codepoint=0x0510),  # Cyrillic and neighbours
+        st.sampled_from("әғқңөұүһіӘҒҚҢӨҰҮҺІёЁ"),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=200,
+)
+
+
+@given(SCRIPT_SAMPLES)
+def test_script_counts_are_the_counts_of_a_character_loop(text: str) -> None:
+    """Counting on UTF-8 bytes must count exactly the characters a plain loop counts, at
+    the edges of each range too."""
+    assert script_counts(text) == script_counts_reference(text)
 
 
 def test_feed_language_wins_over_detection() -> None:
