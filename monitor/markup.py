@@ -151,12 +151,12 @@ def _text(raw: str, open_tags: list[str]) -> str:
         if raw.count("&") != len(_REF.findall(raw)):
             raise _NotSimple
         text = _REF.sub(_character, raw)
-    if text and not text.translate(_ASCII_SPACES) and "pre" not in open_tags:
+    if text and not text.strip(_ASCII_SPACES) and "pre" not in open_tags:
         return "\n" if "\n" in text else " "
     return text
 
 
-_ASCII_SPACES = dict.fromkeys(map(ord, " \n\t\f\r"))
+_ASCII_SPACES = " \n\t\f\r"
 
 
 def _character(ref: re.Match[str]) -> str:
