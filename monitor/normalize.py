@@ -145,21 +145,31 @@ def _paragraphs(text: str) -> str:
 def canonical_url(url: str, base: str | None = None) -> str:
     """One spelling per article: absolute, lowercase host, no fragment, no tracking parameters.
 
-    Only http(s) links survive; anything else (``javascript:``, ``data:``) becomes ``""`` so it
-    can never reach an alert as a link.
+    Only http(s) links survive; anything else (``javascript:``, ``data:``), and a link that
+    cannot be read (a port out of range, a broken IPv6 address), becomes ``""``, so it can
+    never reach an alert as a link, nor fail its feed's poll.
     """
-    absolute = urljoin(base, url.strip()) if base else url.strip()
-    parts = urlsplit(absolute)
+    url = url.strip()
+    try:
+        # Joining changes nothing that splitting below does not redo for a link that is
+        # already absolute, which most are; it costs a third of the function.
+        absolute = urljoin(base, url) if base and not _ABSOLUTE.match(url) else url
+        parts = urlsplit(absolute)
+        port = parts.port
+    except ValueError:
+        return ""
     if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
         return ""
     host = parts.hostname.lower().rstrip(".")
-    port = parts.port
     default_port = {"http": 80, "https": 443}[parts.scheme.lower()]
     netloc = host if port in (None, default_port) else f"{host}:{port}"
     query = urlencode(
         [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _tracking(k)]
     )
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, ""))
+
+
+_ABSOLUTE = re.compile(r"https?://", re.IGNORECASE)
 
 
 def _tracking(name: str) -> bool:

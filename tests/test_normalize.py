@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urljoin
 
 import pytest
 from hypothesis import given
@@ -104,6 +105,8 @@ def test_clean_text_is_idempotent(text: str) -> None:
         ("javascript:alert(1)", None, ""),
         ("data:text/html,hi", None, ""),
         ("mailto:desk@example.org", None, ""),
+        ("http://x.example:70000/a", None, ""),  # a port out of range: dropped, not raised
+        ("http://[::1/a", "https://x.example/", ""),  # a broken IPv6 address
     ],
 )
 def test_canonical_url(url: str, base: str | None, expected: str) -> None:
@@ -132,6 +135,28 @@ def test_canonical_url_is_idempotent_and_drops_tracking(
     assert "fbclid" not in once
     assert "#" not in once
     assert once.startswith(f"https://{host}/")
+
+
+_links = st.one_of(
+    st.builds(
+        "{}://{}{}{}".format,
+        st.sampled_from(["http", "https", "HTTP", "Https", "ftp"]),
+        st.from_regex(r"[A-Za-z]{1,8}\.example(:[0-9]{1,5})?", fullmatch=True),
+        st.from_regex(r"(/[a-z0-9;.=-]{0,6}){0,3}", fullmatch=True),
+        st.from_regex(
+            r"(\?[a-z_]{0,5}=?[a-z0-9]{0,3}(&[a-z_]{1,5}=[a-z0-9]{0,3})?)?(#[a-z]{0,3})?",
+            fullmatch=True,
+        ),
+    ),
+    st.text(alphabet="/.:?#&=ab1 \t", max_size=20),
+)
+
+
+@given(_links, st.sampled_from(["https://x.example/dir/feed.xml", "http://y.example/", None]))
+def test_canonical_url_equals_joining_every_link_first(url: str, base: str | None) -> None:
+    """Absolute links skip ``urljoin``; the result must be what joining them gave."""
+    joined = urljoin(base, url.strip()) if base else url.strip()
+    assert canonical_url(url, base) == canonical_url(joined)
 
 
 def test_dates_missing_or_far_in_the_future_become_now() -> None:
