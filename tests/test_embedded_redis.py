@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 from support.commands import process_running
 
 from monitor.embedded_redis import INSTALL_HINT, EmbeddedRedis
@@ -100,9 +101,14 @@ def test_a_server_left_by_a_killed_monitor_is_stopped_before_another_starts(
         monitor.wait(10)
         assert process_running(orphan), "the orphan outlives the monitor that started it"
         server = EmbeddedRedis(data, binary=redis_binary)
-        server.start()
+        with capture_logs() as logs:
+            server.start()
         try:
             assert not process_running(orphan)
+            told = [entry for entry in logs if entry["log_level"] == "warning"]
+            assert [entry["event"] for entry in told] == [
+                "stopping the redis-server a killed monitor left running"
+            ]
             client = redis.Redis.from_url(server.url)
             assert client.get("alert") == b"queued"
             client.close()
