@@ -266,8 +266,9 @@ def fold(text: str, *, case: bool = False) -> Folded:
     known = _known_characters(case)
     if known.unlowered.search(text) is None:
         return Folded(text, text if case else text.lower())
-    if known.outside.search(text) is None:
-        return _fold_known(text, known, case)
+    unplain = set(known.unplain.findall(text))
+    if unplain.issubset(known.replaced):
+        return _fold_known(text, known, case, unplain)
     chars = text.translate(_TABLES[case])
     if _UNSAFE in chars:
         return fold_reference(text, case=case)
@@ -338,14 +339,17 @@ def _composes_backwards(char: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    """The characters the known-character road handles: ``outside`` finds any other;
-    ``replace`` splits text around those that do not fold like ``str.casefold`` (or, keeping
-    case, to themselves), ``replacements`` says what they become and ``resize`` finds those
-    among them that fold to more or fewer than one character."""
+    """The characters the known-character road handles: ``unplain`` finds every character
+    that does not fold like ``str.casefold`` (or, keeping case, to itself), those the road
+    replaces and any it does not know; ``replace`` splits text around the replaced ones,
+    ``replacements`` says what they become and ``resize`` finds those among them that fold
+    to more or fewer than one character."""
 
-    outside: re.Pattern[str]
+    unplain: re.Pattern[str]
     replace: re.Pattern[str]
     replacements: dict[str, str]
+    #: The keys of ``replacements``, as a set: ``issubset`` would copy a dict into one.
+    replaced: frozenset[str]
     resized: frozenset[str]
     #: Finds a letter or digit of a script with spaces, in text folded on this road: where
     #: there is none (Chinese without Latin or digits), no space goes in between scripts.
@@ -370,18 +374,20 @@ def _known_characters(case: bool) -> _Known:
                 plain.append(point)
             elif folded != _UNSAFE and (case or folded.casefold() == folded):
                 replacements[char] = folded
-    points = sorted([*plain, *map(ord, replacements)])
-    spans = [*_spans(points), *_IDENTITY_BLOCKS]
     resized = frozenset(char for char, folded in replacements.items() if len(folded) != 1)
     lowered = [point for point in plain if _folds_as_lower(chr(point), case)]
     produced = {*map(chr, plain), *"".join(replacements.values())}
     produced |= {char.casefold() for char in produced if len(char.casefold()) == 1}
     spaced = sorted(ord(c) for c in produced if c.isalnum() and not is_unspaced(c))
     assert not any(c in replacements for out in replacements.values() for c in out)
+    plain_spans = [*_spans(sorted(plain)), *_IDENTITY_BLOCKS]
     return _Known(
-        outside=re.compile("[^" + "".join(_class_range(low, high) for low, high in spans) + "]"),
+        unplain=re.compile(
+            "[^" + "".join(_class_range(low, high) for low, high in plain_spans) + "]"
+        ),
         replace=re.compile("([" + "".join(map(re.escape, replacements)) + "])"),
         replacements=replacements,
+        replaced=frozenset(replacements),
         resized=resized,
         spaced_alnum=re.compile(
             "[" + "".join(_class_range(low, high) for low, high in _spans(spaced)) + "]"
@@ -416,13 +422,13 @@ def _class_range(low: int, high: int) -> str:
     return f"\\U{low:08x}-\\U{high:08x}"
 
 
-def _fold_known(text: str, known: _Known, case: bool) -> Folded:
-    """The known-character road.  When no replaced character changes length (Chinese
+def _fold_known(text: str, known: _Known, case: bool, replaced: set[str]) -> Folded:
+    """The known-character road, for text whose characters that do not fold on their own are
+    all ``replaced`` ones (one scan found them).  When none of them changes length (Chinese
     punctuation, say), each distinct one is replaced with ``str.replace``, which is cheaper
     than splitting the text around every one of them."""
     chars = text
     changed: list[tuple[int, int]] = []
-    replaced = set(known.replace.findall(text))
     if replaced and known.resized.isdisjoint(replaced):
         for char in replaced:
             chars = chars.replace(char, known.replacements[char])
