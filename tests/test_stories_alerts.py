@@ -16,13 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from support.channel_fixtures import deliver_once_to_slack
 from support.commands import run_monitor
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
-from monitor.deliver import SlackChannel
-from monitor.deliver.policy import RetryPolicy, Route
-from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.fetch import Fetcher
 from monitor.model import Item, Source
@@ -151,21 +149,7 @@ async def test_five_outlets_in_three_languages_are_one_story_with_follow_ups_tha
         "new language",  # Chinese state media
     ]
 
-    slack = SlackChannel(slack_server.url, timeout=5, min_interval=timedelta(0))
-    worker = DeliveryWorker(
-        AlertQueue(redis_client, Keys("s")),
-        {"slack": slack},
-        DeliveryPolicy(
-            routes=(Route(channels=("slack",)),),
-            retry=RetryPolicy(base=timedelta(milliseconds=50), cap=timedelta(milliseconds=200)),
-        ),
-        consumer="w1",
-        clock=lambda: NOW,
-    )
-    try:
-        report = await worker.run_once()
-    finally:
-        await slack.close()
+    report = await deliver_once_to_slack(redis_client, "s", slack_server.url, NOW)
     texts = [str(payload["text"]) for payload in slack_server.payloads]
     assert len(texts) == 3, texts  # one alert and two follow-ups
     assert report.throttled == 2  # the two items that added nothing were kept quiet

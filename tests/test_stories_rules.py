@@ -20,15 +20,13 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
+from support.channel_fixtures import deliver_once_to_slack
 from support.commands import run_monitor
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 from test_stories_alerts import ARRIVALS
 
 from monitor.cli.stories import render_story
-from monitor.deliver import SlackChannel
-from monitor.deliver.policy import RetryPolicy, Route
-from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.fetch import Fetcher
 from monitor.model import Source
@@ -175,21 +173,7 @@ async def test_min_sources_alerts_at_the_third_independent_outlet_and_escalates_
     assert escalation["follow_up"] == "escalated at 4 independent sources"
     assert [n["source"] for n in escalation["provenance"] if n["new"]] == ["xinhua"]
 
-    slack = SlackChannel(slack_server.url, timeout=5, min_interval=timedelta(0))
-    worker = DeliveryWorker(
-        AlertQueue(redis_client, Keys("s")),
-        {"slack": slack},
-        DeliveryPolicy(
-            routes=(Route(channels=("slack",)),),
-            retry=RetryPolicy(base=timedelta(milliseconds=50), cap=timedelta(milliseconds=200)),
-        ),
-        consumer="w1",
-        clock=lambda: NOW,
-    )
-    try:
-        await worker.run_once()
-    finally:
-        await slack.close()
+    await deliver_once_to_slack(redis_client, "s", slack_server.url, NOW)
     posted = [json.dumps(payload, ensure_ascii=False) for payload in slack_server.payloads]
     assert len(posted) == 2, posted
     assert (

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from monitor.deliver import SlackChannel
+from monitor.deliver.policy import RetryPolicy, Route
+from monitor.deliver.worker import DeliveryPolicy, DeliveryReport, DeliveryWorker
 from monitor.model import Item, Match, Severity, TermHit
+from monitor.queue import AlertQueue
+from monitor.redisio import Keys
 from support.servers import OpensslMissingError, SlackServer, SmtpServer
 
 
@@ -109,3 +114,25 @@ async def enqueue(client: Any, prefix: str, *matches: Match) -> list[str]:
         payload = json.dumps(match.to_dict(), ensure_ascii=False)
         ids.append(await client.xadd(f"{prefix}:matches", {"match": payload}))
     return ids
+
+
+async def deliver_once_to_slack(
+    client: Any, prefix: str, slack_url: str, now: datetime
+) -> DeliveryReport:
+    """One delivery pass of the matches queued under ``prefix``, every route to one Slack
+    webhook, retries quick; returns the pass's ``DeliveryReport``."""
+    slack = SlackChannel(slack_url, timeout=5, min_interval=timedelta(0))
+    worker = DeliveryWorker(
+        AlertQueue(client, Keys(prefix)),
+        {"slack": slack},
+        DeliveryPolicy(
+            routes=(Route(channels=("slack",)),),
+            retry=RetryPolicy(base=timedelta(milliseconds=50), cap=timedelta(milliseconds=200)),
+        ),
+        consumer="w1",
+        clock=lambda: now,
+    )
+    try:
+        return await worker.run_once()
+    finally:
+        await slack.close()
