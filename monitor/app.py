@@ -53,6 +53,7 @@ from monitor.store import Store
 from monitor.stories import source_metas
 from monitor.stories.model import FollowUpPolicy
 from monitor.stories.store import StoryStore
+from monitor.stories.volume import VolumeStore
 from monitor.workers import ParserPool, worker_count
 
 log = structlog.get_logger("monitor.app")
@@ -241,6 +242,7 @@ class Monitor:
             prepare=self._pool.prepare if self._pool is not None else prepare_in_process,
             stories=self._story_store(keys),
             follow_ups=FollowUpPolicy(corroboration=self.settings.stories.corroboration),
+            volume=VolumeStore(self._store.client, keys),
         )
         log.info(
             "monitor started",

@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -105,9 +106,7 @@ class EmbeddedRedis:
         if self._lock is not None:
             return
         handle = (self.data_dir / "monitor.lock").open("w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(handle):
             handle.close()
             raise EmbeddedRedisError(
                 f"another monitor is already using the Redis data directory {self.data_dir}",
@@ -124,10 +123,10 @@ class EmbeddedRedis:
             return handle
         url_file = self.data_dir / URL_FILE
         url = url_file.read_text(encoding="utf-8").strip() if url_file.exists() else ""
-        port = url.rsplit(":", 1)[-1].split("/")[0] if url else ""
         log.warning("stopping the redis-server a killed monitor left running", url=url)
-        if port.isdigit():
-            _shutdown(int(port))
+        port = urlsplit(url).port if url else None
+        if port is not None:
+            _shutdown(port)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if _try_lock(handle):
@@ -200,9 +199,7 @@ def running_url(data_dir: Path) -> str | None:
     if not lock_path.exists():
         return None
     with lock_path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(handle):
             url_file = data_dir / URL_FILE
             return url_file.read_text(encoding="utf-8").strip() if url_file.exists() else None
         fcntl.flock(handle, fcntl.LOCK_UN)

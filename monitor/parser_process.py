@@ -57,18 +57,20 @@ def _exit_when_readable(pidfd: int) -> None:
 
 
 def _exit_when_gone(daemon: int) -> None:
-    while os.getppid() != 1 and _alive(daemon):
+    while _alive(daemon):
         time.sleep(DAEMON_CHECK_SECONDS)
     os._exit(0)
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists (signal 0 checks without sending; a pid we may not signal
+    exists too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

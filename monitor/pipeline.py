@@ -81,7 +81,8 @@ class PollContext:
     stories: StoryStore | None = None
     follow_ups: FollowUpPolicy = field(default_factory=FollowUpPolicy)
     volume: VolumeStore | None = None
-    """Trend counters; by default built on the store's Redis when the rules have trends."""
+    """Trend counters; the daemon builds them once, beside the store; left out (tests, one
+    pass), they are built on the store's Redis when a batch has something to count."""
 
 
 async def poll_once(

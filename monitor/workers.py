@@ -76,9 +76,9 @@ class ParserPool:
         """Start every worker process now, in a thread, and return at once.
 
         Starting a process through the fork server blocks until the server has imported the
-        daemon (seconds on a busy machine).  Left to the first poll's ``submit``, that would
-        freeze the event loop, and with it delivery, signals and health checks, for as long;
-        so the processes start in a thread and polls wait for them without blocking.
+        parsing modules (seconds on a busy machine).  Left to the first poll's ``submit``,
+        that would freeze the event loop, and with it delivery, signals and health checks, for
+        as long; so the processes start in a thread and polls wait for them without blocking.
         """
         self._started = asyncio.ensure_future(asyncio.to_thread(self._spawn_all, self._pool))
         # A pool shut down while it was starting fails here; polls awaiting it see the error,
