@@ -137,25 +137,23 @@ def test_canonical_url_is_idempotent_and_drops_tracking(
     assert once.startswith(f"https://{host}/")
 
 
-_links = st.one_of(
-    st.builds(
-        "{}://{}{}{}".format,
-        st.sampled_from(["http", "https", "HTTP", "Https", "ftp"]),
-        st.from_regex(r"[A-Za-z]{1,8}\.example(:[0-9]{1,5})?", fullmatch=True),
-        st.from_regex(r"(/[a-z0-9;.=-]{0,6}){0,3}", fullmatch=True),
-        st.from_regex(
-            r"(\?[a-z_]{0,5}=?[a-z0-9]{0,3}(&[a-z_]{1,5}=[a-z0-9]{0,3})?)?(#[a-z]{0,3})?",
-            fullmatch=True,
-        ),
+_absolute_links = st.builds(
+    "{}://{}{}{}".format,
+    st.sampled_from(["http", "https", "HTTP", "Https", "ftp"]),
+    st.from_regex(r"[A-Za-z]{0,8}(\.example)?(:[0-9]{1,5})?", fullmatch=True),
+    st.from_regex(r"(/[a-z0-9;.=-]{0,6}){0,3};?", fullmatch=True),
+    st.from_regex(
+        r"(\?[a-z_]{0,5}=?[a-z0-9;]{0,3}(&[a-z_]{1,5}=[a-z0-9]{0,3})?)?(#[a-z;]{0,3})?",
+        fullmatch=True,
     ),
-    st.text(alphabet="/.:?#&=ab1 \t", max_size=20),
 )
 
 
-@given(_links, st.sampled_from(["https://x.example/dir/feed.xml", "http://y.example/", None]))
-def test_canonical_url_equals_joining_every_link_first(url: str, base: str | None) -> None:
-    """Absolute links skip ``urljoin``; the result must be what joining them gave."""
-    joined = urljoin(base, url.strip()) if base else url.strip()
+@given(_absolute_links, st.sampled_from(["https://x.example/dir/feed.xml", "http://y.example/"]))
+def test_canonical_url_equals_joining_every_link_first(url: str, base: str) -> None:
+    """Absolute links skip ``urljoin``; the result must be what joining them gave (hosts
+    left empty, empty ";" parameters and out-of-range ports included)."""
+    joined = urljoin(base, url)
     assert canonical_url(url, base) == canonical_url(joined)
 
 
