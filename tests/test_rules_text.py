@@ -19,6 +19,7 @@ from monitor.rules.text import (
     is_unspaced,
     maybe_unspaced,
     scan_form,
+    scan_form_of,
     scan_word,
 )
 
@@ -240,6 +241,37 @@ def test_the_scan_form_keeps_each_word_and_marks_every_boundary(text: str) -> No
         assert (byte == 0x20) is (not char.isalnum() or char in outside) or char == " "
     if not lossy:
         assert form.split() == [scan_word(word) for word in _WORDS.findall(folded)]
+
+
+# Mostly Chinese, as a Chinese feed's text is, with now and then a letter, a digit or a
+# character of another script, so that both answers of ``spaced_words`` come up often.
+chinese_text = st.text(
+    st.sampled_from(list("钨矿稀土出口管制许可哈萨克斯坦，。、：；！？（）“”《》 \n"))
+    | st.sampled_from(NEWSY)
+    | st.sampled_from(TRICKY),
+    max_size=40,
+)
+
+
+@settings(max_examples=1000)
+@given(chinese_text | newsy_text)
+def test_a_scan_form_is_skipped_only_when_it_would_hold_no_word(text: str) -> None:
+    """``scan_form_of`` trusts folding's word that the text has no letter or digit of a
+    script with spaces, and then makes no scan form; this checks the word against the form
+    it skips.  The skipped form is reported lossy, so the engine looks in the text itself."""
+    folded = fold(text)
+    form, lossy = scan_form_of(folded)
+    if folded.spaced_words:
+        assert (form, lossy) == scan_form(folded.text)
+    else:
+        assert scan_form(folded.text)[0].split() == []
+        assert (form, lossy) == (b" ", True)
+
+
+def test_pure_chinese_text_needs_no_scan_form() -> None:
+    assert not fold("美国与中国争夺哈萨克斯坦的钨矿，稀土出口许可。").spaced_words
+    assert fold("美国DFC宣布2025年投资").spaced_words
+    assert fold("钨矿 «вольфрам»").spaced_words
 
 
 @pytest.mark.parametrize(

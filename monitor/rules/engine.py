@@ -50,6 +50,7 @@ from monitor.rules.text import (
     is_unspaced,
     maybe_unspaced,
     scan_form,
+    scan_form_of,
     scan_word,
 )
 
@@ -618,9 +619,9 @@ class IndexedText(ItemText):
         self._forms: dict[str, bytes] = {}
         self._absent: set[int] = set()
         for name in engine.fields:
-            folded = self.folded(name, case=False).text
-            form, lossy = scan_form(folded)
-            keys = engine.keys_in_form(folded, form, lossy=lossy)
+            folded = self.folded(name, case=False)
+            form, lossy = scan_form_of(folded)
+            keys = engine.keys_in_form(folded.text, form, lossy=lossy)
             self._in_field[name] = keys
             self.found |= keys
             if not lossy:

@@ -150,9 +150,13 @@ class Folded:
     The spans are worked out on first use from what folding changed (``changed``: original
     index and folded length of each character that did not fold to exactly one; ``breaks``:
     where spaces went in), since most folded texts are matched and never asked for a span.
+
+    ``spaced_words`` is False when folding saw that the text holds no letter or digit of a
+    script written with spaces (Chinese with no Latin, Cyrillic or digits): its scan form
+    would hold no word, so the engine need not make one (``scan_form_of``).
     """
 
-    __slots__ = ("_breaks", "_changed", "_ends", "_starts", "original", "text")
+    __slots__ = ("_breaks", "_changed", "_ends", "_starts", "original", "spaced_words", "text")
 
     def __init__(
         self,
@@ -162,9 +166,11 @@ class Folded:
         changed: Sequence[tuple[int, int]] = (),
         breaks: Sequence[int] = (),
         spans: tuple[Sequence[int], Sequence[int]] | None = None,
+        spaced_words: bool = True,
     ) -> None:
         self.original = original
         self.text = text
+        self.spaced_words = spaced_words
         self._changed = changed
         self._breaks = breaks
         self._starts: Sequence[int] | None = None
@@ -238,6 +244,16 @@ def scan_form(folded: str) -> tuple[bytes, bool]:
     encoded = codecs.charmap_encode(folded, "replace", _SCAN_MAP)[0]
     lossy = encoded.count(b"?") != folded.count("?")
     return b" " + encoded.translate(_SCAN_SEPARATORS) + b" ", lossy
+
+
+def scan_form_of(folded: Folded) -> tuple[bytes, bool]:
+    """``scan_form`` of a folded text, not made when folding found that it would hold no word
+    (``Folded.spaced_words``): a third of the cost of scanning a Chinese item.  Then the form
+    is empty and flagged lossy, which sends the engine to the text itself, as for any text
+    with characters outside the table."""
+    if not folded.spaced_words:
+        return b" ", True
+    return scan_form(folded.text)
 
 
 def scan_word(word: str) -> bytes | None:
@@ -439,7 +455,7 @@ def _fold_known(text: str, known: _Known, case: bool, replaced: set[str]) -> Fol
         changed = _resized(parts)
     chars = chars if case else chars.casefold()
     if known.spaced_alnum.search(chars) is None:
-        return Folded(text, chars, changed=changed)
+        return Folded(text, chars, changed=changed, spaced_words=False)
     return _finish(text, chars, changed)
 
 
