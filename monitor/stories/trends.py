@@ -18,6 +18,8 @@ from monitor.rules.match import ItemText, ordered_hits
 
 BUCKETS_PER_WINDOW = 12
 """Counting resolution: the current window is read as its last 12 buckets."""
+FIRST_MENTION_TTL = timedelta(days=365)
+"""How long an entity stays "seen" after its first mention: a year later it is new again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +250,9 @@ def _replay_volume(trend: Trend, counted: Sequence[Item], version: str) -> list[
         if reason is None:
             quiet_until = None
             continue
-        burst_goes_on = quiet_until is not None and now < quiet_until
+        # Redis keeps the burst's marker until strictly after it expires, so an item
+        # exactly one window after the last firing one still belongs to the burst.
+        burst_goes_on = quiet_until is not None and now <= quiet_until
         quiet_until = now + rule.window
         if not burst_goes_on:
             alerts.append(trend_match(trend, reason, counts, item, version, now))
@@ -275,13 +279,16 @@ def _window_counts(
 def _replay_first_mentions(
     trend: Trend, watch: FirstMention, ordered: Sequence[Matched], version: str
 ) -> list[Match]:
-    seen: set[str] = set()
+    marked: dict[str, datetime] = {}
     alerts: list[Match] = []
     for item, ids in ordered:
         if watch.rule not in ids:
             continue
+        now = item.published
         for entity, hits in mentioned(watch, item):
-            if entity not in seen:
-                seen.add(entity)
+            # As the daemon's marker: set at the first mention, never renewed, and kept
+            # until strictly after ``FIRST_MENTION_TTL``.
+            if entity not in marked or now > marked[entity] + FIRST_MENTION_TTL:
+                marked[entity] = now
                 alerts.append(first_mention_match(trend, watch, item, entity, hits, version))
     return alerts

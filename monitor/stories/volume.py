@@ -16,15 +16,18 @@ live in ``monitor.stories.trends``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import redis.asyncio as aioredis
 
 from monitor.redisio import Keys, guarded
-from monitor.stories.trends import BUCKETS_PER_WINDOW, VolumeCounts, VolumeRule, volume_fires
-
-FIRST_MENTION_TTL = timedelta(days=365)
-
+from monitor.stories.trends import (
+    BUCKETS_PER_WINDOW,
+    FIRST_MENTION_TTL,
+    VolumeCounts,
+    VolumeRule,
+    volume_fires,
+)
 
 # KEYS: the series hash.  ARGV: bucket now, buckets per window, buckets in
 # the baseline, ttl s, add (0 to only read).  Counts one match in the current bucket, drops
