@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import gzip
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import feedparser
+import feedparser.mixin
 import pytest
 
 from monitor.model import Source
 from monitor.normalize import normalize_entry
-from monitor.parse import NotAFeedError, parse_feed
+from monitor.parse import NotAFeedError, install_fast_copy, parse_feed
 
 REALFEEDS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "realfeeds"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -245,3 +249,58 @@ def test_feedparsers_own_test_files_never_crash_the_pipeline() -> None:
             normalize_entry(entry, source, NOW)
         parsed += 1
     assert parsed > 250
+
+
+# -- feedparser's content-parameter copies (``parse.install_fast_copy``) ---------------------
+
+
+def _comparable(value: object) -> object:
+    """A parse result with its exceptions (``bozo_exception``) as type and message, since
+    exceptions compare by identity."""
+    if isinstance(value, BaseException):
+        return (type(value).__name__, str(value))
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_comparable(item) for item in value]
+    return value
+
+
+def _feedparser_result(body: bytes) -> object:
+    return _comparable(
+        feedparser.parse(
+            io.BytesIO(body),
+            response_headers={"content-location": "https://example.org/feed"},
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    )
+
+
+CORPUS_FILES = sorted(
+    [p for p in REALFEEDS.rglob("*") if p.is_file() and p.name != "MANIFEST.tsv"] + FP_FILES
+)
+
+
+def test_the_fast_copy_of_content_parameters_is_installed() -> None:
+    """If a feedparser release stops copying through ``feedparser.mixin.copy``, the shim is
+    not installed and this fails: look at what that release does before trusting it."""
+    assert install_fast_copy()
+    assert feedparser.mixin.copy.deepcopy is not copy.deepcopy
+
+
+@pytest.mark.corpus
+def test_the_fast_copy_gives_what_deepcopy_gives_on_every_corpus_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every real feed and every file of feedparser's own suite parses to the same result
+    (entries, their ``*_detail`` dicts, warnings) with the shim as with ``copy.deepcopy``."""
+    assert len(CORPUS_FILES) > 450
+    bodies = [
+        gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        for path in CORPUS_FILES
+    ]
+    fast = [_feedparser_result(body) for body in bodies]
+    monkeypatch.setattr(feedparser.mixin, "copy", copy)
+    for path, body, result in zip(CORPUS_FILES, bodies, fast, strict=True):
+        assert _feedparser_result(body) == result, path.name
