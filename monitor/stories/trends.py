@@ -213,7 +213,7 @@ def replay_trends(
     """The alerts ``trends`` would have raised over ``history``, item by item in the order
     the items were published, as the daemon counts them: the same buckets, the same "once
     per burst" (a firing trend stays quiet until a count no longer meets it, or a window
-    passes without one), first mentions once per entity from the start of ``history``.
+    passes without one), first mentions once per entity and ``FIRST_MENTION_TTL``.
 
     Pure.  The daemon counts a poll's new items together and from when it saw them; this
     counts one item at a time from its publication time, so a burst can cross the threshold
