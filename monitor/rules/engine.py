@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import re2
@@ -198,6 +198,29 @@ class _Indexed:
 
 #: An index entry: a rule's words, wider clauses and counts (see ``_Indexed``), and the rule.
 _Entry = tuple[frozenset[int], tuple[Clause, ...], tuple[tuple[Clause, int], ...], _Indexed]
+#: The rules filed under one key, as ``_Filed.frozen`` gives them.
+_Lookup = tuple[
+    tuple[int, ...],
+    tuple[tuple[int, int], ...],
+    tuple[tuple[Clause, int, int], ...],
+    tuple[_Entry, ...],
+]
+
+
+@dataclass(slots=True)
+class _Filed:
+    """The rules filed under one key, apart by what else they need, so that a key that
+    occurred leads only to the checks its rules need: nothing more (their numbers); one more
+    word (its key, the rule's number); so many of a few words (the words, how many, the
+    number); anything else (``_Entry``)."""
+
+    sure: list[int] = field(default_factory=list)
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    counts: list[tuple[Clause, int, int]] = field(default_factory=list)
+    general: list[_Entry] = field(default_factory=list)
+
+    def frozen(self) -> _Lookup:
+        return tuple(self.sure), tuple(self.pairs), tuple(self.counts), tuple(self.general)
 
 
 class _RegexSet:
@@ -265,28 +288,23 @@ class Engine:
         self._regex_of: dict[int, Regex] = {}
         self.term_keys: dict[Term, int | None] = {}
         self._word_keys: dict[Term, tuple[int, ...]] = {}
-        #: Rules by anchor key, in four tables, so that a key that occurred leads only to
-        #: the checks its rules need: rules that need nothing more (their numbers); rules
-        #: that need one more word (its key, the rule's number); rules that need so many of
-        #: a few words (the words, how many, the number); all others.
-        self._sure: dict[int, list[int]] = {}
-        self._pairs: dict[int, list[tuple[int, int]]] = {}
-        self._counts: dict[int, list[tuple[Clause, int, int]]] = {}
-        self._general: dict[int, list[_Entry]] = {}
         self._rules: dict[int, _Indexed] = {}
         self._always: list[_Indexed] = []
+        filing: dict[int, _Filed] = {}
         fields: set[str] = set()
         scanned: set[int] = set()
         for number, rule in enabled:
             for leaf in _leaves_under(rule.match):
                 self._leaf_needs(leaf)
-            scanned.update(self._add(number, rule, self._needs(rule.match)))
+            scanned.update(self._add(number, rule, self._needs(rule.match), filing))
             fields.update(_fields_used(rule.match, DEFAULT_FIELDS))
         self.fields = tuple(sorted(fields))
-        self._sure_keys, self._pairs_keys = frozenset(self._sure), frozenset(self._pairs)
-        self._counts_keys, self._general_keys = frozenset(self._counts), frozenset(self._general)
+        #: The rules filed under each anchor key (``_Filed``): one table, so that a key of
+        #: the item costs one lookup, not one in each of four tables (at 10,000 rules they
+        #: are large, and each lookup is a likely cache miss).
+        self._filed: dict[int, _Lookup] = {key: filed.frozen() for key, filed in filing.items()}
         #: Every key some rule is indexed under.
-        self.anchors = self._sure_keys | self._pairs_keys | self._counts_keys | self._general_keys
+        self.anchors = frozenset(self._filed)
         #: Each leaf object of the rules, by identity, with its first word's key or its
         #: regex key: evaluation asks about leaves by the thousand, and hashing a term by
         #: value is Python code.
@@ -364,18 +382,22 @@ class Engine:
         found = text.found
         isdisjoint = found.isdisjoint
         chosen = {indexed.number for indexed in self._always if indexed.met(text)}
-        for key in found.intersection(self._sure_keys):
-            chosen.update(self._sure[key])
-        for key in found.intersection(self._pairs_keys):
-            for other, number in self._pairs[key]:
+        filed = self._filed
+        # A snapshot: checking a rule's regexes adds their keys to ``found``.  Keys added so
+        # are never anchors (a regex in an anchor clause is run on every item, up front).
+        for key in tuple(found):
+            lookup = filed.get(key)
+            if lookup is None:
+                continue
+            sure, pairs, counted, general = lookup
+            chosen.update(sure)
+            for other, number in pairs:
                 if other in found:
                     chosen.add(number)
-        for key in found.intersection(self._counts_keys):
-            for keys, count, number in self._counts[key]:
+            for keys, count, number in counted:
                 if len(keys & found) >= count:
                     chosen.add(number)
-        for key in found.intersection(self._general_keys):
-            for words, wider, counts, indexed in self._general[key]:
+            for words, wider, counts, indexed in general:
                 if not words <= found or any(map(isdisjoint, wider)):
                     continue
                 for keys, count in counts:
@@ -440,8 +462,8 @@ class Engine:
 
     # -- building ----------------------------------------------------------------------------
 
-    def _add(self, number: int, rule: Rule, needs: Needs) -> Clause:
-        """File a rule under each key of its anchor clause, in the table that says what else
+    def _add(self, number: int, rule: Rule, needs: Needs, filing: dict[int, _Filed]) -> Clause:
+        """File a rule under each key of its anchor clause, in the list that says what else
         it needs; returns the regexes of that clause, which must then run on every item."""
         indexed = _Indexed.of(number, rule, needs)
         anchor = needs.anchor(self._rarity)
@@ -452,16 +474,16 @@ class Engine:
         others = indexed.words - anchor
         simple = not (indexed.wider or indexed.counts or indexed.rest)
         for key in anchor:
+            filed = filing.setdefault(key, _Filed())
             if simple and indexed.words <= {key}:
-                self._sure.setdefault(key, []).append(number)
+                filed.sure.append(number)
             elif simple and len(others) == 1 and key in indexed.words:
-                self._pairs.setdefault(key, []).append((min(others), number))
+                filed.pairs.append((min(others), number))
             elif not (indexed.words or indexed.wider or indexed.rest) and len(indexed.counts) == 1:
                 keys, count = indexed.counts[0]
-                self._counts.setdefault(key, []).append((keys, count, number))
+                filed.counts.append((keys, count, number))
             else:
-                entry = (indexed.words, indexed.wider, indexed.counts, indexed)
-                self._general.setdefault(key, []).append(entry)
+                filed.general.append((indexed.words, indexed.wider, indexed.counts, indexed))
         return frozenset(key for key in anchor if key < 0)
 
     def _rarity(self, key: int) -> int:
