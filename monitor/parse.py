@@ -34,6 +34,10 @@ _FEED_TYPES = (
 )
 
 
+#: feedparser's sanitizer and link rewriting are off: summaries become plain text here anyway,
+#: and links are made absolute by ``normalize.canonical_url``.
+FEEDPARSER_OPTIONS: dict[str, Any] = {"sanitize_html": False, "resolve_relative_uris": False}
+
 #: Values that ``copy.deepcopy`` returns as they are.
 _ATOMIC = frozenset({str, bytes, int, float, bool, type(None)})
 
@@ -120,8 +124,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
     parsed = feedparser.parse(
         io.BytesIO(body),
         response_headers={key.lower(): value for key, value in headers.items()},
-        sanitize_html=False,
-        resolve_relative_uris=False,
+        **FEEDPARSER_OPTIONS,
     )
     warnings: tuple[str, ...] = ()
     if parsed.get("bozo"):

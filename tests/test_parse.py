@@ -16,7 +16,7 @@ import pytest
 
 from monitor.model import Source
 from monitor.normalize import normalize_entry
-from monitor.parse import NotAFeedError, install_fast_copy, parse_feed
+from monitor.parse import FEEDPARSER_OPTIONS, NotAFeedError, install_fast_copy, parse_feed
 
 REALFEEDS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "realfeeds"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -271,8 +271,7 @@ def _feedparser_result(body: bytes) -> object:
         feedparser.parse(
             io.BytesIO(body),
             response_headers={"content-location": "https://example.org/feed"},
-            sanitize_html=False,
-            resolve_relative_uris=False,
+            **FEEDPARSER_OPTIONS,
         )
     )
 
