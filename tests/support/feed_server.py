@@ -12,6 +12,8 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -120,7 +122,12 @@ class FeedServer:
 
 
 def rss(items: list[dict[str, str]], *, title: str = "Test feed", lang: str = "en") -> str:
-    """A small RSS 2.0 document; each item dict may hold title, link, guid, description, date."""
+    """A small RSS 2.0 document; each item dict may hold title, link, guid, description, date.
+
+    Items without a date are dated five minutes ago: a fixed date would fall out of a new
+    feed's backfill window a day after it was written, and a daemon run by a test would then
+    record those items without alerting."""
+    recent = format_datetime(datetime.now(UTC) - timedelta(minutes=5), usegmt=True)
     entries = []
     for item in items:
         parts = [f"<title>{item['title']}</title>"]
@@ -130,7 +137,7 @@ def rss(items: list[dict[str, str]], *, title: str = "Test feed", lang: str = "e
             parts.append(f'<guid isPermaLink="false">{item["guid"]}</guid>')
         if "description" in item:
             parts.append(f"<description><![CDATA[{item['description']}]]></description>")
-        parts.append(f"<pubDate>{item.get('date', 'Sun, 22 Nov 2026 06:00:00 GMT')}</pubDate>")
+        parts.append(f"<pubDate>{item.get('date', recent)}</pubDate>")
         entries.append("<item>" + "".join(parts) + "</item>")
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
