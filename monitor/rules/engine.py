@@ -201,6 +201,7 @@ _Entry = tuple[frozenset[int], tuple[Clause, ...], tuple[tuple[Clause, int], ...
 #: The rules filed under one key, as ``_Filed.frozen`` gives them.
 _Lookup = tuple[
     tuple[int, ...],
+    Clause | None,
     tuple[tuple[int, int], ...],
     tuple[tuple[Clause, int, int], ...],
     tuple[_Entry, ...],
@@ -212,15 +213,47 @@ class _Filed:
     """The rules filed under one key, apart by what else they need, so that a key that
     occurred leads only to the checks its rules need: nothing more (their numbers); one more
     word (its key, the rule's number); so many of a few words (the words, how many, the
-    number); anything else (``_Entry``)."""
+    number); anything else (``_Entry``).
+
+    The ``gate``: keys of which at least one must occur for any rule here but the sure ones
+    to have a chance (each rule gives a word it needs besides this key).  An item's key
+    nearly always occurs alone among its rules' words, so one ``isdisjoint`` in C usually
+    settles all of them.  ``ungated`` when some rule offers no such word (it needs only
+    regexes besides this key, say): then every rule here is checked."""
 
     sure: list[int] = field(default_factory=list)
     pairs: list[tuple[int, int]] = field(default_factory=list)
     counts: list[tuple[Clause, int, int]] = field(default_factory=list)
     general: list[_Entry] = field(default_factory=list)
+    gate: set[int] = field(default_factory=set)
+    ungated: bool = False
 
     def frozen(self) -> _Lookup:
-        return tuple(self.sure), tuple(self.pairs), tuple(self.counts), tuple(self.general)
+        gate = None if self.ungated else frozenset(self.gate)
+        return (
+            tuple(self.sure),
+            gate,
+            tuple(self.pairs),
+            tuple(self.counts),
+            tuple(self.general),
+        )
+
+    def guard(self, key: int, indexed: _Indexed) -> None:
+        """Add to the gate a clause the rule needs that ``key`` does not meet: one more of
+        its words, else a wider clause without ``key``, else the other words of a count
+        (every count is of two or more)."""
+        others = indexed.words - {key}
+        if others:
+            self.gate.add(min(others))
+            return
+        for clause in indexed.wider:
+            if key not in clause:
+                self.gate.update(clause)
+                return
+        for keys, _count in indexed.counts:
+            self.gate.update(keys - {key})
+            return
+        self.ungated = True
 
 
 class _RegexSet:
@@ -389,8 +422,10 @@ class Engine:
             lookup = filed.get(key)
             if lookup is None:
                 continue
-            sure, pairs, counted, general = lookup
+            sure, gate, pairs, counted, general = lookup
             chosen.update(sure)
+            if gate is not None and isdisjoint(gate):
+                continue
             for other, number in pairs:
                 if other in found:
                     chosen.add(number)
@@ -477,7 +512,9 @@ class Engine:
             filed = filing.setdefault(key, _Filed())
             if simple and indexed.words <= {key}:
                 filed.sure.append(number)
-            elif simple and len(others) == 1 and key in indexed.words:
+                continue
+            filed.guard(key, indexed)
+            if simple and len(others) == 1 and key in indexed.words:
                 filed.pairs.append((min(others), number))
             elif not (indexed.words or indexed.wider or indexed.rest) and len(indexed.counts) == 1:
                 keys, count = indexed.counts[0]
