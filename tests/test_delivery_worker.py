@@ -124,6 +124,17 @@ def accepted(server: SlackServer) -> list[Any]:
     return [r.payload for r in server.requests if r.reply.status == 200]
 
 
+async def suppressed(queue: AlertQueue, name: str) -> list[bytes | str]:
+    """The ``name`` field of each entry in the suppression log, oldest first."""
+    logged = await queue.client.xrange(f"{PREFIX}:suppressed")
+    assert logged is not None
+    values: list[bytes | str] = []
+    for _, fields in logged:
+        assert fields is not None
+        values.append(fields[name])
+    return values
+
+
 # --- failures, retries, dead letters --------------------------------------------------------
 
 
@@ -346,8 +357,7 @@ async def test_a_story_is_throttled_per_rule_unless_it_escalates(
         f"[HIGH] Rule rare-earth: {same}",
         f"[CRITICAL] Rule kz-tungsten: {same}",
     ]
-    logged = await queue.client.xrange(f"{PREFIX}:suppressed")
-    assert [fields["reason"] for _, fields in logged] == ["throttled", "throttled"]
+    assert await suppressed(queue, "reason") == ["throttled", "throttled"]
     assert await queue.stream_counts() == {"queued": 0, "pending": 0, "dead": 0}
 
 
@@ -371,8 +381,7 @@ async def test_silenced_matches_are_recorded_not_sent(
     report = await worker.run_once()
     assert report.silenced == 2
     assert [p["text"] for p in accepted(slack_server)] == ["[HIGH] Rule other: C"]
-    logged = await queue.client.xrange(f"{PREFIX}:suppressed")
-    assert [f["item"] for _, f in logged] == ["1", "2"]
+    assert await suppressed(queue, "item") == ["1", "2"]
     assert len(await silences.active(clock.now)) == 2
     assert await silences.remove(quiet.id)
     assert not await silences.remove(quiet.id)

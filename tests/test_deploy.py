@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import jsonschema
-import kubernetes_validate
+import jsonschema  # type: ignore[import-untyped]  # no stubs: types-jsonschema is not a dev dependency
+import kubernetes_validate  # type: ignore[import-untyped]  # ships no py.typed marker
 import pytest
 import yaml
 
@@ -59,7 +59,9 @@ def _deployment() -> dict[str, Any]:
 
 
 def _container(workload: dict[str, Any], name: str) -> dict[str, Any]:
-    containers = {c["name"]: c for c in workload["spec"]["template"]["spec"]["containers"]}
+    containers: dict[str, dict[str, Any]] = {
+        c["name"]: c for c in workload["spec"]["template"]["spec"]["containers"]
+    }
     return containers[name]
 
 

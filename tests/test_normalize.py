@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.dedup import content_fingerprint, item_identity, seen_keys
+from monitor.markup import html_to_text
 from monitor.model import Source
 from monitor.normalize import _CONTROL as CONTROL
 from monitor.normalize import (
@@ -19,7 +20,6 @@ from monitor.normalize import (
     clamp_published,
     clean_text,
     detect_script_language,
-    html_to_text,
     normalize_entry,
     script_counts,
 )

@@ -98,7 +98,7 @@ def test_json_feeds_are_read_or_refused_clearly(row: dict[str, str]) -> None:
 @pytest.mark.corpus
 def test_html_page_names_the_feeds_it_advertises() -> None:
     pages = sorted((REALFEEDS / "html-pages").iterdir())
-    advertised = []
+    advertised: list[str] = []
     for page in pages:
         with pytest.raises(NotAFeedError) as caught:
             parse_feed(page.read_bytes(), {"Content-Type": "text/html"}, "https://blog.example/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,6 +15,13 @@ from monitor.redisio import Keys
 
 LEASE = timedelta(seconds=30)
 HOUR = timedelta(hours=1)
+
+
+class ThrottleOptions(TypedDict):
+    """The keyword arguments of ``begin_send`` that name a throttle marker."""
+
+    throttle_key: str
+    throttle: timedelta
 
 
 @pytest.fixture
@@ -54,7 +62,7 @@ async def test_throttle_marker_semantics(
     queue: AlertQueue, first: Severity, second: Severity, second_key: str, verdict: str
 ) -> None:
     story = queue.keys.throttle("r", "story", "slack")
-    options = {"throttle_key": story, "throttle": HOUR}
+    options: ThrottleOptions = {"throttle_key": story, "throttle": HOUR}
     assert await queue.begin_send("r|first", "slack", LEASE, severity=first, **options) == "go"
     got = await queue.begin_send(second_key, "slack", LEASE, severity=second, **options)
     assert got == verdict
@@ -62,7 +70,7 @@ async def test_throttle_marker_semantics(
 
 async def test_a_refused_alert_releases_its_story(queue: AlertQueue) -> None:
     story = queue.keys.throttle("r", "story", "slack")
-    options = {"throttle_key": story, "throttle": HOUR}
+    options: ThrottleOptions = {"throttle_key": story, "throttle": HOUR}
     assert await queue.begin_send("r|a", "slack", LEASE, severity=3, **options) == "go"
     await queue.release_throttle(story, "r|someone-else")  # not the holder: kept
     assert await queue.begin_send("r|b", "slack", LEASE, severity=3, **options) == "throttled"

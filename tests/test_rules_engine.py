@@ -233,8 +233,7 @@ def test_only_rules_whose_keys_occur_are_evaluated(monkeypatch: pytest.MonkeyPat
     )
     evaluated: list[str] = []
     import monitor.rules.engine as engine_module
-
-    original = engine_module.match_rule
+    from monitor.rules.match import match_rule as original
 
     def spy(rule: Rule, text: IndexedText, version: str) -> object:
         evaluated.append(rule.id)

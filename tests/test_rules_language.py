@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -269,13 +270,9 @@ def test_yaml_1_1_values_stay_as_typed(tmp_path: Path) -> None:
     (rule,) = load_rules([path])
     assert rule.enabled is False
     assert [getattr(node, "written", None) for node in rule.match.any_of] == ["NO", "1e3", "010"]
-    on = RuleSet((type(rule)(**{**_fields(rule), "enabled": True}),), "v")
+    on = RuleSet((dataclasses.replace(rule, enabled=True),), "v")
     assert [m.rule_id for m in on.match(item("Oslo: NO plans"))] == ["r"]
     assert on.match(item("8 tonnes")) == []
-
-
-def _fields(rule: object) -> dict[str, object]:
-    return {name: getattr(rule, name) for name in rule.__slots__}  # type: ignore[attr-defined]
 
 
 def test_a_rule_set_with_no_rules_is_refused(tmp_path: Path) -> None:

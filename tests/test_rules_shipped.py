@@ -14,6 +14,7 @@ from monitor.rules import (
     Group,
     Near,
     Node,
+    Regex,
     Rule,
     RuleSet,
     SetRef,
@@ -113,8 +114,8 @@ def test_each_rule_has_owner_description_and_tags(rule: Rule) -> None:
     assert rule.enabled
 
 
-def terms_of(node: Node) -> list[Term]:
-    if isinstance(node, Term):
+def terms_of(node: Node) -> list[Term | Regex]:
+    if isinstance(node, Term | Regex):
         return [node]
     if isinstance(node, SetRef):
         return list(node.terms)

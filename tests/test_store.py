@@ -129,9 +129,12 @@ async def test_dead_letter_keeps_the_reason_and_stops_that_channel(
     await store.record_item(an_item("d"), [a_match("d")], NOW)
     (entry,) = await queue.read_matches("w1", 10, None)
     await queue.dead_letter(entry, "slack", "slack: no_service", TTL)
-    (dead,) = await redis_client.xrange(KEYS.dead)
-    assert dead[1]["reason"] == "slack: no_service"
-    assert dead[1]["channel"] == "slack"
+    entries = await redis_client.xrange(KEYS.dead)
+    assert entries is not None
+    ((_, dead),) = entries
+    assert dead is not None
+    assert dead["reason"] == "slack: no_service"
+    assert dead["channel"] == "slack"
     assert await queue.begin_send(a_match("d").key, "slack", timedelta(seconds=5)) == "done"
 
 

@@ -127,7 +127,10 @@ async def poll(feed_server: FeedServer, ctx: PollContext, rules: RuleSet, outlet
 async def item_ids(client: aioredis.Redis) -> dict[str, str]:
     """The id of each outlet's item, by outlet, from the recorded history."""
     entries = await client.xrange("s:items")
-    found = [json.loads(str(fields["item"]))["id"] for _, fields in entries or ()]
+    found: list[Any] = []
+    for _, fields in entries or ():
+        assert fields is not None
+        found.append(json.loads(str(fields["item"]))["id"])
     return {str(i).split(":")[0]: str(i) for i in found}
 
 

@@ -324,7 +324,10 @@ async def poll(
 
 async def trend_alerts(client: aioredis.Redis, rule: str) -> list[dict[str, Any]]:
     entries = await client.xrange("t:matches")
-    found = [json.loads(str(fields["match"])) for _, fields in entries or ()]
+    found: list[dict[str, Any]] = []
+    for _, fields in entries or ():
+        assert fields is not None
+        found.append(json.loads(str(fields["match"])))
     return [match for match in found if match["rule"] == rule]
 
 
