@@ -20,7 +20,11 @@ to two rules; the mean is printed.  Two kinds of items:
 
 Only the matching stage is timed, on items already normalized, in one process on one core:
 ``RuleSet.match`` (the engine: fold, one automaton scan per field, evaluate the candidates)
-and ``RuleSet.match_reference`` (every rule evaluated on its own).  The index's memory is what
+and ``RuleSet.match_reference`` (every rule evaluated on its own).  The engine is timed in
+rounds: in each, every size's rule set in turn takes one pass over all the items, in their
+order (languages alternating), so that all sizes see the same minute of a machine whose speed
+drifts.  The figures are medians over the rounds (items per second, the slowdown within each
+round, time per item by language), with their range.  The index's memory is what
 ``tracemalloc`` sees while the engine is built: its Python objects; the automata
 (ahocorasick-rs, in Rust) and RE2's sets (C++) allocate outside it.  Prints a Markdown
 table.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import time
 import tracemalloc
@@ -68,13 +73,35 @@ WORDS_PER_SCRIPT = {"en": 12_000, "ru": 12_000, "kk": 9_000, "zh": 12_000}
 
 
 @dataclass(frozen=True)
+class Built:
+    """One size's rule set, ready to time, with what building its index cost."""
+
+    rules: int
+    ruleset: RuleSet
+    keys: int
+    memory_mib: float
+
+
+@dataclass(frozen=True)
 class Row:
     rules: int
     keys: int
     memory_mib: float
     matches_per_item: float
-    engine_per_second: float
+    #: Seconds per item, by language, in each round.
+    rounds: tuple[dict[str, float], ...]
     reference_per_second: float
+
+    def rates(self) -> list[float]:
+        """Items per second in each round (the languages in equal numbers)."""
+        return [len(costs) / sum(costs.values()) for costs in self.rounds]
+
+    @property
+    def engine_per_second(self) -> float:
+        return statistics.median(self.rates())
+
+    def micros(self, language: str) -> float:
+        return statistics.median(costs[language] for costs in self.rounds) * 1e6
 
 
 def vocabulary(rng: random.Random, kind: str = "dense") -> dict[str, list[str]]:
@@ -220,21 +247,59 @@ def rate(work: Callable[[Item], object], items: Sequence[Item], seconds: float) 
             return done / elapsed
 
 
-def measure(
-    size: int, words: dict[str, list[str]], items: list[Item], seconds: float, reference: float
-) -> Row:
+def build(size: int, words: dict[str, list[str]]) -> Built:
     rules = make_rules(size, words, random.Random(SEED + size))
-    ruleset = RuleSet(rules, "bench")
     tracemalloc.start()
     engine = Engine(rules)
     memory, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    for item in items[:50]:
-        ruleset.match(item)  # warm the folding tables and caches
-    matches = sum(len(ruleset.match(item)) for item in items) / len(items)
-    engine_rate = rate(ruleset.match, items, seconds)
-    reference_rate = rate(ruleset.match_reference, items, reference)
-    return Row(size, engine.keys, memory / 2**20, matches, engine_rate, reference_rate)
+    return Built(size, RuleSet(rules, "bench"), engine.keys, memory / 2**20)
+
+
+def time_rounds(
+    built: Sequence[Built], items: Sequence[Item], rounds: int
+) -> list[list[dict[str, float]]]:
+    """Per size, per round: seconds per item by language.  Sizes take turns within a round."""
+    timings: list[list[dict[str, float]]] = [[] for _ in built]
+    for _round in range(rounds):
+        for index, size in enumerate(built):
+            timings[index].append(pass_time(size.ruleset, items))
+    return timings
+
+
+def pass_time(ruleset: RuleSet, items: Sequence[Item]) -> dict[str, float]:
+    """Seconds per item by language for one pass of ``RuleSet.match`` over ``items``, in
+    their order (the languages in turn, so that each item finds the caches as the item of
+    another language left them: the less flattering order)."""
+    match = ruleset.match
+    spent = dict.fromkeys(WORDS_PER_SCRIPT, 0.0)
+    counts = dict.fromkeys(WORDS_PER_SCRIPT, 0)
+    languages = [item.lang or "" for item in items]
+    clock = time.perf_counter
+    last = clock()
+    for item, language in zip(items, languages, strict=True):
+        match(item)
+        now = clock()
+        spent[language] += now - last
+        counts[language] += 1
+        last = now
+    return {language: spent[language] / counts[language] for language in spent}
+
+
+def measure(
+    sizes: Sequence[int], words: dict[str, list[str]], items: list[Item], args: argparse.Namespace
+) -> list[Row]:
+    built = [build(size, words) for size in sizes]
+    for size in built:
+        for item in items[:50]:
+            size.ruleset.match(item)  # warm the folding tables and caches
+    timings = time_rounds(built, items, args.rounds)
+    rows = []
+    for size, rounds in zip(built, timings, strict=True):
+        matches = sum(len(size.ruleset.match(item)) for item in items) / len(items)
+        reference = rate(size.ruleset.match_reference, items, args.reference_seconds)
+        rows.append(Row(size.rules, size.keys, size.memory_mib, matches, tuple(rounds), reference))
+    return rows
 
 
 def check_equal(sizes: Sequence[int], words: dict[str, list[str]], items: list[Item]) -> None:
@@ -251,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS), help="dense, news or both")
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--items", type=int, default=2000, help="distinct items (default 2000)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="engine timing per size")
+    parser.add_argument("--rounds", type=int, default=7, help="engine timing rounds (default 7)")
     parser.add_argument("--reference-seconds", type=float, default=2.0)
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -273,41 +338,34 @@ def run_kind(kind: str, sizes: Sequence[int], args: argparse.Namespace) -> None:
         f"{mean_chars:,.0f} characters on average (en, ru, kk, zh in turn)"
     )
     check_equal(sizes, words, items)
-    rows = [measure(size, words, items, args.seconds, args.reference_seconds) for size in sizes]
+    rows = measure(sizes, words, items, args)
     print()
     print(
-        "| rules | index keys | index memory | matches/item | engine items/s "
-        "| reference items/s | engine ÷ reference |"
+        f"| rules | index keys | index memory | matches/item | engine items/s "
+        f"(median of {args.rounds}) | range | reference items/s | engine ÷ reference |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
+        rates = row.rates()
         print(
             f"| {row.rules:,} | {row.keys:,} | {row.memory_mib:.1f} MiB "
             f"| {row.matches_per_item:.2f} | {row.engine_per_second:,.0f} "
+            f"| {min(rates):,.0f}–{max(rates):,.0f} "
             f"| {row.reference_per_second:,.1f} "
             f"| {row.engine_per_second / row.reference_per_second:,.0f}× |"
         )
     first, last = rows[0], rows[-1]
+    slowdowns = [low / high for low, high in zip(first.rates(), last.rates(), strict=True)]
     print()
     print(
         f"engine slowdown from {first.rules:,} to {last.rules:,} rules: "
-        f"{first.engine_per_second / last.engine_per_second:.2f}×"
+        f"{statistics.median(slowdowns):.2f}× (median of the rounds; "
+        f"range {min(slowdowns):.2f}–{max(slowdowns):.2f}×)"
     )
-    print(f"engine time per item at {last.rules:,} rules: {per_language(last.rules, words, items)}")
+    for row in (first, last):
+        costs = ", ".join(f"{lang} {row.micros(lang):,.0f} µs" for lang in WORDS_PER_SCRIPT)
+        print(f"engine time per item at {row.rules:,} rules (median): {costs}")
     print()
-
-
-def per_language(size: int, words: dict[str, list[str]], items: list[Item]) -> str:
-    """Microseconds per item for each language, one pass over the items: where time goes."""
-    ruleset = RuleSet(make_rules(size, words, random.Random(SEED + size)), "bench")
-    costs = []
-    for language in WORDS_PER_SCRIPT:
-        chosen = [item for item in items if item.lang == language]
-        started = time.perf_counter()
-        for item in chosen:
-            ruleset.match(item)
-        costs.append(f"{language} {(time.perf_counter() - started) / len(chosen) * 1e6:,.0f} µs")
-    return ", ".join(costs)
 
 
 if __name__ == "__main__":
