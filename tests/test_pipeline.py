@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import aiohttp
@@ -56,7 +57,7 @@ ITEMS = [
 async def test_first_poll_queues_matches_then_304_costs_nothing(
     feed_server: FeedServer, context: PollContext, rules: RuleSet
 ) -> None:
-    feed_server.put("/f.xml", rss(ITEMS))
+    feed_server.put("/f.xml", rss(ITEMS, now=NOW))
     source = Source(name="wire", url=feed_server.url("/f.xml"))
     first = await poll_once(source, rules, context)
     assert (first.status, first.entries, first.new_items, first.matches) == ("ok", 2, 2, 1)
@@ -69,10 +70,10 @@ async def test_changed_feed_yields_only_the_new_item(
     feed_server: FeedServer, context: PollContext, rules: RuleSet
 ) -> None:
     source = Source(name="wire", url=feed_server.url("/f.xml"))
-    feed_server.put("/f.xml", rss(ITEMS))
+    feed_server.put("/f.xml", rss(ITEMS, now=NOW))
     await poll_once(source, rules, context)
     newer = {"title": "Kazakhstan tungsten JV signed", "guid": "3", "link": "https://w.example/3"}
-    feed_server.put("/f.xml", rss([newer, *ITEMS]))
+    feed_server.put("/f.xml", rss([newer, *ITEMS], now=NOW))
     result = await poll_once(source, rules, context)
     assert (result.entries, result.new_items, result.matches) == (3, 1, 1)
     assert result.matched_rules == (rules.rules[0].id,)
@@ -109,7 +110,7 @@ class RecordingChannel:
 
 
 async def queue_one(feed_server: FeedServer, context: PollContext, rules: RuleSet) -> None:
-    feed_server.put("/f.xml", rss(ITEMS))
+    feed_server.put("/f.xml", rss(ITEMS, now=NOW))
     await poll_once(Source(name="wire", url=feed_server.url("/f.xml")), rules, context)
 
 
@@ -166,8 +167,8 @@ def dated(number: int, when: str) -> dict[str, str]:
 async def test_a_new_feed_does_not_flood_with_its_archive(
     feed_server: FeedServer, context: PollContext, rules: RuleSet
 ) -> None:
-    old = "Thu, 19 Nov 2026 06:00:00 GMT"  # three days before NOW: recorded, not alerted
-    recent = "Sun, 22 Nov 2026 09:00:00 GMT"
+    old = format_datetime(NOW - timedelta(days=3), usegmt=True)  # recorded, not alerted
+    recent = format_datetime(NOW - timedelta(hours=3), usegmt=True)
     feed_server.put("/f.xml", rss([dated(1, old), dated(2, old), dated(3, recent)]))
     source = Source(name="new", url=feed_server.url("/f.xml"))
     result = await poll_once(source, rules, context)
@@ -181,7 +182,7 @@ async def test_a_new_feed_does_not_flood_with_its_archive(
 async def test_items_past_the_per_poll_cap_arrive_on_the_next_poll(
     feed_server: FeedServer, context: PollContext, rules: RuleSet
 ) -> None:
-    recent = "Sun, 22 Nov 2026 09:00:00 GMT"
+    recent = format_datetime(NOW - timedelta(hours=3), usegmt=True)
     feed_server.put("/f.xml", rss([dated(n, recent) for n in range(7)]))
     source = Source(name="big", url=feed_server.url("/f.xml"), max_items=3)
     seen = [(await poll_once(source, rules, context)).new_items for _ in range(4)]
@@ -210,7 +211,7 @@ async def test_a_poll_that_ran_late_does_not_make_its_feed_skip_the_next_tick(
 ) -> None:
     """Thousands of feeds fall due together at start-up and wait for a poll slot; the next
     poll is planned from the tick, so the next tick (an interval later) is still due."""
-    feed_server.put("/f.xml", rss(ITEMS))
+    feed_server.put("/f.xml", rss(ITEMS, now=NOW))
     source = Source(name="late", url=feed_server.url("/f.xml"), interval=timedelta(minutes=10))
     tick = NOW
     clock = {"now": tick + timedelta(minutes=9)}  # the poll got its turn 9 minutes late
@@ -231,7 +232,7 @@ async def test_a_permanent_move_is_recorded_and_warned(
     feed_server: FeedServer, context: PollContext, rules: RuleSet
 ) -> None:
     feed_server.put("/old", "", status=301, headers={"Location": "/new"}, conditional=False)
-    feed_server.put("/new", rss(ITEMS))
+    feed_server.put("/new", rss(ITEMS, now=NOW))
     result = await poll_once(Source(name="moved", url=feed_server.url("/old")), rules, context)
     assert any("moved permanently" in warning for warning in result.warnings)
     assert (await context.store.feed_state("moved")).moved_to == feed_server.url("/new")
@@ -282,7 +283,7 @@ async def test_a_feed_failing_past_the_threshold_alerts_once_then_on_recovery(
     feed_server.put("/f.xml", "down", status=500, content_type="text/plain")
     await poll_once(source, rules, ctx)
     await poll_once(source, rules, ctx)
-    feed_server.put("/f.xml", rss(ITEMS))
+    feed_server.put("/f.xml", rss(ITEMS, now=NOW))
     await poll_once(source, rules, ctx)
     await poll_once(source, rules, ctx)
     queued = await queue.read_matches("w", 20, None)

@@ -121,13 +121,20 @@ class FeedServer:
         return Handler
 
 
-def rss(items: list[dict[str, str]], *, title: str = "Test feed", lang: str = "en") -> str:
+def rss(
+    items: list[dict[str, str]],
+    *,
+    title: str = "Test feed",
+    lang: str = "en",
+    now: datetime | None = None,
+) -> str:
     """A small RSS 2.0 document; each item dict may hold title, link, guid, description, date.
 
-    Items without a date are dated five minutes ago: a fixed date would fall out of a new
-    feed's backfill window a day after it was written, and a daemon run by a test would then
-    record those items without alerting."""
-    recent = format_datetime(datetime.now(UTC) - timedelta(minutes=5), usegmt=True)
+    Items without a date are dated five minutes before ``now``, the clock of the code under
+    test, which is the real one unless the test fixes it: a fixed date would fall out of a
+    new feed's backfill window a day after it was written, and a daemon run by a test would
+    then record those items without alerting."""
+    recent = format_datetime((now or datetime.now(UTC)) - timedelta(minutes=5), usegmt=True)
     entries = []
     for item in items:
         parts = [f"<title>{item['title']}</title>"]
