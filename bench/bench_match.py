@@ -1,6 +1,6 @@
 """Matching benchmark: the compiled engine against the reference evaluator, 10 to 10,000 rules.
 
-    python bench/bench_match.py [--kinds dense,news] [--sizes 10,100,1000,10000] [--items 2000]
+    python bench/bench_match.py [--kinds dense,news] [--sizes 10,100,1000,10000] [--rounds 7]
 
 Rules and items are synthetic and deterministic (a fixed seed): a vocabulary of pseudo-words
 in four scripts (Latin for English, Cyrillic for Russian, Cyrillic with Kazakh letters, and
