@@ -250,7 +250,8 @@ class _Filed:
             if key not in clause:
                 self.gate.update(clause)
                 return
-        for keys, _count in indexed.counts:
+        if indexed.counts:
+            keys, _count = indexed.counts[0]
             self.gate.update(keys - {key})
             return
         self.ungated = True
