@@ -34,7 +34,7 @@ from monitor.deliver import build as delivery
 from monitor.deliver.worker import DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
-from monitor.fetch import Fetcher
+from monitor.fetch import Fetcher, hard_deadline
 from monitor.metrics import Metrics
 from monitor.model import PollResult, Source
 from monitor.ops import CHECK_EVERY as OPS_CHECK_EVERY
@@ -234,6 +234,7 @@ class Monitor:
                 self._session,
                 user_agent=self.settings.http.user_agent,
                 host_gap=self.settings.http.host_gap.total_seconds(),
+                per_host=self.settings.http.per_host,
             ),
             store=self._store,
             clock=self.clock,
@@ -307,11 +308,12 @@ class Monitor:
     async def poll(
         self, source: Source, *, due_only: bool = False, tick: datetime | None = None
     ) -> PollResult:
-        """Poll one feed under a hard deadline, so a hung poll can never block its feed."""
+        """Poll one feed under a hard deadline, so a hung poll can never block its feed
+        (its clock stops while the fetch waits for the host's turn)."""
         assert self._poll_context is not None
         deadline = source.timeout.total_seconds() + 30
         try:
-            async with asyncio.timeout(deadline):
+            async with hard_deadline(deadline):
                 result = await poll_once(
                     source, self.rules, self._poll_context, due_only=due_only, tick=tick
                 )

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
@@ -24,6 +27,9 @@ from monitor.errors import FetchError
 from monitor.model import Source
 
 _CHUNK = 64 * 1024
+_T = TypeVar("_T")
+#: The hard deadline of the poll this task is running (``hard_deadline``), if any.
+_HARD_DEADLINE: ContextVar[asyncio.Timeout | None] = ContextVar("hard_deadline", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,25 +74,26 @@ class Fetcher:
         *,
         user_agent: str | None = None,
         host_gap: float = 0.0,
+        per_host: int | None = None,
         resolve: Resolver | None = None,
     ) -> None:
         self._session = session
         self._resolve = resolve or system_addresses
         agent = user_agent or "monitor/{version}"
         self._user_agent = agent.replace("{version}", __version__)
-        self._gate = HostGate(host_gap)
+        self._gate = HostGate(host_gap, per_host)
 
     async def fetch(self, source: Source, validators: Validators = Validators()) -> FetchResult:
         """One GET of ``source.url``; raises ``FetchError`` for anything but 200/304.
 
-        The whole exchange (every hop, headers and body) shares one deadline, because a server
-        that trickles a byte a second defeats a read timeout alone.
+        The whole exchange (every hop, address lookups, headers and body) shares one
+        deadline, because a server that trickles a byte a second defeats a read timeout
+        alone.  Waiting for the host's turn (``HostGate``) is not part of it.
         """
         if urlsplit(source.url).scheme == "file":
             return await asyncio.to_thread(_read_file, source)
         try:
-            async with asyncio.timeout(source.timeout.total_seconds()):
-                return await self._follow(source, validators)
+            return await self._follow(source, validators, _Budget(source.timeout.total_seconds()))
         except TimeoutError:
             raise FetchError(
                 source.name,
@@ -97,16 +104,19 @@ class Fetcher:
         except aiohttp.ClientError as exc:
             raise FetchError(source.name, source.url, _describe(exc)) from None
 
-    async def _follow(self, source: Source, validators: Validators) -> FetchResult:
+    async def _follow(self, source: Source, validators: Validators, budget: _Budget) -> FetchResult:
         url = source.url
-        private_ok = source.allow_private or await _is_private_target(source.url, self._resolve)
+        private_ok = source.allow_private or await budget.spend(
+            _is_private_target(source.url, self._resolve)
+        )
         permanent: str | None = None
         all_permanent = True
         for hop in range(MAX_REDIRECTS + 1):
             if hop:
-                await _check_redirect_target(source, url, private_ok, self._resolve)
-            await self._gate.wait(urlsplit(url).netloc)
-            outcome = await self._request(source, url, validators, same_host=hop == 0)
+                await budget.spend(_check_redirect_target(source, url, private_ok, self._resolve))
+            async with self._gate.turn(urlsplit(url).netloc):
+                request = self._request(source, url, validators, same_host=hop == 0)
+                outcome = await budget.spend(request)
             if isinstance(outcome, FetchResult):
                 return replace(outcome, permanent_url=permanent)
             status, url = outcome
@@ -148,14 +158,38 @@ def _basic_auth(username: str, password: str) -> str:
 
 
 class HostGate:
-    """Spaces requests to one host by a minimum gap, so many feeds on one site stay polite."""
+    """Takes turns for requests to one host, so that many feeds on one site stay polite: at
+    most ``per_host`` in flight, and each started at least ``gap`` after the one before.
 
-    def __init__(self, gap: float) -> None:
+    Forty Google News searches are forty feeds on one host, their turns a second apart; the
+    time spent waiting for a turn is not counted against a request's deadline, or the last
+    of them would fail as "slow" on every pass."""
+
+    def __init__(self, gap: float, per_host: int | None = None) -> None:
         self.gap = gap
+        self.per_host = per_host
         self._next: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
-    async def wait(self, host: str) -> None:
+    @contextlib.asynccontextmanager
+    async def turn(self, host: str) -> AsyncIterator[None]:
+        """Hold one of the host's slots for the length of the block, having waited the gap;
+        the waiting stops the clock of any ``hard_deadline`` around it."""
+        slot = None
+        if self.per_host is not None:
+            slot = self._slots.setdefault(host, asyncio.Semaphore(self.per_host))
+            with _deadline_paused():
+                await slot.acquire()
+        try:
+            with _deadline_paused():
+                await self._spaced(host)
+            yield
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def _spaced(self, host: str) -> None:
         if self.gap <= 0:
             return
         lock = self._locks.setdefault(host, asyncio.Lock())
@@ -165,6 +199,55 @@ class HostGate:
             if delay > 0:
                 await asyncio.sleep(delay)
             self._next[host] = loop.time() + self.gap
+
+
+@contextlib.asynccontextmanager
+async def hard_deadline(seconds: float) -> AsyncIterator[None]:
+    """``asyncio.timeout(seconds)`` around a whole poll, so that nothing in it can hang its
+    feed for ever, except that its clock stops while a fetch waits for its host's turn
+    (``HostGate``), which may take long with many feeds on one site and is no fault of the
+    poll's."""
+    async with asyncio.timeout(seconds) as deadline:
+        token = _HARD_DEADLINE.set(deadline)
+        try:
+            yield
+        finally:
+            _HARD_DEADLINE.reset(token)
+
+
+@contextlib.contextmanager
+def _deadline_paused() -> Iterator[None]:
+    """Stop the clock of the enclosing ``hard_deadline`` for the length of the block."""
+    deadline = _HARD_DEADLINE.get()
+    when = deadline.when() if deadline is not None else None
+    if deadline is None or when is None or deadline.expired():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline.reschedule(None)
+    try:
+        yield
+    finally:
+        deadline.reschedule(when + loop.time() - started)
+
+
+class _Budget:
+    """The seconds one exchange may spend on the network, across all its hops: spent only
+    while a lookup or a request is under way."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+    async def spend(self, work: Awaitable[_T]) -> _T:
+        """``work``'s result; ``TimeoutError`` if the budget runs out first."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(max(self.left, 0.0)):
+                return await work
+        finally:
+            self.left -= loop.time() - started
 
 
 async def _is_private_target(url: str, resolve: Resolver) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ipaddress
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -16,7 +17,7 @@ import pytest
 from support.feed_server import FeedServer, rss
 
 from monitor.errors import FetchError
-from monitor.fetch import Address, Fetcher, Validators
+from monitor.fetch import Address, Fetcher, FetchResult, Validators, hard_deadline
 from monitor.model import Source
 
 FEED = rss([{"title": "Kazakhstan tungsten", "guid": "1"}])
@@ -256,6 +257,71 @@ async def test_host_gap_spaces_requests_to_one_host(feed_server: FeedServer) -> 
         for _ in range(3):
             await gapped.fetch(source(feed_server.url("/f.xml")))
         assert loop.time() - started >= 0.6
+
+
+async def test_waiting_for_the_hosts_turn_does_not_count_against_the_deadline(
+    feed_server: FeedServer,
+) -> None:
+    """Many feeds on one site (Google News searches, say) take turns a gap apart; each one's
+    deadline starts with its own request, or the last ones would fail as slow every pass."""
+    feed_server.put("/f.xml", FEED)
+    feeds = [source(feed_server.url("/f.xml"), timeout=timedelta(seconds=0.5)) for _ in range(5)]
+    async with aiohttp.ClientSession() as session:
+        polite = Fetcher(session, host_gap=0.2)
+        results = await asyncio.gather(*(polite.fetch(feed) for feed in feeds))
+    assert [result.status for result in results] == [200] * 5
+    starts = feed_server.times["/f.xml"]
+    assert starts[-1] - starts[0] >= 0.75  # the last waited longer than its 0.5 s deadline
+
+
+async def test_per_host_limits_requests_in_flight_and_the_wait_is_not_timed(
+    feed_server: FeedServer,
+) -> None:
+    feed_server.put("/slow.xml", FEED, delay=0.3)
+    feeds = [source(feed_server.url("/slow.xml"), timeout=timedelta(seconds=0.5)) for _ in range(4)]
+    async with aiohttp.ClientSession() as session:
+        one_at_a_time = Fetcher(session, per_host=1)
+        results = await asyncio.gather(*(one_at_a_time.fetch(feed) for feed in feeds))
+    assert [result.status for result in results] == [200] * 4
+    starts = feed_server.times["/slow.xml"]
+    assert all(later - earlier >= 0.25 for earlier, later in itertools.pairwise(starts))
+
+
+async def test_a_polls_hard_deadline_stops_while_its_fetch_waits_for_the_host(
+    feed_server: FeedServer,
+) -> None:
+    """The daemon's hard deadline around each poll must not run out while the poll queues
+    behind the site's other feeds: the queue is not the poll's doing."""
+    feed_server.put("/f.xml", FEED)
+    async with aiohttp.ClientSession() as session:
+        polite = Fetcher(session, host_gap=0.2)
+
+        async def poll(feed: Source) -> FetchResult:
+            async with hard_deadline(0.5):
+                return await polite.fetch(feed)
+
+        results = await asyncio.gather(*(poll(source(feed_server.url("/f.xml"))) for _ in range(5)))
+    assert [result.status for result in results] == [200] * 5
+
+
+async def test_a_polls_hard_deadline_still_cuts_a_hung_request(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    feed_server.put("/hung.xml", FEED, delay=2.0)
+    with pytest.raises(TimeoutError):
+        async with hard_deadline(0.3):
+            await fetcher.fetch(source(feed_server.url("/hung.xml"), timeout=timedelta(seconds=5)))
+
+
+async def test_the_deadline_spans_every_hop_of_a_redirect(
+    feed_server: FeedServer, fetcher: Fetcher
+) -> None:
+    """Two hops of 0.3 s each exceed a 0.5 s deadline, though neither does alone."""
+    feed_server.put("/old.xml", b"", status=301, headers={"Location": "/new.xml"}, delay=0.3)
+    feed_server.put("/new.xml", FEED, delay=0.3)
+    with pytest.raises(FetchError, match=r"no complete response within 0\.5s"):
+        await fetcher.fetch(source(feed_server.url("/old.xml"), timeout=timedelta(seconds=0.5)))
+    assert feed_server.requests["/new.xml"] == 1
 
 
 async def test_last_modified_alone_also_earns_a_304(
