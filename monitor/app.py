@@ -156,6 +156,7 @@ class Monitor:
         self._embedded: EmbeddedRedis | None = None
         self._redis: aioredis.Redis | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._delivery_session: aiohttp.ClientSession | None = None
         self._channels: dict[str, Channel] = {}
         self._store: Store | None = None
         self._pool: ParserPool | None = None
@@ -212,7 +213,10 @@ class Monitor:
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=self.settings.http.per_host),
             auto_decompress=True,
         )
-        self._channels = build_channels(self.settings, self._session)
+        # Alerts have connections of their own: a burst of slow feeds may hold every
+        # connection the fetches may use, and an alert must not wait (or time out) behind it.
+        self._delivery_session = aiohttp.ClientSession()
+        self._channels = build_channels(self.settings, self._delivery_session)
         self._worker = delivery.build_worker(
             self.settings, self._queue, self._channels, consumer=self.consumer, clock=self.clock
         )
@@ -264,8 +268,9 @@ class Monitor:
         for channel in self._channels.values():
             with contextlib.suppress(Exception):
                 await channel.close()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._delivery_session):
+            if session is not None:
+                await session.close()
         if self._pool is not None:
             self._pool.close()
         if self._redis is not None:

@@ -1,0 +1,62 @@
+"""The daemon's connections: alerts never wait behind feed fetches for a connection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from support.feed_server import FeedServer, rss
+from support.servers import SlackServer
+
+from monitor.app import Monitor
+from monitor.embedded_redis import EmbeddedRedis
+from monitor.model import Source
+from monitor.settings import load_settings
+
+HANG = 4.0  # seconds the slow feeds take: longer than Slack's 1 s timeout here
+
+
+def config(tmp_path: Path, feed_server: FeedServer, slack: SlackServer, redis_url: str) -> Path:
+    """Two fetches in flight at most (``max_concurrency: 2``), and Slack given 1 s."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: t, title: T, severity: high, match: {any: [tungsten]}}\n")
+    feeds = "\n".join(
+        f'  - {{name: {name}, url: "{feed_server.url(f"/{name}.xml")}"}}'
+        for name in ("news", "slow1", "slow2")
+    )
+    path = tmp_path / "monitor.yaml"
+    path.write_text(
+        f'redis: {{url: "{redis_url}"}}\nfeeds:\n{feeds}\n'
+        f'rules: {{paths: ["{rules}"]}}\n'
+        f'channels: {{slack: {{webhook_url: "{slack.url}", timeout: 1s, rate_limit: 0s}}}}\n'
+        "ingest: {workers: 0, backfill: off}\n"
+        "http: {max_concurrency: 2, host_gap: 0s}\n"
+    )
+    return path
+
+
+async def test_an_alert_is_sent_while_every_fetch_connection_is_busy(
+    tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer, own_redis: EmbeddedRedis
+) -> None:
+    """A burst of slow feeds can hold every connection the fetches may use; Slack posts
+    have connections of their own, or the alert would wait (here, time out) behind them."""
+    feed_server.put("/news.xml", rss([{"title": "Tungsten tender", "guid": "1"}]))
+    for name in ("slow1", "slow2"):
+        feed_server.put(f"/{name}.xml", rss([{"title": "Weather", "guid": name}]), delay=HANG)
+    settings = load_settings(config(tmp_path, feed_server, slack_server, own_redis.url), env={})
+    async with Monitor(settings) as daemon:
+        sources: dict[str, Source] = {source.name: source for source in daemon.sources}
+        assert (await daemon.poll(sources["news"])).matches == 1
+        slow = [asyncio.create_task(daemon.poll(sources[name])) for name in ("slow1", "slow2")]
+        asked = feed_server.requests  # counted by the server's threads: no event to await
+        while asked["/slow1.xml"] + asked["/slow2.xml"] < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        # Both fetches now hold a connection for HANG seconds.
+        report = await daemon.deliver_due()
+        busy = [not task.done() for task in slow]
+        await asyncio.gather(*slow)
+    assert report.delivered == 1, report
+    assert busy == [True, True]  # delivered while both fetches were still in flight
+    assert ["Tungsten tender" in request.body.decode() for request in slack_server.requests] == [
+        True
+    ]
