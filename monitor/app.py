@@ -547,6 +547,11 @@ class Monitor:
             self._redis_failed(exc)
         except Exception:
             log.exception("poll crashed", feed=source.name)
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+            # Cancelled by the shutdown, past its grace period (``_drain`` logs that once):
+            # ending quietly spares the log a traceback from APScheduler for every such poll.
         finally:
             if task is not None:
                 self._inflight.discard(task)

@@ -62,18 +62,54 @@ def configure_logging(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    last: list[structlog.typing.Processor] = [
+        structlog.processors.format_exc_info,
+        SecretMasker(secrets),
+        renderer,
+    ]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            SecretMasker(secrets),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared, *last],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    _route_library_logs(out, max(threshold, LIBRARY_LEVEL), shared, last)
+
+
+#: Libraries log through the standard ``logging`` module, and at ``info`` some of them log
+#: every routine step (APScheduler: every job run); their warnings and errors are enough.
+LIBRARY_LEVEL = logging.WARNING
+
+
+class _LibraryHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler ``configure_logging`` puts on the root logger (so a second call replaces
+    it rather than adding another)."""
+
+
+def _route_library_logs(
+    out: TextIO,
+    threshold: int,
+    shared: list[structlog.typing.Processor],
+    last: list[structlog.typing.Processor],
+) -> None:
+    """Send the standard library's log records (APScheduler, aiohttp, asyncio, redis) through
+    the same processors as the daemon's own: one format on the stream, and the same secret
+    masking, since a library's exception text may hold a webhook URL."""
+    handler = _LibraryHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _LibraryHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -15,10 +16,15 @@ WEBHOOK = "https://hooks.slack.com/services/T000/B000/s3cr3tT0ken"
 
 
 @pytest.fixture(autouse=True)
-def _restore_structlog() -> Iterator[None]:
-    """configure_logging is global; put structlog back so other tests see its defaults."""
+def _restore_logging() -> Iterator[None]:
+    """configure_logging is global; put structlog and the root logger back so other tests
+    see their defaults."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield
     structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_json_lines_carry_level_timestamp_and_context() -> None:
@@ -57,3 +63,37 @@ def test_debug_lines_are_filtered_at_info_level() -> None:
 def test_masker_ignores_short_strings_that_would_mask_everything() -> None:
     masker = SecretMasker(["", "ab", "longsecret"])
     assert masker.mask("ab longsecret") == f"ab {REDACTED}"
+
+
+def test_library_log_records_are_json_lines_with_secrets_masked() -> None:
+    """APScheduler, aiohttp, asyncio and redis log through ``logging``: their lines must be
+    in the same format, and masked, since their exception text may hold a webhook URL."""
+    out = io.StringIO()
+    configure_logging(fmt="json", stream=out, secrets=[WEBHOOK])
+    library = logging.getLogger("apscheduler.executors.default")
+    library.warning("job %s skipped", "poll")
+    try:
+        raise ConnectionError(f"POST {WEBHOOK} failed")
+    except ConnectionError:
+        library.exception("Job raised an exception")
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["event"] == "job poll skipped"
+    assert first["level"] == "warning"
+    assert first["logger"] == "apscheduler.executors.default"
+    assert first["timestamp"].endswith("Z")
+    assert second["level"] == "error"
+    assert "ConnectionError" in second["exception"]
+    assert WEBHOOK not in out.getvalue()
+    assert REDACTED in second["exception"]
+
+
+def test_library_info_lines_are_dropped_and_a_second_setup_does_not_double_lines() -> None:
+    out = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=out)
+    configure_logging(level="debug", fmt="json", stream=out)
+    library = logging.getLogger("apscheduler.scheduler")
+    library.info('Running job "poll"')  # every job run: not wanted even at debug
+    library.warning("Run time of job was missed")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == [
+        "Run time of job was missed"
+    ]

@@ -1,10 +1,12 @@
-"""The daemon's connections: alerts never wait behind feed fetches for a connection."""
+"""The daemon run in process: alerts never wait behind feed fetches for a connection, and a
+shutdown that cancels a hung poll ends it quietly."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
@@ -60,3 +62,27 @@ async def test_an_alert_is_sent_while_every_fetch_connection_is_busy(
     assert ["Tungsten tender" in request.body.decode() for request in slack_server.requests] == [
         True
     ]
+
+
+async def test_a_poll_cancelled_by_the_shutdown_ends_quietly(
+    tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer, own_redis: EmbeddedRedis
+) -> None:
+    """Past the shutdown's grace period, polls still running are cancelled; the poll job
+    then ends without an exception, which APScheduler would log as a traceback per poll.
+    Cancelled at any other time, it stays cancelled."""
+    for name in ("slow1", "slow2"):
+        feed_server.put(f"/{name}.xml", rss([{"title": "Weather", "guid": name}]), delay=HANG)
+    settings = load_settings(config(tmp_path, feed_server, slack_server, own_redis.url), env={})
+    async with Monitor(settings) as daemon:
+        sources = {source.name: source for source in daemon.sources}
+        running = asyncio.create_task(daemon._poll_job(sources["slow1"]))
+        await asyncio.sleep(0.3)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        stopping = asyncio.create_task(daemon._poll_job(sources["slow2"]))
+        await asyncio.sleep(0.3)
+        daemon.request_stop()
+        stopping.cancel()
+        await stopping
+        assert not stopping.cancelled()
