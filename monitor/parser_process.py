@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +31,13 @@ _process_rules: RuleSet | None = None
 
 def start_parser(payload: dict[str, Any], daemon: int) -> None:
     """A parser process's initializer: exit when ``daemon`` does, and compile its own copy of
-    the daemon's rules (``payload``: ``workers.rules_payload``)."""
+    the daemon's rules (``payload``: ``workers.rules_payload``).
+
+    Ctrl-C on a terminal sends SIGINT to the whole process group: the daemon then finishes
+    its polls and closes the pool, so a parser ignores it rather than die with a traceback
+    (and drop the feed it was preparing)."""
     global _process_rules
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch_daemon(daemon)
     _process_rules = RuleSet(**payload)
 

@@ -15,12 +15,14 @@ import dataclasses
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from monitor.errors import FeedError
 from monitor.model import Source
 from monitor.parser_process import prepare_with_installed_rules, process_id, start_parser
 from monitor.prepare import PreparedFeed
@@ -108,24 +110,49 @@ class ParserPool:
         known: frozenset[str],
     ) -> PreparedFeed:
         """The ``pipeline.Preparer`` that runs in a worker.  ``rules`` is what the poll was
-        given; the worker matches with the pool's copy and says which version it used."""
-        del rules  # the workers hold their own copy; pipeline checks the version
+        given; the worker matches with the pool's copy and says which version it used (the
+        pipeline checks it), and a pool started anew after a breakage gets ``rules``.
+
+        A parser process that dies (the kernel's out-of-memory killer, a crash in a C
+        library, a stray ``kill``) breaks the whole pool: left so, every later poll would
+        fail until a restart.  The pool is replaced at once, and the polls it was preparing
+        fail this pass as feed errors, to be polled again on their next tick."""
         if self._started is None:
             self.start()
         assert self._started is not None
         await asyncio.shield(self._started)
         url = response.url or source.url
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool,
-            prepare_with_installed_rules,
-            source,
-            response.body,
-            response.headers,
-            url,
-            now,
-            known,
-        )
+        pool = self._pool
+        try:
+            return await loop.run_in_executor(
+                pool,
+                prepare_with_installed_rules,
+                source,
+                response.body,
+                response.headers,
+                url,
+                now,
+                known,
+            )
+        except BrokenProcessPool:
+            self._replace_broken(pool, rules)
+            raise FeedError(
+                source.name,
+                source.url,
+                "the parser process preparing this feed died; parser processes restarted",
+                hint="if this feed fails so on every poll, it is what kills them (out of "
+                "memory?): lower its 'max_bytes' or remove it",
+            ) from None
+
+    def _replace_broken(self, broken: ProcessPoolExecutor, rules: RuleSet) -> None:
+        """Swap a fresh pool in for ``broken``, once however many polls saw it break."""
+        if self._pool is not broken:
+            return
+        log.error("a parser process died; starting new ones", workers=self.workers)
+        self._pool = self._start(rules)
+        self._started = None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def pids(self) -> list[int]:
         """The worker processes' ids (for benchmarks and footprint reports)."""

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from support.commands import kill_daemon, process_running
 
+from monitor.errors import FeedError
 from monitor.fetch import FetchResult
 from monitor.model import Source
 from monitor.prepare import PreparedFeed, prepare_feed
@@ -65,6 +66,40 @@ async def test_a_worker_matches_as_the_event_loop_does(shipped_rules: RuleSet) -
     assert prepared.rules_version == shipped_rules.version
     assert matched_rules(prepared) == matched_rules(expected)
     assert [i.record for i in prepared.items] == [i.record for i in expected.items]
+
+
+async def test_a_parser_process_outlives_a_ctrl_c(shipped_rules: RuleSet) -> None:
+    """Ctrl-C signals the whole process group; the daemon shuts its pool down in order, so
+    a parser must not die of the SIGINT meanwhile."""
+    pool = ParserPool(1, shipped_rules)
+    try:
+        await pool.prepare(SOURCE, response(FEED), NOW, shipped_rules, frozenset())
+        (worker,) = pool.pids()
+        os.kill(worker, signal.SIGINT)
+        prepared = await pool.prepare(SOURCE, response(FEED), NOW, shipped_rules, frozenset())
+        assert pool.pids() == [worker]
+    finally:
+        pool.close()
+    assert prepared.items
+
+
+async def test_a_dead_parser_process_costs_its_feeds_one_poll_not_every_poll(
+    shipped_rules: RuleSet,
+) -> None:
+    """A parser killed (out of memory, say) breaks the process pool; the pool is replaced,
+    the feed it held fails this pass as a feed error, and the next poll is prepared."""
+    pool = ParserPool(1, shipped_rules)
+    try:
+        await pool.prepare(SOURCE, response(FEED), NOW, shipped_rules, frozenset())
+        (worker,) = pool.pids()
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(FeedError, match="parser process preparing this feed died"):
+            await pool.prepare(SOURCE, response(FEED), NOW, shipped_rules, frozenset())
+        prepared = await pool.prepare(SOURCE, response(FEED), NOW, shipped_rules, frozenset())
+        assert pool.pids() != [worker]
+    finally:
+        pool.close()
+    assert matched_rules(prepared)
 
 
 async def test_new_rules_reach_the_workers(shipped_rules: RuleSet, tmp_path: Path) -> None:
