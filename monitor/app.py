@@ -518,6 +518,7 @@ class Monitor:
             jitter=max(1, int(seconds * 0.1)),
             args=[source],
             id=f"poll:{source.name}",
+            name=f"poll {source.name}",  # what APScheduler's own log lines call it
             next_run_time=first,
             max_instances=1,
             coalesce=True,
