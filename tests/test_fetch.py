@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import aiohttp.abc
@@ -259,17 +260,23 @@ async def test_host_gap_spaces_requests_to_one_host(feed_server: FeedServer) -> 
         assert loop.time() - started >= 0.6
 
 
+async def fetch_together(url: str, count: int, **options: Any) -> list[int]:
+    """The statuses of ``count`` fetches of ``url`` started at once, each with a 0.5 s
+    deadline, by one ``Fetcher(session, **options)``."""
+    feeds = [source(url, timeout=timedelta(seconds=0.5)) for _ in range(count)]
+    async with aiohttp.ClientSession() as session:
+        fetcher = Fetcher(session, **options)
+        results = await asyncio.gather(*(fetcher.fetch(feed) for feed in feeds))
+    return [result.status for result in results]
+
+
 async def test_waiting_for_the_hosts_turn_does_not_count_against_the_deadline(
     feed_server: FeedServer,
 ) -> None:
     """Many feeds on one site (Google News searches, say) take turns a gap apart; each one's
     deadline starts with its own request, or the last ones would fail as slow every pass."""
     feed_server.put("/f.xml", FEED)
-    feeds = [source(feed_server.url("/f.xml"), timeout=timedelta(seconds=0.5)) for _ in range(5)]
-    async with aiohttp.ClientSession() as session:
-        polite = Fetcher(session, host_gap=0.2)
-        results = await asyncio.gather(*(polite.fetch(feed) for feed in feeds))
-    assert [result.status for result in results] == [200] * 5
+    assert await fetch_together(feed_server.url("/f.xml"), 5, host_gap=0.2) == [200] * 5
     starts = feed_server.times["/f.xml"]
     assert starts[-1] - starts[0] >= 0.75  # the last waited longer than its 0.5 s deadline
 
@@ -278,11 +285,7 @@ async def test_per_host_limits_requests_in_flight_and_the_wait_is_not_timed(
     feed_server: FeedServer,
 ) -> None:
     feed_server.put("/slow.xml", FEED, delay=0.3)
-    feeds = [source(feed_server.url("/slow.xml"), timeout=timedelta(seconds=0.5)) for _ in range(4)]
-    async with aiohttp.ClientSession() as session:
-        one_at_a_time = Fetcher(session, per_host=1)
-        results = await asyncio.gather(*(one_at_a_time.fetch(feed) for feed in feeds))
-    assert [result.status for result in results] == [200] * 4
+    assert await fetch_together(feed_server.url("/slow.xml"), 4, per_host=1) == [200] * 4
     starts = feed_server.times["/slow.xml"]
     assert all(later - earlier >= 0.25 for earlier, later in itertools.pairwise(starts))
 
