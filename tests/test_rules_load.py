@@ -664,6 +664,7 @@ def test_lint_sorts_problems_by_file_then_line(tmp_path: Path) -> None:
     problems = lint_rules([tmp_path])
     assert [(Path(p.location.path).name, p.location.line) for p in problems] == [
         ("a.yaml", 5),
+        ("b.yaml", 2),  # 'r' again: reported though b's rule is broken for other reasons
         ("b.yaml", 5),
         ("b.yaml", 6),
     ]
@@ -757,3 +758,22 @@ def test_ruleset_lookup_by_id_ignores_case(tmp_path: Path) -> None:
     assert found is not None
     assert found.id == "kz-tungsten"
     assert ruleset.get("other") is None
+
+
+def test_an_id_clash_is_reported_with_the_other_problems_of_a_broken_rule(
+    tmp_path: Path,
+) -> None:
+    """One lint shows everything: a rule broken by a bad severity still has its id compared,
+    so the analyst does not fix one problem only to meet the next."""
+    write(
+        tmp_path,
+        "rules.yaml",
+        "rules:\n"
+        "  - {id: kz-tungsten, title: T, severity: high, match: {any: [tungsten]}}\n"
+        "  - {id: KZ-Tungsten, title: T, severity: hgh, match: {any: [wolfram]}}\n",
+    )
+    messages = [problem.message for problem in lint_rules([tmp_path])]
+    assert messages == [
+        "rule id 'KZ-Tungsten' differs from 'kz-tungsten' only in case",
+        "unknown severity 'hgh'; use one of info, low, medium, high, critical",
+    ]

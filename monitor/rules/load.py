@@ -219,7 +219,8 @@ class _Linker:
         if complete:
             self._unused(frozenset().union(*(file.referenced for file in drafts)))
         rule_drafts = [draft for file in drafts for draft in file.rules]
-        self.rules = self._rules(rule_drafts)
+        clashing = self._clashing_ids([entry for file in drafts for entry in file.rule_ids])
+        self.rules = self._rules(draft for draft in rule_drafts if draft.location not in clashing)
         self.trends = self._trends([draft for file in drafts for draft in file.trends], rule_drafts)
         for file in drafts:
             for orphan in file.orphans:
@@ -254,15 +255,21 @@ class _Linker:
                     )
                 )
 
+    def _clashing_ids(self, ids: Iterable[tuple[str, Location]]) -> set[Location]:
+        """The places of rule ids already used (ignoring case) by an earlier rule, broken
+        rules included, each reported."""
+        seen: dict[str, tuple[str, Location]] = {}
+        clashing: set[Location] = set()
+        for rule_id, where in ids:
+            first = seen.setdefault(rule_id.casefold(), (rule_id, where))
+            if first[1] != where:
+                self.problems.append(_duplicate_id((rule_id, where), first))
+                clashing.add(where)
+        return clashing
+
     def _rules(self, drafts: Iterable[RuleDraft]) -> tuple[Rule, ...]:
-        seen: dict[str, RuleDraft] = {}
         rules: list[Rule] = []
         for draft in drafts:
-            first = seen.get(draft.id.casefold())
-            if first is not None:
-                self.problems.append(_duplicate_id(draft, first))
-                continue
-            seen[draft.id.casefold()] = draft
             rule = self._rule(draft)
             if rule is None:
                 continue
@@ -491,19 +498,20 @@ def set_names(node: Node) -> set[str]:
     return set().union(*(set_names(child) for child in children))
 
 
-def _duplicate_id(draft: RuleDraft, first: RuleDraft) -> RuleFileError:
+def _duplicate_id(rule: tuple[str, Location], first: tuple[str, Location]) -> RuleFileError:
     """Ids are compared ignoring case, since alerts and files are looked up by them and
     'KZ-Tungsten' next to 'kz-tungsten' is a mistake waiting to happen."""
-    if draft.id == first.id:
+    (rule_id, where), (first_id, first_where) = rule, first
+    if rule_id == first_id:
         return RuleFileError(
-            draft.location,
-            f"duplicate rule id '{draft.id}'",
-            hint=f"it is already defined at {first.location}; "
+            where,
+            f"duplicate rule id '{rule_id}'",
+            hint=f"it is already defined at {first_where}; "
             "ids must be unique across all rule files",
         )
     return RuleFileError(
-        draft.location,
-        f"rule id '{draft.id}' differs from '{first.id}' only in case",
-        hint=f"'{first.id}' is defined at {first.location}; ids are compared ignoring case, "
+        where,
+        f"rule id '{rule_id}' differs from '{first_id}' only in case",
+        hint=f"'{first_id}' is defined at {first_where}; ids are compared ignoring case, "
         "so rename one of them",
     )

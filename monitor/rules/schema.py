@@ -243,7 +243,9 @@ class FileDraft:
     does not also make its term sets look unused; ``orphans`` are the valid match groups of
     rules dropped for other problems, still linked so their unknown ``@sets`` are reported too.
     ``written_rules`` counts the entries under ``rules:`` (0 when a file holds only term sets;
-    None when the file has no usable top level at all).
+    None when the file has no usable top level at all).  ``rule_ids`` holds the id and place
+    of every rule entry whose id could be read, broken rules included, so that one lint
+    reports a clashing id along with the rule's other problems.
     """
 
     path: str
@@ -253,6 +255,7 @@ class FileDraft:
     orphans: tuple[GroupDraft, ...] = ()
     written_rules: int | None = None
     trends: tuple[TrendDraft, ...] = ()
+    rule_ids: tuple[tuple[str, Location], ...] = ()
 
 
 def read_rule_file(doc: YamlDocument) -> tuple[FileDraft, list[RuleFileError]]:
@@ -297,6 +300,7 @@ class _Reader:
         self.problems: list[RuleFileError] = []
         self.referenced: set[str] = set()
         self.orphans: list[GroupDraft] = []
+        self.rule_ids: list[tuple[str, Location]] = []
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -391,6 +395,7 @@ class _Reader:
             tuple(self.orphans),
             len(written) if isinstance(written, list) else None,
             trends,
+            tuple(self.rule_ids),
         )
 
     def term_sets(self, value: object, path: YamlPath) -> tuple[TermSetDraft, ...]:
@@ -549,6 +554,8 @@ class _Reader:
         if "escalate" in fields:
             escalate = self._escalate(fields["escalate"], (*path, "escalate"), draft)
             draft = replace(draft, escalate=escalate)
+        if draft.id:
+            self.rule_ids.append((draft.id, draft.location))
         if len(self.problems) == before:
             return draft
         if match is not None:
