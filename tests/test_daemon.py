@@ -37,6 +37,13 @@ def config(tmp_path: Path, feed_server: FeedServer, slack: SlackServer, redis_ur
     return path
 
 
+async def requested(feed_server: FeedServer, *paths: str) -> None:
+    """Until the feed server has been asked for every one of ``paths`` (its threads count
+    requests; there is no event to await)."""
+    while not all(feed_server.requests[path] for path in paths):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
 async def test_an_alert_is_sent_while_every_fetch_connection_is_busy(
     tmp_path: Path, feed_server: FeedServer, slack_server: SlackServer, own_redis: EmbeddedRedis
 ) -> None:
@@ -50,9 +57,7 @@ async def test_an_alert_is_sent_while_every_fetch_connection_is_busy(
         sources: dict[str, Source] = {source.name: source for source in daemon.sources}
         assert (await daemon.poll(sources["news"])).matches == 1
         slow = [asyncio.create_task(daemon.poll(sources[name])) for name in ("slow1", "slow2")]
-        asked = feed_server.requests  # counted by the server's threads: no event to await
-        while asked["/slow1.xml"] + asked["/slow2.xml"] < 2:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        await requested(feed_server, "/slow1.xml", "/slow2.xml")
         # Both fetches now hold a connection for HANG seconds.
         report = await daemon.deliver_due()
         busy = [not task.done() for task in slow]
@@ -76,12 +81,12 @@ async def test_a_poll_cancelled_by_the_shutdown_ends_quietly(
     async with Monitor(settings) as daemon:
         sources = {source.name: source for source in daemon.sources}
         running = asyncio.create_task(daemon._poll_job(sources["slow1"]))
-        await asyncio.sleep(0.3)
+        await requested(feed_server, "/slow1.xml")
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
         stopping = asyncio.create_task(daemon._poll_job(sources["slow2"]))
-        await asyncio.sleep(0.3)
+        await requested(feed_server, "/slow2.xml")
         daemon.request_stop()
         stopping.cancel()
         await stopping
