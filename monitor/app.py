@@ -13,7 +13,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,7 @@ from monitor.deliver import build as delivery
 from monitor.deliver.worker import DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
-from monitor.fetch import Fetcher, hard_deadline
+from monitor.fetch import Fetcher, hard_deadline, stepping_out
 from monitor.metrics import Metrics
 from monitor.model import PollResult, Source
 from monitor.ops import CHECK_EVERY as OPS_CHECK_EVERY
@@ -131,6 +131,41 @@ def checked_rules(rules: RuleSet, settings: Settings) -> RuleSet:
     if problems:
         raise RuleSetError(problems)
     return rules
+
+
+class PollSlot:
+    """A poll's place among the ``http.max_concurrency`` polls running at once, lent to
+    other polls while this one waits for its host's turn (``fetch.stepping_out``): hundreds
+    of Google News searches are hundreds of feeds on one host, a second apart, and holding
+    places while they wait would leave none for every other site's feeds."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def __aenter__(self) -> PollSlot:
+        await self._slots.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._give_back()
+
+    def _give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    @contextlib.asynccontextmanager
+    async def lent(self) -> AsyncIterator[None]:
+        """Give the place back for the block, and take one again after it (a cancellation
+        while waiting for it leaves none held, so none is given back twice)."""
+        self._give_back()
+        try:
+            yield
+        finally:
+            await self._slots.acquire()
+            self._held = True
 
 
 class Monitor:
@@ -332,8 +367,9 @@ class Monitor:
         limit = asyncio.Semaphore(self.settings.http.max_concurrency)
 
         async def bounded(source: Source) -> PollResult:
-            async with limit:
-                return await self.poll(source)
+            async with PollSlot(limit) as slot:
+                with stepping_out(slot.lent):
+                    return await self.poll(source)
 
         return list(await asyncio.gather(*(bounded(source) for source in self.sources)))
 
@@ -535,13 +571,15 @@ class Monitor:
         try:
             # Ticks of thousands of feeds can fall due together (every feed's first one does):
             # at most max_concurrency polls at once, or they would exhaust the Redis pool.
-            async with self._poll_slots:
+            # A poll waiting for its host's turn lends its slot meanwhile (``PollSlot``).
+            async with PollSlot(self._poll_slots) as slot:
                 if self._stopping.is_set():
                     return
                 lease = source.interval * LEASE_FACTOR
                 if not await self.store.take_lease(source.name, self.consumer, lease):
                     return  # another replica polls this feed this interval
-                await self.poll(source, due_only=True, tick=tick)
+                with stepping_out(slot.lent):
+                    await self.poll(source, due_only=True, tick=tick)
             self._redis_recovered()
             self._last_cycle = self.clock()
         except StoreError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,8 +29,10 @@ from monitor.model import Source
 
 _CHUNK = 64 * 1024
 _T = TypeVar("_T")
-#: The hard deadline of the poll this task is running (``hard_deadline``), if any.
-_HARD_DEADLINE: ContextVar[asyncio.Timeout | None] = ContextVar("hard_deadline", default=None)
+#: Something a fetch steps out of while it waits for its host's turn (``stepping_out``).
+Pause = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+#: What the running task's fetches step out of while they wait, innermost last.
+_STEP_OUT: ContextVar[tuple[Pause, ...]] = ContextVar("step_out", default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,20 +177,40 @@ class HostGate:
 
     @contextlib.asynccontextmanager
     async def turn(self, host: str) -> AsyncIterator[None]:
-        """Hold one of the host's slots for the length of the block, having waited the gap;
-        the waiting stops the clock of any ``hard_deadline`` around it."""
+        """Hold one of the host's slots for the length of the block, having waited the gap.
+        If that means waiting, the task steps out (``stepping_out``) of what it holds."""
         slot = None
         if self.per_host is not None:
             slot = self._slots.setdefault(host, asyncio.Semaphore(self.per_host))
-            with _deadline_paused():
-                await slot.acquire()
+        if self._must_wait(host, slot):
+            async with _stepped_out():
+                await self._take(host, slot)
+        else:
+            await self._take(host, slot)
         try:
-            with _deadline_paused():
-                await self._spaced(host)
             yield
         finally:
             if slot is not None:
                 slot.release()
+
+    def _must_wait(self, host: str, slot: asyncio.Semaphore | None) -> bool:
+        if slot is not None and slot.locked():
+            return True
+        if self.gap <= 0:
+            return False
+        lock = self._locks.get(host)
+        loop = asyncio.get_running_loop()
+        return (lock is not None and lock.locked()) or self._next.get(host, 0.0) > loop.time()
+
+    async def _take(self, host: str, slot: asyncio.Semaphore | None) -> None:
+        if slot is not None:
+            await slot.acquire()
+        try:
+            await self._spaced(host)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
 
     async def _spaced(self, host: str) -> None:
         if self.gap <= 0:
@@ -201,6 +224,27 @@ class HostGate:
             self._next[host] = loop.time() + self.gap
 
 
+@contextlib.contextmanager
+def stepping_out(pause: Pause) -> Iterator[None]:
+    """Within the block, whenever a fetch must wait for its host's turn, it waits inside
+    ``pause()``: for what the caller holds that such a wait should not hold up (a
+    deadline's clock, a place among the polls running at once)."""
+    token = _STEP_OUT.set((*_STEP_OUT.get(), pause))
+    try:
+        yield
+    finally:
+        _STEP_OUT.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def _stepped_out() -> AsyncIterator[None]:
+    """Step out of everything registered, innermost first, and back in, outermost first."""
+    async with contextlib.AsyncExitStack() as stack:
+        for pause in reversed(_STEP_OUT.get()):
+            await stack.enter_async_context(pause())
+        yield
+
+
 @contextlib.asynccontextmanager
 async def hard_deadline(seconds: float) -> AsyncIterator[None]:
     """``asyncio.timeout(seconds)`` around a whole poll, so that nothing in it can hang its
@@ -208,19 +252,15 @@ async def hard_deadline(seconds: float) -> AsyncIterator[None]:
     (``HostGate``), which may take long with many feeds on one site and is no fault of the
     poll's."""
     async with asyncio.timeout(seconds) as deadline:
-        token = _HARD_DEADLINE.set(deadline)
-        try:
+        with stepping_out(functools.partial(_clock_stopped, deadline)):
             yield
-        finally:
-            _HARD_DEADLINE.reset(token)
 
 
-@contextlib.contextmanager
-def _deadline_paused() -> Iterator[None]:
-    """Stop the clock of the enclosing ``hard_deadline`` for the length of the block."""
-    deadline = _HARD_DEADLINE.get()
-    when = deadline.when() if deadline is not None else None
-    if deadline is None or when is None or deadline.expired():
+@contextlib.asynccontextmanager
+async def _clock_stopped(deadline: asyncio.Timeout) -> AsyncIterator[None]:
+    """Stop ``deadline``'s clock for the length of the block."""
+    when = deadline.when()
+    if when is None or deadline.expired():
         yield
         return
     loop = asyncio.get_running_loop()

@@ -1,5 +1,6 @@
-"""The daemon run in process: alerts never wait behind feed fetches for a connection, and a
-shutdown that cancels a hung poll ends it quietly."""
+"""The daemon run in process: alerts never wait behind feed fetches for a connection, feeds
+of one busy site do not hold up every other site's, and a shutdown that cancels a hung poll
+ends it quietly."""
 
 from __future__ import annotations
 
@@ -91,3 +92,33 @@ async def test_a_poll_cancelled_by_the_shutdown_ends_quietly(
         stopping.cancel()
         await stopping
         assert not stopping.cancelled()
+
+
+async def test_feeds_waiting_for_a_busy_hosts_turn_leave_their_places_to_other_sites(
+    tmp_path: Path, feed_server: FeedServer, own_redis: EmbeddedRedis
+) -> None:
+    """Five feeds on one host, turns 0.3 s apart, and two polls at once: the four waiting
+    for their turn lend their places, so the other site's feed is fetched at once, not
+    after the busy host's queue has drained."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: t, title: T, severity: high, match: {any: [tungsten]}}\n")
+    with FeedServer() as other_site:
+        other_site.put("/other.xml", rss([{"title": "Weather", "guid": "o"}]))
+        busy = [f"/busy{number}.xml" for number in range(5)]
+        lines = []
+        for number, path in enumerate(busy):
+            feed_server.put(path, rss([{"title": "Weather", "guid": path}]))
+            lines.append(f'  - {{name: busy{number}, url: "{feed_server.url(path)}"}}')
+        lines.append(f'  - {{name: other, url: "{other_site.url("/other.xml")}"}}')
+        config = tmp_path / "monitor.yaml"
+        config.write_text(
+            f'redis: {{url: "{own_redis.url}"}}\nfeeds:\n' + "\n".join(lines) + "\n"
+            f'rules: {{paths: ["{rules}"]}}\nchannels: {{console: {{}}}}\n'
+            "ingest: {workers: 0}\nhttp: {max_concurrency: 2, host_gap: 0.3s}\n"
+        )
+        async with Monitor(load_settings(config, env={})) as daemon:
+            results = await daemon.poll_all()
+        other_at = other_site.times["/other.xml"][0]
+    assert [result.status for result in results] == ["ok"] * 6
+    busy_at = sorted(feed_server.times[path][0] for path in busy)
+    assert other_at < busy_at[1]  # before the busy host's second turn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ipaddress
 import itertools
@@ -18,7 +19,14 @@ import pytest
 from support.feed_server import FeedServer, rss
 
 from monitor.errors import FetchError
-from monitor.fetch import Address, Fetcher, FetchResult, Validators, hard_deadline
+from monitor.fetch import (
+    Address,
+    Fetcher,
+    FetchResult,
+    Validators,
+    hard_deadline,
+    stepping_out,
+)
 from monitor.model import Source
 
 FEED = rss([{"title": "Kazakhstan tungsten", "guid": "1"}])
@@ -305,6 +313,27 @@ async def test_a_polls_hard_deadline_stops_while_its_fetch_waits_for_the_host(
 
         results = await asyncio.gather(*(poll(source(feed_server.url("/f.xml"))) for _ in range(5)))
     assert [result.status for result in results] == [200] * 5
+
+
+async def test_a_fetch_steps_out_only_while_it_waits_for_its_turn(feed_server: FeedServer) -> None:
+    """What a caller registers with ``stepping_out`` is let go for the wait and taken back
+    before the request; a fetch that need not wait does neither."""
+    feed_server.put("/f.xml", FEED)
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def pause() -> AsyncIterator[None]:
+        events.append("out")
+        yield
+        events.append("in")
+
+    async with aiohttp.ClientSession() as session:
+        polite = Fetcher(session, host_gap=0.2)
+        with stepping_out(pause):
+            first = asyncio.create_task(polite.fetch(source(feed_server.url("/f.xml"))))
+            second = asyncio.create_task(polite.fetch(source(feed_server.url("/f.xml"))))
+        await asyncio.gather(first, second)
+    assert events == ["out", "in"]  # the second fetch waited 0.2 s; the first did not
 
 
 async def test_a_polls_hard_deadline_still_cuts_a_hung_request(
