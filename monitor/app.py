@@ -158,14 +158,13 @@ class PollSlot:
 
     @contextlib.asynccontextmanager
     async def lent(self) -> AsyncIterator[None]:
-        """Give the place back for the block, and take one again after it (a cancellation
-        while waiting for it leaves none held, so none is given back twice)."""
+        """Give the place back for the block, and take one again after it, unless the block
+        failed (the poll is over then).  Cancelled while waiting for a place, the poll holds
+        none, and gives none back."""
         self._give_back()
-        try:
-            yield
-        finally:
-            await self._slots.acquire()
-            self._held = True
+        yield
+        await self._slots.acquire()
+        self._held = True
 
 
 class Monitor:

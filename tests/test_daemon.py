@@ -11,7 +11,7 @@ import pytest
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
-from monitor.app import Monitor
+from monitor.app import Monitor, PollSlot
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.model import Source
 from monitor.settings import load_settings
@@ -122,3 +122,40 @@ async def test_feeds_waiting_for_a_busy_hosts_turn_leave_their_places_to_other_s
     assert [result.status for result in results] == ["ok"] * 6
     busy_at = sorted(feed_server.times[path][0] for path in busy)
     assert other_at < busy_at[1]  # before the busy host's second turn
+
+
+async def free_places(places: asyncio.Semaphore) -> int:
+    """How many places are free now (taken one by one, then given back)."""
+    taken = 0
+    while not places.locked():
+        await places.acquire()
+        taken += 1
+    for _ in range(taken):
+        places.release()
+    return taken
+
+
+async def test_a_poll_slot_is_given_back_once_whatever_happens_while_it_is_lent() -> None:
+    places = asyncio.Semaphore(1)
+    async with PollSlot(places) as slot:
+        async with slot.lent():
+            assert not places.locked()  # another poll may run meanwhile
+        assert places.locked()  # taken back before the request
+    assert not places.locked()
+
+    with pytest.raises(RuntimeError):
+        async with PollSlot(places) as slot, slot.lent():
+            raise RuntimeError("the wait failed")
+    assert await free_places(places) == 1  # given back once, not twice
+
+    async def lend_while_full() -> None:
+        async with PollSlot(places) as slot, slot.lent():
+            await places.acquire()  # someone else takes the place meanwhile
+
+    waiting = asyncio.create_task(lend_while_full())
+    await asyncio.sleep(0.05)  # now waiting to take a place back
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    places.release()  # the someone else is done
+    assert await free_places(places) == 1
