@@ -34,6 +34,7 @@ from monitor.deliver import build as delivery
 from monitor.deliver.worker import DeliveryReport, DeliveryWorker
 from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
+from monitor.feedpolicy import busy_hosts
 from monitor.fetch import Fetcher, hard_deadline, stepping_out
 from monitor.metrics import Metrics
 from monitor.model import PollResult, Source
@@ -291,7 +292,22 @@ class Monitor:
             rules_version=self.rules.version,
             channels=sorted(self._channels),
         )
+        self._warn_of_busy_hosts()
         return self
+
+    def _warn_of_busy_hosts(self) -> None:
+        gap = self.settings.http.host_gap
+        feeds = ((source.url, source.interval) for source in self.sources)
+        for busy in busy_hosts(feeds, gap):
+            log.warning(
+                "feeds on one host need more turns than http.host_gap allows; "
+                "their polls will fall behind",
+                host=busy.host,
+                feeds=busy.feeds,
+                turns_per_minute_needed=round(busy.needed_per_minute, 1),
+                turns_per_minute_allowed=round(busy.allowed_per_minute, 1),
+                hint="lengthen these feeds' interval, or lower http.host_gap if the site allows it",
+            )
 
     async def __aexit__(
         self,

@@ -9,9 +9,10 @@ tables and properties.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 BACKOFF_CAP = timedelta(hours=6)
 """A broken feed is still tried at least this often, so a fixed feed recovers the same day."""
@@ -106,3 +107,32 @@ def is_stale(last_success: datetime | None, interval: timedelta, now: datetime) 
     if last_success is None:
         return False
     return now - last_success > interval * STALE_AFTER_INTERVALS
+
+
+@dataclass(frozen=True, slots=True)
+class BusyHost:
+    """A host whose feeds ask for turns more often than ``http.host_gap`` lets it give them."""
+
+    host: str
+    feeds: int
+    needed_per_minute: float
+    allowed_per_minute: float
+
+
+def busy_hosts(feeds: Iterable[tuple[str, timedelta]], gap: timedelta) -> list[BusyHost]:
+    """Hosts whose feeds (URL, interval), each polled once an interval, would need a turn
+    more often than once a ``gap``: their polls can only fall further and further behind,
+    so the operator is told at start rather than left to wonder why they are late."""
+    if gap <= timedelta(0):
+        return []
+    demand: dict[str, list[float]] = {}
+    for url, interval in feeds:
+        host = urlsplit(url).netloc
+        if host:
+            demand.setdefault(host, []).append(60 / interval.total_seconds())
+    allowed = 60 / gap.total_seconds()
+    return [
+        BusyHost(host, len(rates), sum(rates), allowed)
+        for host, rates in sorted(demand.items())
+        if sum(rates) > allowed * (1 + 1e-9)  # not for a sum's rounding error
+    ]

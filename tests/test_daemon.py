@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
@@ -159,3 +160,29 @@ async def test_a_poll_slot_is_given_back_once_whatever_happens_while_it_is_lent(
         await waiting
     places.release()  # the someone else is done
     assert await free_places(places) == 1
+
+
+async def test_the_daemon_warns_at_start_of_a_host_its_feeds_would_overrun(
+    tmp_path: Path, feed_server: FeedServer, own_redis: EmbeddedRedis
+) -> None:
+    """Three feeds every 10 s on one host need 18 turns a minute; a 5 s gap gives 12."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: t, title: T, severity: high, match: {any: [tungsten]}}\n")
+    feeds = "\n".join(
+        f'  - {{name: f{number}, url: "{feed_server.url(f"/f{number}.xml")}", interval: 10s}}'
+        for number in range(3)
+    )
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f'redis: {{url: "{own_redis.url}"}}\nfeeds:\n{feeds}\n'
+        f'rules: {{paths: ["{rules}"]}}\nchannels: {{console: {{}}}}\n'
+        "ingest: {workers: 0}\nhttp: {host_gap: 5s}\n"
+    )
+    with structlog.testing.capture_logs() as logged:
+        async with Monitor(load_settings(config, env={})):
+            pass
+    (warning,) = [entry for entry in logged if "host_gap" in entry["event"]]
+    assert warning["log_level"] == "warning"
+    assert warning["host"] == f"127.0.0.1:{feed_server.port}"
+    assert (warning["feeds"], warning["turns_per_minute_needed"]) == (3, 18.0)
+    assert warning["turns_per_minute_allowed"] == 12.0

@@ -12,6 +12,7 @@ from monitor.feedpolicy import (
     BACKOFF_CAP,
     CACHE_HINT_CAP,
     PollOutcome,
+    busy_hosts,
     cache_lifetime,
     failure_backoff,
     health_alert,
@@ -107,3 +108,44 @@ def test_health_alert_once_per_incident_and_once_on_recovery(
     ok: bool, since: datetime, alerted: bool, after: timedelta | None, expected: str | None
 ) -> None:
     assert health_alert(ok, since, alerted, after, NOW) == expected
+
+
+def feeds_on(host: str, count: int, every: timedelta) -> list[tuple[str, timedelta]]:
+    return [(f"https://{host}/feed{number}.xml", every) for number in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("feeds", "gap", "busy"),
+    [
+        # three feeds every 10 s need 18 turns a minute; a 5 s gap gives 12
+        (feeds_on("a.example", 3, timedelta(seconds=10)), timedelta(seconds=5), [("a.example", 3)]),
+        # 600 feeds every 10 min on a 1 s gap: exactly as many turns as the host gives
+        (feeds_on("news.google.com", 600, timedelta(minutes=10)), timedelta(seconds=1), []),
+        (
+            feeds_on("news.google.com", 601, timedelta(minutes=10)),
+            timedelta(seconds=1),
+            [("news.google.com", 601)],
+        ),
+        # hosts are told apart by port, as the gate tells them apart
+        (
+            [
+                *feeds_on("x.example:1", 2, timedelta(seconds=10)),
+                *feeds_on("x.example:2", 2, timedelta(seconds=10)),
+            ],
+            timedelta(seconds=5),
+            [],
+        ),
+        # no gap, or no host (a file: feed), no turns to run short of
+        (feeds_on("a.example", 50, timedelta(seconds=10)), timedelta(0), []),
+        ([("file:feeds/local.xml", timedelta(seconds=10))] * 50, timedelta(seconds=5), []),
+    ],
+)
+def test_hosts_whose_feeds_need_more_turns_than_the_gap_gives(
+    feeds: list[tuple[str, timedelta]], gap: timedelta, busy: list[tuple[str, int]]
+) -> None:
+    assert [(found.host, found.feeds) for found in busy_hosts(feeds, gap)] == busy
+
+
+def test_a_busy_host_reports_turns_needed_and_allowed_per_minute() -> None:
+    (found,) = busy_hosts(feeds_on("a.example", 3, timedelta(seconds=10)), timedelta(seconds=5))
+    assert (found.needed_per_minute, found.allowed_per_minute) == (18.0, 12.0)
