@@ -244,6 +244,8 @@ class Monitor:
         )
         await self._queue.ensure_group()
         limit = self.settings.http.max_concurrency
+        # The fetches' own pool.  ``HostGate`` keeps to ``http.per_host`` before a request
+        # starts (so that the wait is not timed); the connector's equal limit is a backstop.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=self.settings.http.per_host),
             auto_decompress=True,

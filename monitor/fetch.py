@@ -182,10 +182,8 @@ class HostGate:
         slot = None
         if self.per_host is not None:
             slot = self._slots.setdefault(host, asyncio.Semaphore(self.per_host))
-        if self._must_wait(host, slot):
-            async with _stepped_out():
-                await self._take(host, slot)
-        else:
+        waiting = _stepped_out() if self._must_wait(host, slot) else contextlib.nullcontext()
+        async with waiting:
             await self._take(host, slot)
         try:
             yield
