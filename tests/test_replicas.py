@@ -112,7 +112,9 @@ def test_200_feeds_on_three_replicas_once_per_interval_and_taken_over_after_sigk
     daemons = start_replicas(tmp_path, feed_server, slack_server, own_redis.url)
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     try:
-        wait_for_alerts(slack_server, FEEDS, within=30)  # every feed's first item
+        # Every feed's first item.  A budget, not a speed claim: three daemons starting and
+        # parsing 200 feeds on 2 cores took 23.6-24.8 s on a slow day, and once over 30 s.
+        wait_for_alerts(slack_server, FEEDS, within=60)
         victim = daemons[0]
         holders = {n: str(client.get(f"monitor:lease:f{n}") or "") for n in range(FEEDS)}
         orphaned = [n for n, who in holders.items() if who.endswith(f"-{victim.pid}")]
