@@ -36,13 +36,13 @@ from support.channel_fixtures import make_match  # noqa: E402
 from support.feed_server import FeedServer, rss  # noqa: E402
 from support.servers import SlackServer  # noqa: E402
 
-from monitor.app import Monitor  # noqa: E402
-from monitor.deliver import SlackChannel  # noqa: E402
+from monitor.app.daemon import Monitor  # noqa: E402
+from monitor.app.embedded_redis import EmbeddedRedis  # noqa: E402
+from monitor.app.logs import configure_logging  # noqa: E402
+from monitor.deliver.channels import SlackChannel  # noqa: E402
 from monitor.deliver.policy import Route  # noqa: E402
+from monitor.deliver.queue import AlertQueue  # noqa: E402
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker  # noqa: E402
-from monitor.embedded_redis import EmbeddedRedis  # noqa: E402
-from monitor.logs import configure_logging  # noqa: E402
-from monitor.queue import AlertQueue  # noqa: E402
 from monitor.redisio import Keys  # noqa: E402
 from monitor.settings import load_settings  # noqa: E402
 

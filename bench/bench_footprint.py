@@ -45,7 +45,7 @@ import redis  # noqa: E402
 from aiohttp import web  # noqa: E402
 from bench_ingest import WORDS, paragraph  # noqa: E402
 
-from monitor.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from monitor.app.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from monitor.settings import parse_duration  # noqa: E402
 
 LANGS = ("en", "zh", "ru")

@@ -37,17 +37,17 @@ from typing import TYPE_CHECKING
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from monitor.ingest.prepare import prepare_feed  # noqa: E402
 from monitor.model import Source  # noqa: E402
-from monitor.prepare import prepare_feed  # noqa: E402
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from monitor.app import Monitor
+    from monitor.app.daemon import Monitor
 
 # The daemon's own modules (scheduler, delivery, templates, metrics) and the feed server's are
 # imported inside the functions that use them: the parser processes import this file as their
-# main module, and should hold only what a real daemon's parsers hold (see monitor.console).
+# main module, and should hold only what a real daemon's parsers hold (see monitor.cli).
 
 WORDS = {
     "en": [
@@ -484,8 +484,8 @@ def config_text(port: int, feeds: int, workers: int, data: Path) -> str:
 
 
 async def run_passes(config: Path, port: int, feeds: int, rounds: int, server: int) -> None:
-    from monitor.app import Monitor
-    from monitor.logs import configure_logging
+    from monitor.app.daemon import Monitor
+    from monitor.app.logs import configure_logging
     from monitor.settings import load_settings
 
     settings = load_settings(config)
@@ -570,7 +570,7 @@ def parse_rate(feeds: int, items: int) -> None:
 
 
 def main() -> None:
-    from monitor.embedded_redis import free_port
+    from monitor.app.embedded_redis import free_port
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", type=int, default=1000)

@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO / "bench"))
 import redis.asyncio as aioredis  # noqa: E402
 from bench_stories import START, WINDOW, synthetic  # noqa: E402
 
-from monitor.embedded_redis import EmbeddedRedis  # noqa: E402
+from monitor.app.embedded_redis import EmbeddedRedis  # noqa: E402
 from monitor.redisio import Keys  # noqa: E402
-from monitor.stories.model import Gate  # noqa: E402
 from monitor.stories.store import StoryStore  # noqa: E402
+from monitor.stories.story import Gate  # noqa: E402
 
 
 async def run(items: int, measure: int) -> None:

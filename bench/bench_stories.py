@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import redis.asyncio as aioredis  # noqa: E402
 
-from monitor.embedded_redis import EmbeddedRedis  # noqa: E402
+from monitor.app.embedded_redis import EmbeddedRedis  # noqa: E402
 from monitor.model import Item  # noqa: E402
 from monitor.redisio import Keys  # noqa: E402
 from monitor.stories.cluster import Extractor  # noqa: E402

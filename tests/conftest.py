@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from support.feed_server import FeedServer
 
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
 
 pytest_plugins = ["support.channel_fixtures"]
 

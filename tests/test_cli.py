@@ -134,7 +134,7 @@ def test_dry_run_reports_unreadable_input_and_carries_on(
 
 
 def test_health_probe_fails_when_nothing_listens(capsys: pytest.CaptureFixture[str]) -> None:
-    from monitor.embedded_redis import free_port
+    from monitor.app.embedded_redis import free_port
 
     url = f"http://127.0.0.1:{free_port()}/healthz"
     assert main(["health", "--url", url, "--timeout", "1"]) == 1

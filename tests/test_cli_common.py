@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.app.embedded_redis import EmbeddedRedis, running_url
 from monitor.cli.common import load_settings_or_exit, redis_for_command
-from monitor.embedded_redis import EmbeddedRedis, running_url
 from monitor.settings import Settings
 
 

@@ -12,8 +12,8 @@ import structlog.testing
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
-from monitor.app import Monitor, PollSlot
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.daemon import Monitor, PollSlot
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.model import Source
 from monitor.settings import load_settings
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from monitor.deliver import Channel, ConsoleChannel
+from monitor.deliver.channels import Channel, ConsoleChannel
 from monitor.errors import PermanentDeliveryError
 from monitor.model import Item, Match, Severity, TermHit
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support.servers import LOOPBACK, SmtpServer, unused_port
 
-from monitor.deliver import Channel, EmailChannel, RecipientsRefused
+from monitor.deliver.channels import Channel, EmailChannel, RecipientsRefused
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Item, Match, Severity, TermHit
 

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from support.servers import HttpReply, SlackServer, unused_port
 
-from monitor.deliver import Channel, SlackChannel
-from monitor.deliver.slack import parse_retry_after, redact_webhook
+from monitor.deliver.channels import Channel, SlackChannel
+from monitor.deliver.channels.slack import parse_retry_after, redact_webhook
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Item, Match, Severity, TermHit
 

@@ -25,8 +25,8 @@ from support.feed_server import FeedServer, rss
 from support.samples import KZ_TUNGSTEN_RULES
 from support.servers import HttpReply, SlackServer, SmtpServer
 
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
-from monitor.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

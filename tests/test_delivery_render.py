@@ -11,8 +11,7 @@ from support.channel_fixtures import make_match
 from support.servers import slack_problems
 
 from monitor.deliver.policy import group_by_topic
-from monitor.model import Severity
-from monitor.render import (
+from monitor.deliver.render import (
     Digest,
     digest_email,
     email_message,
@@ -23,7 +22,8 @@ from monitor.render import (
     webhook_alert_body,
     webhook_digest_body,
 )
-from monitor.templates import TemplateError, Templates
+from monitor.deliver.templates import TemplateError, Templates
+from monitor.model import Severity
 
 NOW = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 EVIL = "<!channel> <https://evil.example|click> & <@U123>"

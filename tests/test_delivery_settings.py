@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from monitor.app import build_channels
-from monitor.deliver import SlackChannel, WebhookChannel
+from monitor.app.daemon import build_channels
 from monitor.deliver.build import delivery_policy
+from monitor.deliver.channels import SlackChannel, WebhookChannel
 from monitor.deliver.policy import DigestSchedule, Route
 from monitor.errors import ConfigError, MonitorError
 from monitor.model import Severity

@@ -23,15 +23,21 @@ import redis.asyncio as aioredis
 from support.channel_fixtures import enqueue, make_match
 from support.servers import HttpReply, SlackServer, SmtpServer
 
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
-from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel, WebhookChannel
+from monitor.deliver.channels import (
+    Channel,
+    ConsoleChannel,
+    EmailChannel,
+    SlackChannel,
+    WebhookChannel,
+)
 from monitor.deliver.policy import DigestSchedule, RetryPolicy, Route
+from monitor.deliver.queue import AlertQueue
 from monitor.deliver.silences import SilenceStore
 from monitor.deliver.worker import DeliveryPolicy, DeliveryReport, DeliveryWorker
-from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import StoreError
 from monitor.model import Severity
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 
 PREFIX = "t"

@@ -13,7 +13,7 @@ import redis
 from structlog.testing import capture_logs
 from support.commands import process_running
 
-from monitor.embedded_redis import INSTALL_HINT, EmbeddedRedis
+from monitor.app.embedded_redis import INSTALL_HINT, EmbeddedRedis
 from monitor.errors import EmbeddedRedisError
 
 
@@ -68,7 +68,7 @@ KILLED_MONITOR = """
 import sys, time
 from pathlib import Path
 import redis
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
 
 server = EmbeddedRedis(Path(sys.argv[1]), binary=sys.argv[2])
 server.start()

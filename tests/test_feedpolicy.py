@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.feedpolicy import (
+from monitor.ingest.schedule import (
     BACKOFF_CAP,
     CACHE_HINT_CAP,
     PollOutcome,

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
 from monitor.cli.feeds import feed_row, render_table
-from monitor.embedded_redis import EmbeddedRedis
-from monitor.fetch import Validators
+from monitor.ingest.fetch import Validators
+from monitor.ingest.state import FeedState, FeedSuccess, Store
 from monitor.model import Source
 from monitor.redisio import Keys
-from monitor.store import FeedState, FeedSuccess, Store
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SOURCE = Source(name="wire", url="https://w.example/f.xml", interval=timedelta(minutes=10))

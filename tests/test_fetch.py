@@ -19,7 +19,7 @@ import pytest
 from support.feed_server import FeedServer, rss
 
 from monitor.errors import FetchError
-from monitor.fetch import (
+from monitor.ingest.fetch import (
     Address,
     Fetcher,
     FetchResult,
@@ -109,7 +109,7 @@ async def test_redirect_loop_is_stopped(feed_server: FeedServer, fetcher: Fetche
 
 
 async def test_refused_connection_is_a_fetch_error(fetcher: Fetcher) -> None:
-    from monitor.embedded_redis import free_port
+    from monitor.app.embedded_redis import free_port
 
     with pytest.raises(FetchError, match="cannot connect"):
         await fetcher.fetch(source(f"http://127.0.0.1:{free_port()}/f.xml"))

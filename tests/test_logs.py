@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from monitor.logs import REDACTED, SecretMasker, configure_logging
+from monitor.app.logs import REDACTED, SecretMasker, configure_logging
 
 WEBHOOK = "https://hooks.slack.com/services/T000/B000/s3cr3tT0ken"
 

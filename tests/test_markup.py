@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitor.markup import SIMPLE_TAGS, html_to_text, simple_html_to_text, soup_to_text
+from monitor.ingest.markup import SIMPLE_TAGS, html_to_text, simple_html_to_text, soup_to_text
 
 TAG_NAMES = [*sorted(SIMPLE_TAGS), "P", "Br", "script", "style", "title", "blink", "svg"]
 

@@ -11,11 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.dedup import content_fingerprint, item_identity, seen_keys
-from monitor.markup import html_to_text
-from monitor.model import Source
-from monitor.normalize import _CONTROL as CONTROL
-from monitor.normalize import (
+from monitor.ingest.dedup import content_fingerprint, item_identity, seen_keys
+from monitor.ingest.markup import html_to_text
+from monitor.ingest.normalize import _CONTROL as CONTROL
+from monitor.ingest.normalize import (
     canonical_url,
     clamp_published,
     clean_text,
@@ -23,7 +22,8 @@ from monitor.normalize import (
     normalize_entry,
     script_counts,
 )
-from monitor.parse import RawEntry
+from monitor.ingest.parse import RawEntry
+from monitor.model import Source
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SOURCE = Source(name="wire", url="https://wire.example/feed.xml", tags=("kz",))

@@ -20,14 +20,14 @@ from support.channel_fixtures import enqueue, make_match
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
+from monitor.app.embedded_redis import EmbeddedRedis, free_port
+from monitor.app.metrics import Metrics
 from monitor.cli import main
-from monitor.deliver import ConsoleChannel, SlackChannel
+from monitor.deliver.channels import ConsoleChannel, SlackChannel
 from monitor.deliver.policy import RetryPolicy, Route
+from monitor.deliver.queue import AlertQueue
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
-from monitor.embedded_redis import EmbeddedRedis, free_port
-from monitor.metrics import Metrics
 from monitor.model import PollResult
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 
 REPO = Path(__file__).resolve().parents[1]

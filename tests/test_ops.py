@@ -10,9 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.channel_fixtures import make_match
 
-from monitor.deliver.policy import Route
-from monitor.model import Severity
-from monitor.ops import (
+from monitor.deliver.ops_alerts import (
     dead_letter_change,
     dead_letter_match,
     direct_plan,
@@ -22,6 +20,8 @@ from monitor.ops import (
     scrub,
     span_text,
 )
+from monitor.deliver.policy import Route
+from monitor.model import Severity
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)

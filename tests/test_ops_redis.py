@@ -25,13 +25,13 @@ from redis.backoff import ExponentialBackoff
 from support.channel_fixtures import enqueue, make_match
 from support.servers import SlackServer
 
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
-from monitor.deliver import ConsoleChannel, SlackChannel
+from monitor.deliver.channels import ConsoleChannel, SlackChannel
+from monitor.deliver.ops_alerts import OpsWatch
 from monitor.deliver.policy import RetryPolicy, Route
+from monitor.deliver.queue import AlertQueue
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
-from monitor.embedded_redis import EmbeddedRedis
-from monitor.ops import OpsWatch
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.settings import OpsSettings
 

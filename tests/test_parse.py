@@ -14,9 +14,9 @@ import feedparser
 import feedparser.mixin
 import pytest
 
+from monitor.ingest.normalize import normalize_entry
+from monitor.ingest.parse import FEEDPARSER_OPTIONS, NotAFeedError, install_fast_copy, parse_feed
 from monitor.model import Source
-from monitor.normalize import normalize_entry
-from monitor.parse import FEEDPARSER_OPTIONS, NotAFeedError, install_fast_copy, parse_feed
 
 REALFEEDS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "realfeeds"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -14,15 +14,15 @@ import redis.asyncio as aioredis
 from support.feed_server import FeedServer, rss
 from support.samples import KZ_TUNGSTEN_RULES
 
+from monitor.deliver.queue import AlertQueue
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.errors import PermanentDeliveryError, TransientDeliveryError
-from monitor.fetch import Fetcher
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.poll import PollContext, poll_once
+from monitor.ingest.state import Store
 from monitor.model import Match, PageSelectors, Source
-from monitor.pipeline import PollContext, poll_once
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, load_rules
-from monitor.store import Store
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 RULES = KZ_TUNGSTEN_RULES

@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 from support.channel_fixtures import enqueue, make_match
 
+from monitor.deliver.queue import AlertQueue
 from monitor.model import Severity
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 
 LEASE = timedelta(seconds=30)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support.feed_server import FeedServer, rss
 
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor import render
+from monitor.deliver import render
 from monitor.model import Item, Match, Severity, TermHit
 
 PUBLISHED = datetime(2024, 5, 1, 12, 34, tzinfo=UTC)

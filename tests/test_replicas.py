@@ -19,14 +19,14 @@ from support.commands import kill_daemon
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 FEEDS = 200
 REPLICAS = 3
 INTERVAL = 10.0
-LEASE = INTERVAL * 1.25  # monitor.app.LEASE_FACTOR
+LEASE = INTERVAL * 1.25  # monitor.app.daemon.LEASE_FACTOR
 JITTER = 1.0  # ±10 % of the interval, at least 1 s
 RUN = 4.5 * INTERVAL
 TAG = re.compile(r"f\d{3}p\d")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.ingest.state import Store
 from monitor.model import Item
 from monitor.redisio import Keys
-from monitor.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE_FEEDS = REPO / "examples" / "offline" / "feeds"

@@ -21,7 +21,7 @@ from support.commands import run_monitor
 from support.feed_server import FeedServer, rss
 from support.servers import HttpReply, SlackServer, SmtpServer
 
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 PASSWORD = "Smtp-Pa55word-4f9c1e"

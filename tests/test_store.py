@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
+from monitor.deliver.queue import AlertQueue
 from monitor.errors import StoreError
-from monitor.fetch import Validators
+from monitor.ingest.fetch import Validators
+from monitor.ingest.state import FeedSuccess, Store
 from monitor.model import Item, Match, Severity
-from monitor.queue import AlertQueue
 from monitor.redisio import DELIVERY_GROUP, Keys
-from monitor.store import FeedSuccess, Store
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TTL = timedelta(days=30)

@@ -21,16 +21,16 @@ from support.commands import run_monitor
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
-from monitor.embedded_redis import EmbeddedRedis
-from monitor.fetch import Fetcher
+from monitor.app.embedded_redis import EmbeddedRedis
+from monitor.deliver.queue import AlertQueue
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.poll import PollContext, poll_once
+from monitor.ingest.state import Store
 from monitor.model import Item, Source
-from monitor.pipeline import PollContext, poll_once
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, load_rules
-from monitor.store import Store
-from monitor.stories.model import FollowUpPolicy
 from monitor.stories.store import StoryStore
+from monitor.stories.story import FollowUpPolicy
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 FRESH = format_datetime(datetime.now(UTC), usegmt=True)  # inside the backfill window

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
 from monitor.cli.stories import render_list, render_story
-from monitor.embedded_redis import EmbeddedRedis
 from monitor.model import Item
 from monitor.redisio import Keys
-from monitor.stories.model import SourceMeta, Story, StoryItem
 from monitor.stories.store import StoryStore
+from monitor.stories.story import SourceMeta, Story, StoryItem
 
 WIRE = (
     "Kazakhstan's Ministry of Industry and Construction will auction subsoil use rights to the "

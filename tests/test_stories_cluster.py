@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.ingest.normalize import canonical_url
 from monitor.model import Item
-from monitor.normalize import canonical_url
 from monitor.rules.text import fold
 from monitor.stories.cluster import (
     SHORT_TEXT,
@@ -29,7 +29,7 @@ from monitor.stories.cluster import (
     story_id_for,
 )
 from monitor.stories.lexicon import Lexicon
-from monitor.stories.model import (
+from monitor.stories.story import (
     FollowUpPolicy,
     Story,
     StoryItem,

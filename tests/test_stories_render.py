@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from monitor.model import Item, Match, Severity, SourceNote
-from monitor.render import (
+from monitor.deliver.render import (
     console_text,
     email_message,
     slack_payload,
     webhook_alert_body,
 )
+from monitor.model import Item, Match, Severity, SourceNote
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 EVIL = "<!channel> <https://evil.example|click> & <b>bold</b>"

@@ -26,16 +26,17 @@ from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 from test_stories_alerts import ARRIVALS
 
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli.stories import render_story
-from monitor.embedded_redis import EmbeddedRedis
-from monitor.fetch import Fetcher
+from monitor.deliver.queue import AlertQueue
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.poll import PollContext, poll_once
+from monitor.ingest.state import Store
 from monitor.model import Source
-from monitor.pipeline import PollContext, poll_once
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, load_rules, stories_problems
-from monitor.store import Store
-from monitor.stories.model import (
+from monitor.stories.store import StoryStore
+from monitor.stories.story import (
     FollowUpPolicy,
     SourceMeta,
     StoryItem,
@@ -43,7 +44,6 @@ from monitor.stories.model import (
     provenance,
     satisfied,
 )
-from monitor.stories.store import StoryStore
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
 TERMS = """\

@@ -11,14 +11,15 @@ import pytest
 import redis.asyncio as aioredis
 from test_stories_quality import load_labelled
 
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError
 from monitor.model import Item
 from monitor.redisio import Keys
 from monitor.settings import load_settings
 from monitor.stories import source_metas
 from monitor.stories.cluster import Extractor, MemoryStories
-from monitor.stories.model import (
+from monitor.stories.store import StoryStore
+from monitor.stories.story import (
     FollowUpPolicy,
     Gate,
     SourceMeta,
@@ -26,7 +27,6 @@ from monitor.stories.model import (
     follow_up_reason,
     gate_for,
 )
-from monitor.stories.store import StoryStore
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 KEYS = Keys("t")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from monitor.embedded_redis import EmbeddedRedis
+from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.redisio import Keys
 from monitor.stories.trends import VolumeCounts, VolumeRule, expected, volume_fires
 from monitor.stories.volume import VolumeStore

@@ -20,15 +20,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.feed_server import FeedServer, rss
 
+from monitor.deliver.queue import AlertQueue
 from monitor.errors import RuleSetError
-from monitor.fetch import Fetcher
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.poll import PollContext, poll_once
+from monitor.ingest.state import Store
 from monitor.model import Item, Severity, Source
-from monitor.pipeline import PollContext, poll_once
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, lint_rules, load_rules
 from monitor.rules.expr import Counted, Frequency, Spike, Trend
-from monitor.store import Store
 from monitor.stories.trends import (
     VolumeCounts,
     replay_trends,

@@ -30,15 +30,15 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
-from monitor.dedup import ItemRecord
-from monitor.embedded_redis import EmbeddedRedis
-from monitor.fetch import Fetcher
+from monitor.app.embedded_redis import EmbeddedRedis
+from monitor.ingest.dedup import ItemRecord
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.poll import PollContext, _count_trends
+from monitor.ingest.state import Store
 from monitor.model import Item, Severity
-from monitor.pipeline import PollContext, _count_trends
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, load_rules
 from monitor.rules.expr import Counted, FirstMention, Frequency, Spike, Trend
-from monitor.store import Store
 from monitor.stories.trends import Matched, replay_trends, volume_rule
 from monitor.stories.volume import VolumeStore
 

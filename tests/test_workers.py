@@ -18,11 +18,11 @@ import pytest
 from support.commands import kill_daemon, process_running
 
 from monitor.errors import FeedError
-from monitor.fetch import FetchResult
+from monitor.ingest.fetch import FetchResult
+from monitor.ingest.pool.parsers import ParserPool, rules_payload
+from monitor.ingest.prepare import PreparedFeed, prepare_feed
 from monitor.model import Source
-from monitor.prepare import PreparedFeed, prepare_feed
 from monitor.rules import RuleSet, load_rules
-from monitor.workers import ParserPool, rules_payload
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -141,7 +141,7 @@ def test_rules_keep_their_meaning_in_a_process_with_another_hash_seed(
         "from datetime import datetime, UTC\n"
         "from monitor.rules import RuleSet\n"
         "from monitor.model import Source\n"
-        "from monitor.prepare import prepare_feed\n"
+        "from monitor.ingest.prepare import prepare_feed\n"
         "rules = RuleSet(**pickle.loads(open(sys.argv[1], 'rb').read()))\n"
         "feed = sys.stdin.buffer.read()\n"
         "source = Source(name='wire', url='https://wire.example/feed.xml')\n"
@@ -197,7 +197,7 @@ def test_parser_processes_of_the_installed_command_load_only_parsing(
     tmp_path: Path, own_redis: Any
 ) -> None:
     """The container runs the console script, whose parser processes import it again as
-    their main module (see ``monitor.console``): they must not load the daemon with it."""
+    their main module (see ``monitor.cli``): they must not load the daemon with it."""
     config = tmp_path / "monitor.yaml"
     config.write_text(
         f"redis: {{url: '{own_redis.url}'}}\n"
@@ -239,7 +239,7 @@ DAEMON_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
 from monitor.rules import load_rules
-from monitor.workers import ParserPool
+from monitor.ingest.pool.parsers import ParserPool
 
 async def main() -> None:
     pool = ParserPool(2, load_rules([Path(sys.argv[1])]))

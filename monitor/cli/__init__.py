@@ -2,6 +2,13 @@
 
 Exit codes: 0 success; 1 a check failed (lint errors, unhealthy); 2 the command cannot run
 as asked (bad config, unreadable input, Redis cannot start).
+
+This module is also the console script's entry point, so it imports the command modules only
+when ``main`` runs.  A parser process started through multiprocessing's fork server first
+imports its parent's main script again, as ``__mp_main__``, and a console script imports its
+entry point's module at its top: were the commands imported here, every parser process would
+load the daemon's HTTP client, Redis, settings and delivery modules, some 30 MB each that
+parsing never uses.
 """
 
 from __future__ import annotations
@@ -10,10 +17,11 @@ import argparse
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import alerts, feeds, health, rules, run, silence, status, stories
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from monitor.cli import alerts, feeds, health, rules, run, silence, status, stories
+
     parser = argparse.ArgumentParser(
         prog="monitor",
         description="Watch news feeds for the events analysts care about and alert them.",

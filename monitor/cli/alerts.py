@@ -18,10 +18,10 @@ from monitor.cli.common import (
     load_settings_or_exit,
     redis_for_command,
 )
+from monitor.deliver.queue import AlertQueue, DeadLetter, entry_ms
+from monitor.deliver.render import clean_line, clip
 from monitor.errors import StoreError
-from monitor.queue import AlertQueue, DeadLetter, entry_ms
 from monitor.redisio import Keys
-from monitor.render import clean_line, clip
 
 
 def register(commands: Subcommands) -> None:

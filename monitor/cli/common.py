@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 import redis.asyncio as aioredis
 
-from monitor.embedded_redis import EmbeddedRedis, running_url
+from monitor.app.embedded_redis import EmbeddedRedis, running_url
 from monitor.errors import ConfigError
 from monitor.settings import Settings, find_config_path, load_settings
 

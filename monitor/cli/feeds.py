@@ -17,10 +17,10 @@ from monitor.cli.common import (
     redis_for_command,
 )
 from monitor.errors import StoreError
-from monitor.feedpolicy import is_stale
+from monitor.ingest.schedule import is_stale
+from monitor.ingest.state import FeedState, Store
 from monitor.model import Source
 from monitor.redisio import Keys
-from monitor.store import FeedState, Store
 
 
 def register(commands: Subcommands) -> None:

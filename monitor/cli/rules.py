@@ -23,10 +23,11 @@ from monitor.cli.common import (
     redis_for_command,
 )
 from monitor.errors import FeedError, MonitorError, RuleSetError
-from monitor.fetch import Fetcher
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.normalize import normalize_entry
+from monitor.ingest.parse import NotAFeedError, parse_feed
+from monitor.ingest.state import Store
 from monitor.model import Item, Match, Source
-from monitor.normalize import normalize_entry
-from monitor.parse import NotAFeedError, parse_feed
 from monitor.redisio import Keys
 from monitor.rules import (
     RuleSet,
@@ -37,7 +38,6 @@ from monitor.rules import (
     stories_problems,
 )
 from monitor.settings import Settings, parse_duration
-from monitor.store import Store
 from monitor.stories.trends import replay_trends
 
 

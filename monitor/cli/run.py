@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import sys
 
+from monitor.app.logs import configure_logging
 from monitor.cli.common import EXIT_OK, EXIT_USAGE, Subcommands
 from monitor.errors import ConfigError, MonitorError, RuleSetError
-from monitor.logs import configure_logging
 from monitor.settings import find_config_path, load_settings
 
 
@@ -24,7 +24,7 @@ def register(commands: Subcommands) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.app import Monitor  # the daemon's dependencies load only for this command
+    from monitor.app.daemon import Monitor  # the daemon's dependencies load only for this command
 
     path = find_config_path(args.config)
     try:

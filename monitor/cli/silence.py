@@ -17,10 +17,10 @@ from monitor.cli.common import (
     redis_for_command,
 )
 from monitor.deliver.policy import Silence
+from monitor.deliver.render import clean_line
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import StoreError
 from monitor.redisio import Keys
-from monitor.render import clean_line
 from monitor.settings import parse_duration
 
 DEFAULT_FOR = "24h"

@@ -17,13 +17,13 @@ from monitor.cli.common import (
     redis_for_command,
 )
 from monitor.cli.feeds import ago, feed_row, span
+from monitor.deliver.ops_alerts import DEAD_LETTERS_INCIDENT
+from monitor.deliver.queue import AlertQueue
 from monitor.errors import RuleSetError, StoreError
-from monitor.ops import DEAD_LETTERS_INCIDENT
-from monitor.queue import AlertQueue
+from monitor.ingest.state import Store
 from monitor.redisio import Keys
 from monitor.rules import load_rules
 from monitor.settings import Settings
-from monitor.store import Store
 
 
 def register(commands: Subcommands) -> None:

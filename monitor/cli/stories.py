@@ -19,12 +19,12 @@ from monitor.cli.common import (
     redis_for_command,
 )
 from monitor.cli.feeds import ago
+from monitor.deliver.render import clean_line, clip
 from monitor.errors import StoreError
 from monitor.redisio import Keys
-from monitor.render import clean_line, clip
 from monitor.settings import parse_duration
-from monitor.stories.model import RuleState, Story
 from monitor.stories.store import StoryStore
+from monitor.stories.story import RuleState, Story
 
 T = TypeVar("T")
 TITLE_WIDTH = 70

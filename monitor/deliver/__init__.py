@@ -1,62 +1,16 @@
-"""Alert channels: each delivers one Match and says, by returning or raising, if it was accepted."""
+"""Delivery: queued matches become messages on the desk's channels, exactly once.
 
-from __future__ import annotations
+The stages::
 
-from collections.abc import Sequence
-from datetime import timedelta
-from typing import Protocol, runtime_checkable
+    queue         the matches stream in Redis: claim, acknowledge, dead letters (I/O)
+    policy        routes, throttles, silences and digest windows (pure)
+    worker        one delivery pass over the queue (``DeliveryWorker.run_once``)
+    render        a match as Slack blocks, email, webhook JSON and console text (pure)
+    channels/     Slack, email, webhook and console senders
+    digest_store  digest windows kept in Redis
+    silences      silences kept in Redis
+    ops_alerts    alerts about the daemon itself (dead letters, Redis unreachable)
+    build         the delivery worker and channels from the settings
 
-from monitor.deliver.console import ConsoleChannel
-from monitor.deliver.email import EmailChannel, RecipientsRefused
-from monitor.deliver.slack import SlackChannel
-from monitor.deliver.webhook import WebhookChannel
-from monitor.model import Match
-from monitor.render import Digest
-
-__all__ = [
-    "Channel",
-    "ConsoleChannel",
-    "DigestChannel",
-    "EmailChannel",
-    "GroupChannel",
-    "RecipientsRefused",
-    "SlackChannel",
-    "WebhookChannel",
-]
-
-
-@runtime_checkable
-class Channel(Protocol):
-    """What the alert worker needs from a channel, and nothing more.
-
-    ``send`` returns only once the far end accepted the alert.  Otherwise it raises
-    ``TransientDeliveryError`` (retry later, after ``retry_after`` seconds when the far end
-    said) or ``PermanentDeliveryError`` (an operator must fix the channel).  It raises nothing
-    else for delivery problems, and no error it raises contains the channel's secrets.
-    """
-
-    name: str
-
-    async def send(self, match: Match) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-@runtime_checkable
-class GroupChannel(Protocol):
-    """A channel that can coalesce a burst of alerts into one message (Slack)."""
-
-    async def send_group(self, matches: Sequence[Match]) -> None: ...
-
-
-@runtime_checkable
-class DigestChannel(Protocol):
-    """A channel that can send a digest: many matches of a window in one message."""
-
-    async def send_digest(self, digest: Digest) -> None: ...
-
-
-def min_interval(channel: Channel) -> timedelta:
-    """The least time between two posts to this channel (its rate limit); 0 for none."""
-    value = getattr(channel, "min_interval", timedelta(0))
-    return value if isinstance(value, timedelta) else timedelta(0)
+A face: importing it loads no channel.
+"""

@@ -7,13 +7,19 @@ from datetime import datetime
 
 import aiohttp
 
-from monitor.deliver import Channel, ConsoleChannel, EmailChannel, SlackChannel, WebhookChannel
+from monitor.deliver.channels import (
+    Channel,
+    ConsoleChannel,
+    EmailChannel,
+    SlackChannel,
+    WebhookChannel,
+)
 from monitor.deliver.policy import DigestSchedule, RetryPolicy, Route
+from monitor.deliver.queue import AlertQueue
+from monitor.deliver.templates import Templates
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker, utcnow
 from monitor.model import Severity
-from monitor.queue import AlertQueue
 from monitor.settings import RouteSettings, Settings
-from monitor.templates import Templates
 
 
 def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:

@@ -17,9 +17,16 @@ from typing import Any
 
 import structlog
 
-from monitor.deliver import Channel, DigestChannel, EmailChannel, GroupChannel, min_interval
-from monitor.deliver.digest import RETRY_DIGEST, DigestStore, parse_matches
-from monitor.deliver.email import RecipientsRefused
+from monitor.deliver.channels import (
+    Channel,
+    DigestChannel,
+    EmailChannel,
+    GroupChannel,
+    min_interval,
+)
+from monitor.deliver.channels.email import RecipientsRefused
+from monitor.deliver.digest_store import RETRY_DIGEST, DigestStore, parse_matches
+from monitor.deliver.ops_alerts import ops_routed
 from monitor.deliver.policy import (
     DigestSchedule,
     RetryPolicy,
@@ -35,12 +42,11 @@ from monitor.deliver.policy import (
     story_key,
     throttled_as,
 )
+from monitor.deliver.queue import AlertQueue, QueuedMatch
+from monitor.deliver.render import GROUP_MAX, Digest
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from monitor.model import Match
-from monitor.ops import ops_routed
-from monitor.queue import AlertQueue, QueuedMatch
-from monitor.render import GROUP_MAX, Digest
 
 log = structlog.get_logger("monitor.deliver")
 MAX_PACE_WAIT = 5.0

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from monitor.stories.model import SourceMeta
+from monitor.stories.story import SourceMeta
 
 if TYPE_CHECKING:
     from monitor.settings import StoriesSettings

@@ -43,7 +43,7 @@ from monitor.stories.cluster import (
     rank_candidates,
     story_id_for,
 )
-from monitor.stories.model import Gate, RuleState, SourceMeta, Story, StoryItem, StoryUpdate
+from monitor.stories.story import Gate, RuleState, SourceMeta, Story, StoryItem, StoryUpdate
 
 BUCKET = timedelta(hours=12)
 """Index granularity: one hash per bucket, so the index expires a bucket at a time instead

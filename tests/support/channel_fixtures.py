@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from monitor.deliver import SlackChannel
+from monitor.deliver.channels import SlackChannel
 from monitor.deliver.policy import RetryPolicy, Route
+from monitor.deliver.queue import AlertQueue
 from monitor.deliver.worker import DeliveryPolicy, DeliveryReport, DeliveryWorker
 from monitor.model import Item, Match, Severity, TermHit
-from monitor.queue import AlertQueue
 from monitor.redisio import Keys
 from support.servers import OpensslMissingError, SlackServer, SmtpServer
 

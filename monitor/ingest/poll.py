@@ -17,23 +17,23 @@ from typing import Any
 
 import structlog
 
-from monitor.dedup import ItemRecord
 from monitor.errors import FeedError, FeedParseError
-from monitor.feedpolicy import (
+from monitor.ingest.dedup import ItemRecord
+from monitor.ingest.fetch import Fetcher, FetchResult, Validators
+from monitor.ingest.prepare import PreparedFeed, PreparedItem, prepare_feed, prepare_item
+from monitor.ingest.schedule import (
     PollOutcome,
     cache_lifetime,
     health_alert,
     is_due,
     next_poll_at,
 )
-from monitor.fetch import Fetcher, FetchResult, Validators
+from monitor.ingest.state import FeedState, FeedSuccess, Store
 from monitor.model import Item, Match, PollResult, Severity, Source
-from monitor.prepare import PreparedFeed, PreparedItem, prepare_feed, prepare_item
 from monitor.rules import RuleSet
 from monitor.rules.expr import FirstMention, Trend
-from monitor.store import FeedState, FeedSuccess, Store
-from monitor.stories.model import FollowUpPolicy, Gate, follow_up_reason, gate_for, provenance
 from monitor.stories.store import RuleVerdict, Settlement, StoryStore
+from monitor.stories.story import FollowUpPolicy, Gate, follow_up_reason, gate_for, provenance
 from monitor.stories.trends import (
     VolumeCounts,
     first_mention_match,
@@ -48,7 +48,7 @@ Clock = Callable[[], datetime]
 Preparer = Callable[
     [Source, FetchResult, datetime, RuleSet, frozenset[str]], Awaitable[PreparedFeed]
 ]
-log = structlog.get_logger("monitor.pipeline")
+log = structlog.get_logger("monitor.ingest.poll")
 
 
 async def prepare_in_process(

@@ -1,7 +1,7 @@
 """The composition root: builds every part once from the settings, then runs the daemon.
 
 Everything that sleeps, schedules, handles signals or owns a connection lives here; the
-stages themselves (``pipeline``) are driven one pass at a time.
+stages themselves (``poll``) are driven one pass at a time.
 """
 
 from __future__ import annotations
@@ -29,35 +29,35 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from monitor import __version__
-from monitor.deliver import Channel
+from monitor.app.embedded_redis import EmbeddedRedis
+from monitor.app.metrics import Metrics
 from monitor.deliver import build as delivery
+from monitor.deliver.channels import Channel
+from monitor.deliver.ops_alerts import CHECK_EVERY as OPS_CHECK_EVERY
+from monitor.deliver.ops_alerts import OpsWatch
+from monitor.deliver.queue import AlertQueue
 from monitor.deliver.worker import DeliveryReport, DeliveryWorker
-from monitor.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError, MonitorError, RuleSetError, StoreError
-from monitor.feedpolicy import busy_hosts
-from monitor.fetch import Fetcher, hard_deadline, stepping_out
-from monitor.metrics import Metrics
-from monitor.model import PollResult, Source
-from monitor.ops import CHECK_EVERY as OPS_CHECK_EVERY
-from monitor.ops import OpsWatch
-from monitor.pipeline import (
+from monitor.ingest.fetch import Fetcher, hard_deadline, stepping_out
+from monitor.ingest.poll import (
     PollContext,
     poll_once,
     prepare_in_process,
     summarize,
 )
-from monitor.queue import AlertQueue
+from monitor.ingest.pool.parsers import ParserPool, worker_count
+from monitor.ingest.schedule import busy_hosts
+from monitor.ingest.state import Store
+from monitor.model import PollResult, Source
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, find_rule_files, load_rules, stories_problems
 from monitor.settings import Settings, load_settings
-from monitor.store import Store
 from monitor.stories import source_metas
-from monitor.stories.model import FollowUpPolicy
 from monitor.stories.store import StoryStore
+from monitor.stories.story import FollowUpPolicy
 from monitor.stories.volume import VolumeStore
-from monitor.workers import ParserPool, worker_count
 
-log = structlog.get_logger("monitor.app")
+log = structlog.get_logger("monitor.app.daemon")
 SHUTDOWN_GRACE = 20.0
 RULES_CHECK_EVERY = 5.0
 HEARTBEAT_EVERY = 15.0
@@ -679,7 +679,7 @@ class Monitor:
             log.error("redis unavailable; retrying with backoff", error=str(exc))
 
     async def _ops_loop(self) -> None:
-        """Operational alerts: dead letters piling up, Redis unreachable (``monitor.ops``)."""
+        """Operational alerts: dead letters piling up, Redis unreachable (``ops_alerts``)."""
         while not self._stopping.is_set() and self._ops is not None:
             try:
                 await self._ops.tick()

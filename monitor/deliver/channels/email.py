@@ -20,12 +20,12 @@ from email.utils import parseaddr
 
 import structlog
 
-from monitor.deliver._secret import Secret
+from monitor.deliver.channels.secret import Secret
 from monitor.deliver.policy import story_key
+from monitor.deliver.render import Digest, clean_line, clip, digest_email, email_message
+from monitor.deliver.templates import TemplateError, Templates
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
-from monitor.render import Digest, clean_line, clip, digest_email, email_message
-from monitor.templates import TemplateError, Templates
 
 TEMPLATE_HINT = "fix the template in the config folder's templates/, then 'monitor alerts retry'"
 

@@ -24,7 +24,7 @@ import structlog
 
 from monitor.errors import EmbeddedRedisError
 
-log = structlog.get_logger("monitor.embedded_redis")
+log = structlog.get_logger("monitor.app.embedded_redis")
 
 URL_FILE = "redis.url"
 SERVER_LOCK = "redis.lock"

@@ -55,7 +55,7 @@ class Templates:
         loaders: list[jinja2.BaseLoader] = []
         if override is not None and override.is_dir():
             loaders.append(jinja2.FileSystemLoader(str(override)))
-        loaders.append(jinja2.PackageLoader("monitor", "templates"))
+        loaders.append(jinja2.PackageLoader("monitor.deliver", "templates"))
         loader = jinja2.ChoiceLoader(loaders)
         common: dict[str, Any] = {
             "loader": loader,

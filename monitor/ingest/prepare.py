@@ -1,8 +1,8 @@
 """Preparing a fetched body: parse, clean, fingerprint, match and serialise its new entries.
 
 The CPU-heavy stage of a poll, pure (bytes and settings in, strings out), so that it can run in
-a parser process on every core (``monitor.workers``, ``monitor.parser_process``).  It lives
-apart from ``pipeline`` so that those processes import only what parsing needs: not the HTTP
+a parser process on every core (``ingest.pool``).  It lives
+apart from ``poll`` so that those processes import only what parsing needs: not the HTTP
 client, Redis or the delivery side, which would cost every parser tens of megabytes it never
 uses.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitor.dedup import ItemRecord, entry_fingerprint
+from monitor.ingest.dedup import ItemRecord, entry_fingerprint
+from monitor.ingest.normalize import normalize_entry
+from monitor.ingest.parse import NotAFeedError, parse_feed
+from monitor.ingest.scrape import scrape_page
 from monitor.model import Item, Source
-from monitor.normalize import normalize_entry
-from monitor.parse import NotAFeedError, parse_feed
 from monitor.rules import RuleSet
-from monitor.scrape import scrape_page
 
 
 @dataclass(frozen=True, slots=True)

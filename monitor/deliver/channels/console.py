@@ -7,9 +7,9 @@ import sys
 from datetime import timedelta
 from typing import TextIO
 
+from monitor.deliver.render import Digest, console_text, digest_text
 from monitor.errors import PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
-from monitor.render import Digest, console_text, digest_text
 
 
 def encodable(text: str, stream: TextIO) -> str:

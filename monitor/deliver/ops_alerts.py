@@ -1,6 +1,6 @@
 """Operational alerts about monitor itself: dead letters piling up, and Redis out of reach.
 
-Feed-health alerts are raised by the pipeline (``pipeline.health_match``); this module adds the
+Feed-health alerts are raised by the pipeline (``poll.health_match``); this module adds the
 two incidents that concern the daemon rather than one feed, in the same style: a ``Match``
 of a built-in rule (``dead-letters``, ``redis-unreachable``) tagged ``ops``, one alert when an
 incident opens and one when it closes.  The decisions are pure functions of what was observed
@@ -33,13 +33,13 @@ from typing import Protocol
 
 import structlog
 
-from monitor.deliver import Channel, EmailChannel
+from monitor.deliver.channels import Channel, EmailChannel
 from monitor.deliver.policy import Route, route_plan
+from monitor.deliver.queue import AlertQueue
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from monitor.model import Item, Match, Severity
-from monitor.queue import AlertQueue
 
-log = structlog.get_logger("monitor.ops")
+log = structlog.get_logger("monitor.deliver.ops_alerts")
 
 OPS_TAG = "ops"
 DEAD_LETTERS_RULE = "dead-letters"

@@ -18,10 +18,9 @@ from typing import Any
 import aiohttp
 
 from monitor import __version__
-from monitor.deliver._secret import Secret
-from monitor.deliver._session import SessionHolder
-from monitor.deliver.policy import story_key
-from monitor.deliver.slack import (
+from monitor.deliver.channels.secret import Secret
+from monitor.deliver.channels.session import SessionHolder
+from monitor.deliver.channels.slack import (
     BODY_LIMIT,
     Reply,
     is_webhook_url,
@@ -29,9 +28,10 @@ from monitor.deliver.slack import (
     redact_webhook,
     transport_error,
 )
+from monitor.deliver.policy import story_key
+from monitor.deliver.render import Digest, webhook_alert_body, webhook_digest_body
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
-from monitor.render import Digest, webhook_alert_body, webhook_digest_body
 
 
 def _utcnow() -> datetime:

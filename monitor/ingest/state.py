@@ -2,7 +2,7 @@
 
 A thin shell: it takes a connected ``redis.asyncio.Redis`` from the composition root and
 turns Redis errors into ``StoreError`` so callers handle one kind of failure.  Key names come
-from ``monitor.redisio``; the delivery side of the matches stream is ``monitor.queue``.
+from ``monitor.redisio``; the delivery side of the matches stream is ``monitor.deliver.queue``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from monitor.dedup import ItemRecord
-from monitor.fetch import Validators
+from monitor.ingest.dedup import ItemRecord
+from monitor.ingest.fetch import Validators
 from monitor.model import Item, Match
 from monitor.redisio import Keys, guarded
 

@@ -21,8 +21,8 @@ from urllib.parse import quote as percent_quote
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from monitor.deliver.templates import Templates, safe, shipped
 from monitor.model import Item, Match, Severity, SourceNote, TermHit
-from monitor.templates import Templates, safe, shipped
 
 ELLIPSIS = "…"
 QUOTE_CHARS = 300

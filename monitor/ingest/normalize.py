@@ -12,10 +12,10 @@ import unicodedata
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-from monitor.dedup import item_identity
-from monitor.markup import html_to_text
+from monitor.ingest.dedup import item_identity
+from monitor.ingest.markup import html_to_text
+from monitor.ingest.parse import RawEntry
 from monitor.model import Item, Source
-from monitor.parse import RawEntry
 
 FUTURE_TOLERANCE = timedelta(days=1)
 """A publish date further ahead than this is a publisher's clock or timezone bug: use now."""

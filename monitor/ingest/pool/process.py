@@ -1,4 +1,4 @@
-"""What each parser process of ``monitor.workers`` runs.
+"""What each parser process of ``monitor.ingest.pool.parsers`` runs.
 
 A parser process must also die with the daemon.  multiprocessing gives each of them both ends
 of the pool's queues and a handle that keeps the fork server alive, so after a SIGKILL of the
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from monitor.ingest.prepare import PreparedFeed, prepare_feed
 from monitor.model import Source
-from monitor.prepare import PreparedFeed, prepare_feed
 from monitor.rules import RuleSet
 
 #: How often a parser looks for its daemon where the kernel cannot tell it (no pidfd).
@@ -31,7 +31,7 @@ _process_rules: RuleSet | None = None
 
 def start_parser(payload: dict[str, Any], daemon: int) -> None:
     """A parser process's initializer: exit when ``daemon`` does, and compile its own copy of
-    the daemon's rules (``payload``: ``workers.rules_payload``).
+    the daemon's rules (``payload``: ``parsers.rules_payload``).
 
     Ctrl-C on a terminal sends SIGINT to the whole process group: the daemon then finishes
     its polls and closes the pool, so a parser ignores it rather than die with a traceback

@@ -10,6 +10,6 @@ fork server imports this module; the daemon must not freeze its own objects.
 
 import gc
 
-import monitor.parser_process  # noqa: F401  (imported for its side effect: the parsing modules)
+import monitor.ingest.pool.process  # noqa: F401  (imported for its side effect: the parsing modules)
 
 gc.freeze()

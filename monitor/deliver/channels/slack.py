@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from monitor.deliver._secret import Secret
-from monitor.deliver._session import SessionHolder
+from monitor.deliver.channels.secret import Secret
+from monitor.deliver.channels.session import SessionHolder
+from monitor.deliver.render import Digest, slack_digest_payload, slack_group_payload, slack_payload
+from monitor.deliver.templates import TemplateError, Templates
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
-from monitor.render import Digest, slack_digest_payload, slack_group_payload, slack_payload
-from monitor.templates import TemplateError, Templates
 
 TEMPLATE_HINT = "fix the template in the config folder's templates/, then 'monitor alerts retry'"
 

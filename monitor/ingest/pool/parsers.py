@@ -5,7 +5,7 @@ poll of a thousand feeds is CPU-bound; run on the event loop it would also stall
 feed's I/O.  Each worker process holds its own copy of the rule set, installed when the pool
 starts, so matching happens next to parsing and only strings come back.  A rule reload starts
 a fresh pool with the new rules; polls already handed to the old pool finish there, and the
-event loop re-matches their items if the rules changed meanwhile (``pipeline._record``).
+event loop re-matches their items if the rules changed meanwhile (``poll._record``).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from monitor.errors import FeedError
+from monitor.ingest.pool.process import prepare_with_installed_rules, process_id, start_parser
+from monitor.ingest.prepare import PreparedFeed
 from monitor.model import Source
-from monitor.parser_process import prepare_with_installed_rules, process_id, start_parser
-from monitor.prepare import PreparedFeed
 from monitor.rules import RuleSet
 
 if TYPE_CHECKING:
-    from monitor.fetch import FetchResult
+    from monitor.ingest.fetch import FetchResult
 
-log = structlog.get_logger("monitor.workers")
+log = structlog.get_logger("monitor.ingest.pool.parsers")
 
 
 def worker_count(setting: int) -> int:
@@ -64,9 +64,9 @@ class ParserPool:
         # A fork server, not fork: forking the daemon itself would copy its event loop,
         # threads and sockets into the child.  The server imports the parsing modules once,
         # so every worker forked from it shares those pages instead of importing its own; only
-        # the parsing modules (``monitor.parser_server``), not the daemon's HTTP, Redis, delivery.
+        # the parsing modules (``forkserver``), not the daemon's HTTP, Redis, delivery.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["monitor.parser_server"])
+        context.set_forkserver_preload(["monitor.ingest.pool.forkserver"])
         return ProcessPoolExecutor(
             self.workers,
             mp_context=context,
@@ -109,7 +109,7 @@ class ParserPool:
         rules: RuleSet,
         known: frozenset[str],
     ) -> PreparedFeed:
-        """The ``pipeline.Preparer`` that runs in a worker.  ``rules`` is what the poll was
+        """The ``poll.Preparer`` that runs in a worker.  ``rules`` is what the poll was
         given; the worker matches with the pool's copy and says which version it used (the
         pipeline checks it), and a pool started anew after a breakage gets ``rules``.
 

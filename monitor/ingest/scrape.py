@@ -15,8 +15,8 @@ from email.utils import parsedate_to_datetime
 from bs4 import BeautifulSoup
 from bs4.element import Tag
 
+from monitor.ingest.parse import NotAFeedError, ParsedFeed, RawEntry
 from monitor.model import PageSelectors
-from monitor.parse import NotAFeedError, ParsedFeed, RawEntry
 
 
 def scrape_page(
