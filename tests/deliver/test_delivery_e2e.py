@@ -29,7 +29,7 @@ from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULES = KZ_TUNGSTEN_RULES
 
 

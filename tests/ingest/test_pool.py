@@ -24,7 +24,7 @@ from monitor.ingest.prepare import PreparedFeed, prepare_feed
 from monitor.model import Source
 from monitor.rules import RuleSet, load_rules
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SOURCE = Source(name="wire", url="https://wire.example/feed.xml")
 FEED = """<?xml version="1.0" encoding="utf-8"?>

@@ -30,7 +30,7 @@ from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.model import PollResult
 from monitor.redisio import Keys
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

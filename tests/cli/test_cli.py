@@ -13,7 +13,7 @@ import pytest
 from monitor import __version__
 from monitor.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OFFLINE_FEEDS = REPO / "examples" / "offline" / "feeds"
 
 

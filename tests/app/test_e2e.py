@@ -22,7 +22,7 @@ from support.servers import HttpReply, SlackServer, SmtpServer
 from monitor.app.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 RULES = """\
 terms:

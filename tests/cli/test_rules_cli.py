@@ -17,7 +17,7 @@ from monitor.ingest.state import Store
 from monitor.model import Item
 from monitor.redisio import Keys
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OFFLINE_FEEDS = REPO / "examples" / "offline" / "feeds"
 
 RULE = """\

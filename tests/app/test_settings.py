@@ -17,7 +17,7 @@ from monitor.settings import (
     parse_duration,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MINIMAL = """\
 redis: {url: "redis://127.0.0.1:6399/0"}

@@ -24,10 +24,10 @@ import yaml
 from monitor.rules.load import load_rules
 from monitor.settings import Settings, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
-SCHEMAS = Path(__file__).resolve().parent / "data" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "schemas"
 #: Oldest Kubernetes minor the manifests are checked against (policy/v1 PDBs, seccompProfile).
 K8S_VERSION = "1.30"
 

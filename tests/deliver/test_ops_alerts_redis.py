@@ -35,7 +35,7 @@ from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.redisio import Keys
 from monitor.settings import OpsSettings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFIX = "ops"
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 ROUTES = (Route(channels=("slack",)),)

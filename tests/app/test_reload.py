@@ -18,7 +18,7 @@ from support.feed_server import FeedServer, rss
 from monitor.app.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULE = "rules:\n  - {{id: {id}, title: T, severity: low, match: {{any: [tungsten]}}}}\n"
 
 

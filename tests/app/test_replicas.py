@@ -22,7 +22,7 @@ from support.servers import SlackServer
 from monitor.app.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FEEDS = 200
 REPLICAS = 3
 INTERVAL = 10.0

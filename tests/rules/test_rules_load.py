@@ -11,7 +11,7 @@ from monitor.errors import RuleFileError, RuleSetError
 from monitor.model import Severity
 from monitor.rules import RuleSet, SetRef, find_rule_files, lint_rules, load_rules
 
-DATA = Path(__file__).resolve().parent / "data" / "rules"
+DATA = Path(__file__).resolve().parents[1] / "data" / "rules"
 
 GOOD = """\
 terms:

@@ -26,7 +26,7 @@ from monitor.rules.expr import DEFAULT_FIELDS, FIELDS
 from monitor.rules.match import _Words, node_hits, ordered_hits
 from monitor.rules.text import fold, is_unspaced
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WHEN = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 

@@ -20,7 +20,7 @@ import yaml
 from monitor.model import Item, parse_timestamp
 from monitor.stories.cluster import Extractor, MemoryStories
 
-LABELLED = Path(__file__).parent / "data" / "stories" / "labelled.yaml"
+LABELLED = Path(__file__).parents[1] / "data" / "stories" / "labelled.yaml"
 PRECISION_FLOOR = 0.95
 RECALL_FLOOR = 0.85
 

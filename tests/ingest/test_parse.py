@@ -18,7 +18,7 @@ from monitor.ingest.normalize import normalize_entry
 from monitor.ingest.parse import FEEDPARSER_OPTIONS, NotAFeedError, install_fast_copy, parse_feed
 from monitor.model import Source
 
-REALFEEDS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "realfeeds"
+REALFEEDS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "realfeeds"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
