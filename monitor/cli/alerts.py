@@ -8,20 +8,17 @@ import json
 import sys
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
-
+from monitor.app.wiring import command_stores
 from monitor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     Subcommands,
     load_settings_or_exit,
-    redis_for_command,
 )
-from monitor.deliver.queue import AlertQueue, DeadLetter, entry_ms
-from monitor.deliver.render import clean_line, clip
+from monitor.deliver.queue import DeadLetter, entry_ms
+from monitor.deliver.render.text import clean_line, clip
 from monitor.errors import StoreError
-from monitor.redisio import Keys
 
 
 def register(commands: Subcommands) -> None:
@@ -40,16 +37,12 @@ def register(commands: Subcommands) -> None:
     retry.set_defaults(handler=cmd_alerts_retry)
 
 
-def _queue(prefix: str, client: aioredis.Redis) -> AlertQueue:
-    return AlertQueue(client, Keys(prefix))
-
-
 def cmd_alerts_status(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args.config)
 
     async def read() -> dict[str, int]:
-        async with redis_for_command(settings) as client:
-            queue = _queue(settings.redis.key_prefix, client)
+        async with command_stores(settings) as stores:
+            queue = stores.queue
             counts = await queue.stream_counts()
             return {**counts, "retrying": await queue.retrying()}
 
@@ -88,8 +81,8 @@ def cmd_alerts_dead(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args.config)
 
     async def read() -> list[DeadLetter]:
-        async with redis_for_command(settings) as client:
-            return await _queue(settings.redis.key_prefix, client).dead_letters()
+        async with command_stores(settings) as stores:
+            return await stores.queue.dead_letters()
 
     try:
         letters = asyncio.run(read())
@@ -117,8 +110,8 @@ def cmd_alerts_retry(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args.config)
 
     async def requeue() -> tuple[int, list[str]]:
-        async with redis_for_command(settings) as client:
-            queue = _queue(settings.redis.key_prefix, client)
+        async with command_stores(settings) as stores:
+            queue = stores.queue
             letters = {letter.id: letter for letter in await queue.dead_letters(count=1_000_000)}
             wanted = list(letters) if args.all else list(args.ids)
             missing = [i for i in wanted if i not in letters]

@@ -8,19 +8,17 @@ import getpass
 import sys
 from datetime import UTC, datetime
 
+from monitor.app.wiring import command_stores
 from monitor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     Subcommands,
     load_settings_or_exit,
-    redis_for_command,
 )
 from monitor.deliver.policy import Silence
-from monitor.deliver.render import clean_line
-from monitor.deliver.silences import SilenceStore
+from monitor.deliver.render.text import clean_line
 from monitor.errors import StoreError
-from monitor.redisio import Keys
 from monitor.settings import parse_duration
 
 DEFAULT_FOR = "24h"
@@ -75,8 +73,8 @@ def cmd_silence_add(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
 
     async def add() -> Silence:
-        async with redis_for_command(settings) as client:
-            return await SilenceStore(client, Keys(settings.redis.key_prefix)).add(
+        async with command_stores(settings) as stores:
+            return await stores.silences.add(
                 rule=args.rule,
                 tag=args.tag,
                 duration=duration,
@@ -102,8 +100,8 @@ def cmd_silence_list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
 
     async def read() -> list[Silence]:
-        async with redis_for_command(settings) as client:
-            return await SilenceStore(client, Keys(settings.redis.key_prefix)).active(now)
+        async with command_stores(settings) as stores:
+            return await stores.silences.active(now)
 
     try:
         silences = asyncio.run(read())
@@ -120,8 +118,8 @@ def cmd_silence_remove(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args.config)
 
     async def remove() -> bool:
-        async with redis_for_command(settings) as client:
-            return await SilenceStore(client, Keys(settings.redis.key_prefix)).remove(args.id)
+        async with command_stores(settings) as stores:
+            return await stores.silences.remove(args.id)
 
     try:
         removed = asyncio.run(remove())

@@ -10,18 +10,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from monitor.app.wiring import command_stores
 from monitor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     Subcommands,
     load_settings_or_exit,
-    redis_for_command,
 )
 from monitor.cli.feeds import ago
-from monitor.deliver.render import clean_line, clip
+from monitor.deliver.render.text import clean_line, clip
 from monitor.errors import StoreError
-from monitor.redisio import Keys
 from monitor.settings import parse_duration
 from monitor.stories.store import StoryStore
 from monitor.stories.story import RuleState, Story
@@ -128,8 +127,8 @@ def _with_store(args: argparse.Namespace, use: Callable[[StoryStore], Awaitable[
     settings = load_settings_or_exit(args.config)
 
     async def run() -> T:
-        async with redis_for_command(settings) as client:
-            return await use(StoryStore(client, Keys(settings.redis.key_prefix)))
+        async with command_stores(settings) as stores:
+            return await use(stores.stories)
 
     return asyncio.run(run())
 

@@ -5,7 +5,7 @@ The stages::
     queue         the matches stream in Redis: claim, acknowledge, dead letters (I/O)
     policy        routes, throttles, silences and digest windows (pure)
     worker        one delivery pass over the queue (``DeliveryWorker.run_once``)
-    render        a match as Slack blocks, email, webhook JSON and console text (pure)
+    render/       a match as Slack blocks, email, webhook JSON and console text (pure)
     channels/     Slack, email, webhook and console senders
     digest_store  digest windows kept in Redis
     silences      silences kept in Redis

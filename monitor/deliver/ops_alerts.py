@@ -1,6 +1,6 @@
 """Operational alerts about monitor itself: dead letters piling up, and Redis out of reach.
 
-Feed-health alerts are raised by the pipeline (``poll.health_match``); this module adds the
+Feed-health alerts are raised by the pipeline (``schedule.health_match``); this module adds the
 two incidents that concern the daemon rather than one feed, in the same style: a ``Match``
 of a built-in rule (``dead-letters``, ``redis-unreachable``) tagged ``ops``, one alert when an
 incident opens and one when it closes.  The decisions are pure functions of what was observed

@@ -43,7 +43,8 @@ from monitor.deliver.policy import (
     throttled_as,
 )
 from monitor.deliver.queue import AlertQueue, QueuedMatch
-from monitor.deliver.render import GROUP_MAX, Digest
+from monitor.deliver.render.digest import Digest
+from monitor.deliver.render.slack_blocks import GROUP_MAX
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from monitor.model import Match

@@ -11,17 +11,15 @@ from support.channel_fixtures import make_match
 from support.servers import slack_problems
 
 from monitor.deliver.policy import group_by_topic
-from monitor.deliver.render import (
-    Digest,
-    digest_email,
-    email_message,
+from monitor.deliver.render.digest import Digest
+from monitor.deliver.render.email_mime import digest_email, email_message
+from monitor.deliver.render.slack_blocks import (
     slack_blocks,
     slack_digest_payload,
     slack_group_payload,
     slack_payload,
-    webhook_alert_body,
-    webhook_digest_body,
 )
+from monitor.deliver.render.webhook_json import webhook_alert_body, webhook_digest_body
 from monitor.deliver.templates import TemplateError, Templates
 from monitor.model import Severity
 
@@ -74,10 +72,12 @@ def test_webhook_bodies_follow_the_documented_schema() -> None:
     match = make_match(title=f"Tender {EVIL}")
     body = webhook_alert_body(match, story="s1", now=NOW)
     assert set(body) == {
-        "schema", "kind", "sent_at", "id", "story", "follow_up", "rule", "item", "terms",
-        "hits", "quote", "story_title", "provenance", "explanation",
+        "schema", "kind", "sent_at", "id", "story", "follow_up", "update", "rule", "item",
+        "terms", "hits", "quote", "story_title", "provenance", "explanation",
     }  # fmt: skip
     assert body["follow_up"] is None
+    assert body["update"] is False
+    assert body["item"]["alt"] == ""
     assert body["item"]["title"] == f"Tender {EVIL}"  # data, not markup: not escaped
     assert body["sent_at"] == "2026-03-02T03:00:00+00:00"
     assert body["hits"][0]["term"] == "tungsten"

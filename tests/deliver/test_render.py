@@ -14,7 +14,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.deliver import render
+from monitor.deliver.render.email_mime import (
+    HEADER_BYTES,
+    SUBJECT_CHARS,
+    email_html,
+    email_message,
+    email_subject,
+)
+from monitor.deliver.render.plain import console_text
+from monitor.deliver.render.quote import Segment, find_sentence, quote
+from monitor.deliver.render.slack_blocks import (
+    SLACK_CONTEXT_CHARS,
+    SLACK_HEADER_CHARS,
+    SLACK_MAX_BLOCKS,
+    SLACK_SECTION_CHARS,
+    SLACK_TEXT_CHARS,
+    slack_escape,
+    slack_payload,
+    slack_text,
+)
+from monitor.deliver.render.text import clean_line, clip, clip_bytes, format_time, safe_link
 from monitor.model import Item, Match, Severity, TermHit
 
 PUBLISHED = datetime(2024, 5, 1, 12, 34, tzinfo=UTC)
@@ -104,13 +123,13 @@ def test_find_sentence_returns_the_sentence_around_the_term(
     text: str, term: str, sentence: str
 ) -> None:
     start = text.index(term)
-    begin, end = render.find_sentence(text, start, start + len(term))
+    begin, end = find_sentence(text, start, start + len(term))
     assert text[begin:end] == sentence
 
 
 def test_quote_is_the_sentence_of_the_first_hit_with_every_hit_in_it_marked() -> None:
     match = make_match(terms=("sanctions", "Russia"))
-    found = render.quote(match)
+    found = quote(match)
     assert found is not None
     assert found.text == "The army said new sanctions on Russia would follow soon!"
     assert [s.text for s in found.segments if s.hit] == ["sanctions", "Russia"]
@@ -121,7 +140,7 @@ def test_quote_is_the_sentence_of_the_first_hit_with_every_hit_in_it_marked() ->
 def test_quote_prefers_a_summary_hit_because_the_title_is_shown_anyway() -> None:
     item = make_item(title="Sanctions loom")
     match = make_match(item, terms=(), hits=(hit(item, "sanctions", "title"), hit(item, "army")))
-    found = render.quote(match)
+    found = quote(match)
     assert found is not None
     assert found.field == "summary"
     assert "army" in found.text
@@ -130,16 +149,16 @@ def test_quote_prefers_a_summary_hit_because_the_title_is_shown_anyway() -> None
 def test_quote_falls_back_to_the_title_when_only_the_title_matched() -> None:
     item = make_item(title="Sanctions loom")
     match = make_match(item, terms=(), hits=(hit(item, "sanctions", "title"),))
-    found = render.quote(match)
+    found = quote(match)
     assert found is not None
     assert found.field == "title"
-    assert found.segments[0] == render.Segment("Sanctions", hit=True)
+    assert found.segments[0] == Segment("Sanctions", hit=True)
 
 
 def test_quote_clips_a_long_sentence_around_the_hit_visibly() -> None:
     words = " ".join(f"word{i}" for i in range(2000))
     item = make_item(summary=f"{words} sanctions {words}.")
-    found = render.quote(make_match(item), limit=120)
+    found = quote(make_match(item), limit=120)
     assert found is not None
     assert len(found.text) <= 120
     assert "sanctions" in found.text
@@ -150,33 +169,33 @@ def test_quote_clips_a_long_sentence_around_the_hit_visibly() -> None:
 
 def test_quote_survives_stale_offsets_by_searching_for_the_hit_text() -> None:
     stale = TermHit("sanctions", "summary", 0, 9, "sanctions")  # points at "Markets w"
-    found = render.quote(make_match(hits=(stale,)))
+    found = quote(make_match(hits=(stale,)))
     assert found is not None
     assert [s.text for s in found.segments if s.hit] == ["sanctions"]
 
 
 def test_quote_ignores_hits_on_unknown_fields_and_falls_back_to_the_lead() -> None:
     odd = TermHit("x", "body", 0, 1, "x")
-    found = render.quote(make_match(hits=(odd,)))
+    found = quote(make_match(hits=(odd,)))
     assert found is not None
     assert found.text == "Markets were calm on Monday."
     assert not any(s.hit for s in found.segments)
 
 
 def test_quote_is_none_when_there_is_nothing_to_quote() -> None:
-    assert render.quote(make_match(make_item(summary="  "), terms=())) is None
+    assert quote(make_match(make_item(summary="  "), terms=())) is None
 
 
 def test_quote_removes_control_characters_and_line_breaks() -> None:
     item = make_item(summary="Alarm \x1b[31mred\x1b[0m sanctions\r\nnow")
-    found = render.quote(make_match(item))
+    found = quote(make_match(item))
     assert found is not None
     assert "\x1b" not in found.text
     assert "\r" not in found.text
 
 
 def test_quote_fallback_skips_leading_blank_lines() -> None:
-    found = render.quote(make_match(make_item(summary="\n\n  First line here\nSecond"), terms=()))
+    found = quote(make_match(make_item(summary="\n\n  First line here\nSecond"), terms=()))
     assert found is not None
     assert found.text == "First line here"
 
@@ -190,12 +209,12 @@ def test_quote_always_shows_the_hit_within_the_limit(
     end = data.draw(st.integers(start, min(len(text), start + 15)))
     item = make_item(summary=text)
     match = make_match(item, terms=(), hits=(TermHit("t", "summary", start, end, text[start:end]),))
-    found = render.quote(match, limit=limit)
+    found = quote(match, limit=limit)
     if found is None:
         return
     assert len(found.text) <= limit
     assert "\n" not in found.text
-    shown = render.clean_line(text[start:end])
+    shown = clean_line(text[start:end])
     if start < end and shown:
         assert shown in found.text
         assert any(segment.hit for segment in found.segments)
@@ -227,7 +246,7 @@ def test_quote_always_shows_the_hit_within_the_limit(
 def test_safe_link_keeps_only_http_urls_and_encodes_delimiters(
     url: str, expected: str | None
 ) -> None:
-    assert render.safe_link(url) == expected
+    assert safe_link(url) == expected
 
 
 @pytest.mark.parametrize(
@@ -239,24 +258,24 @@ def test_safe_link_keeps_only_http_urls_and_encodes_delimiters(
     ],
 )
 def test_clip_marks_a_cut_with_an_ellipsis(text: str, limit: int, expected: str) -> None:
-    assert render.clip(text, limit) == expected
+    assert clip(text, limit) == expected
 
 
 def test_slack_text_clips_by_escaped_length_without_splitting_entities() -> None:
-    escaped = render.slack_text("<" * 100, 22)
+    escaped = slack_text("<" * 100, 22)
     assert escaped == "&lt;" * 5 + "…"
 
 
 def test_format_time_is_utc_whatever_the_zone() -> None:
     moment = datetime(2024, 5, 1, 15, 34, tzinfo=timezone(timedelta(hours=3)))
-    assert render.format_time(moment) == "2024-05-01 12:34 UTC"
+    assert format_time(moment) == "2024-05-01 12:34 UTC"
 
 
 # --- Slack ------------------------------------------------------------------------------------
 
 
 def test_slack_payload_carries_headline_link_source_rule_and_terms() -> None:
-    payload = render.slack_payload(make_match(terms=("sanctions", "Russia")))
+    payload = slack_payload(make_match(terms=("sanctions", "Russia")))
     blocks = payload["blocks"]
     assert blocks[0] == {
         "type": "header",
@@ -277,7 +296,7 @@ def test_slack_payload_carries_headline_link_source_rule_and_terms() -> None:
 
 
 def test_slack_bold_inside_a_word_gets_a_zero_width_space_so_slack_renders_it() -> None:
-    payload = render.slack_payload(make_match(terms=("sanction",)))
+    payload = slack_payload(make_match(terms=("sanction",)))
     assert "*sanction*\u200bs" in "\n".join(mrkdwn_texts(payload))
 
 
@@ -287,7 +306,7 @@ def test_slack_escapes_mentions_and_links_smuggled_in_item_text() -> None:
         summary="Click <http://evil.example|your bank> for sanctions <!everyone>",
         source="feed <!subteam^S1>",
     )
-    payload = render.slack_payload(make_match(item))
+    payload = slack_payload(make_match(item))
     dumped = json.dumps(payload)
     assert "<!" not in dumped
     assert "<http://evil.example" not in dumped
@@ -298,7 +317,7 @@ def test_slack_escapes_mentions_and_links_smuggled_in_item_text() -> None:
 
 def test_slack_headline_is_not_linked_when_the_link_is_not_http() -> None:
     item = make_item(link="javascript:alert(1)")
-    headline = render.slack_payload(make_match(item))["blocks"][1]["text"]["text"]
+    headline = slack_payload(make_match(item))["blocks"][1]["text"]["text"]
     assert headline == "*Troops mass at the border*"
 
 
@@ -306,11 +325,11 @@ def test_slack_payload_truncates_a_huge_item_visibly_within_slack_limits() -> No
     huge = "x" * 10_000
     item = make_item(title="T" * 10_000, summary=f"{huge} sanctions {huge}", source="s" * 5000)
     match = make_match(item, rule_title="R" * 500)
-    payload = render.slack_payload(match)
+    payload = slack_payload(match)
     header = payload["blocks"][0]["text"]["text"]
-    assert len(header) <= render.SLACK_HEADER_CHARS
+    assert len(header) <= SLACK_HEADER_CHARS
     assert header.endswith("…")
-    assert all(len(text) <= render.SLACK_SECTION_CHARS for text in mrkdwn_texts(payload))
+    assert all(len(text) <= SLACK_SECTION_CHARS for text in mrkdwn_texts(payload))
     assert "…" in payload["blocks"][1]["text"]["text"]
     quoted = payload["blocks"][3]["text"]["text"]
     assert quoted.startswith("> …")
@@ -321,8 +340,8 @@ def test_slack_payload_truncates_a_huge_item_visibly_within_slack_limits() -> No
 def test_slack_term_list_is_cut_with_a_count_when_there_are_very_many() -> None:
     item = make_item(summary=" ".join(f"term{i:03d}" for i in range(600)))
     match = make_match(item, terms=tuple(f"term{i:03d}" for i in range(600)))
-    terms_text = render.slack_payload(match)["blocks"][-1]["elements"][0]["text"]
-    assert len(terms_text) <= render.SLACK_CONTEXT_CHARS
+    terms_text = slack_payload(match)["blocks"][-1]["elements"][0]["text"]
+    assert len(terms_text) <= SLACK_CONTEXT_CHARS
     assert re.search(r"… \(\+\d+ more\)$", terms_text)
 
 
@@ -352,14 +371,14 @@ def _fuzzed_match(title: str, summary: str, source: str, link: str, start: int, 
 def test_item_text_never_reaches_slack_as_markup(
     title: str, summary: str, source: str, link: str, start: int, size: int
 ) -> None:
-    payload = render.slack_payload(_fuzzed_match(title, summary, source, link, start, size))
+    payload = slack_payload(_fuzzed_match(title, summary, source, link, start, size))
     assert "<!" not in json.dumps(payload)
-    expected_link = render.safe_link(link)
+    expected_link = safe_link(link)
     for text in mrkdwn_texts(payload):
         for opened in re.finditer(r"<([^>]*)>", text):
             target = opened.group(1).split("|", 1)[0]
             assert expected_link is not None
-            assert target == render.slack_escape(expected_link)
+            assert target == slack_escape(expected_link)
         assert text.count("<") == len(re.findall(r"<[^>]*>", text))
 
 
@@ -377,18 +396,18 @@ def test_slack_payload_always_fits_slack_limits(
 ) -> None:
     item = make_item(title=title, summary=summary, source=source, link=link)
     hits = tuple(TermHit(t, "summary", 0, 0, t) for t in terms)
-    payload = render.slack_payload(make_match(item, terms=(), hits=hits, rule_title=rule_title))
+    payload = slack_payload(make_match(item, terms=(), hits=hits, rule_title=rule_title))
     blocks = payload["blocks"]
-    assert len(blocks) <= render.SLACK_MAX_BLOCKS
+    assert len(blocks) <= SLACK_MAX_BLOCKS
     header = blocks[0]["text"]["text"]
-    assert 0 < len(header) <= render.SLACK_HEADER_CHARS
-    assert len(payload["text"]) <= render.SLACK_TEXT_CHARS
+    assert 0 < len(header) <= SLACK_HEADER_CHARS
+    assert len(payload["text"]) <= SLACK_TEXT_CHARS
     for block in blocks[1:]:
         if block["type"] == "section":
-            assert 0 < len(block["text"]["text"]) <= render.SLACK_SECTION_CHARS
+            assert 0 < len(block["text"]["text"]) <= SLACK_SECTION_CHARS
         else:
             assert 1 <= len(block["elements"]) <= 10
-            assert all(0 < len(e["text"]) <= render.SLACK_CONTEXT_CHARS for e in block["elements"])
+            assert all(0 < len(e["text"]) <= SLACK_CONTEXT_CHARS for e in block["elements"])
 
 
 # --- email ------------------------------------------------------------------------------------
@@ -402,7 +421,7 @@ def parse_bytes(message: EmailMessage) -> EmailMessage:
 
 
 def render_email(match: Match, channel: str = "email") -> EmailMessage:
-    return render.email_message(
+    return email_message(
         match,
         sender="Monitor <alerts@example.org>",
         recipients=["analyst@example.org", "desk@example.org"],
@@ -437,7 +456,7 @@ def test_email_has_text_and_html_parts_and_the_alert_headers() -> None:
 
 def test_email_html_escapes_item_text() -> None:
     item = make_item(title="<script>alert(1)</script>", summary="<b>bold</b> sanctions & more")
-    markup = render.email_html(make_match(item))
+    markup = email_html(make_match(item))
     assert "<script>" not in markup
     assert "<b>" not in markup
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markup
@@ -445,7 +464,7 @@ def test_email_html_escapes_item_text() -> None:
 
 
 def test_email_html_does_not_link_non_http_urls() -> None:
-    markup = render.email_html(make_match(make_item(link="javascript:alert(1)")))
+    markup = email_html(make_match(make_item(link="javascript:alert(1)")))
     assert "href" not in markup
 
 
@@ -493,7 +512,7 @@ def test_email_headers_are_always_single_lines(title: str, rule_title: str, rule
 def test_a_non_ascii_subject_survives_the_trip_through_mime_with_its_spaces(title: str) -> None:
     """Python folds long encoded headers and can lose the space between encoded words."""
     match = make_match(make_item(title=title), rule_title="Kazakhstan tungsten")
-    assert parse_bytes(render_email(match))["Subject"] == render.email_subject(match)
+    assert parse_bytes(render_email(match))["Subject"] == email_subject(match)
 
 
 words = st.text(alphabet=st.sampled_from(list("абвгд日本語é🚨ab ")), min_size=1, max_size=12)
@@ -504,7 +523,7 @@ words = st.text(alphabet=st.sampled_from(list("абвгд日本語é🚨ab ")), 
 def test_every_subject_round_trips_exactly(title: str, rule_title: str) -> None:
     match = make_match(make_item(title=title), rule_title=rule_title)
     parsed = parse_bytes(render_email(match))
-    assert parsed["Subject"] == render.email_subject(match)
+    assert parsed["Subject"] == email_subject(match)
 
 
 @pytest.mark.parametrize(
@@ -514,19 +533,19 @@ def test_every_subject_round_trips_exactly(title: str, rule_title: str) -> None:
 def test_clip_bytes_counts_utf8_bytes_and_never_splits_a_character(
     text: str, limit: int, expected: str
 ) -> None:
-    assert render.clip_bytes(text, limit) == expected
+    assert clip_bytes(text, limit) == expected
 
 
 def test_email_subject_is_clipped() -> None:
-    subject = render.email_subject(make_match(make_item(title="x" * 5000)))
-    assert len(subject) <= render.SUBJECT_CHARS
-    wide = render.email_subject(make_match(make_item(title="🚨" * 5000)))
-    assert len(wide.encode()) <= render.HEADER_BYTES
+    subject = email_subject(make_match(make_item(title="x" * 5000)))
+    assert len(subject) <= SUBJECT_CHARS
+    wide = email_subject(make_match(make_item(title="🚨" * 5000)))
+    assert len(wide.encode()) <= HEADER_BYTES
     assert subject.endswith("…")
 
 
 def test_email_date_treats_a_naive_now_as_utc() -> None:
-    message = render.email_message(
+    message = email_message(
         make_match(), sender="a@example.org", recipients=["b@example.org"], now=datetime(2024, 1, 2)
     )
     assert message["Date"] == "Tue, 02 Jan 2024 00:00:00 +0000"
@@ -536,7 +555,7 @@ def test_email_date_treats_a_naive_now_as_utc() -> None:
 
 
 def test_console_text_is_a_readable_block_with_every_field() -> None:
-    text = render.console_text(make_match(terms=("sanctions", "Russia")))
+    text = console_text(make_match(terms=("sanctions", "Russia")))
     assert text.splitlines() == [
         "[HIGH] Sanctions on Russia",
         "  Title:   Troops mass at the border",
@@ -551,8 +570,36 @@ def test_console_text_is_a_readable_block_with_every_field() -> None:
 
 def test_console_text_strips_terminal_escape_sequences_and_bidi_overrides() -> None:
     item = make_item(title="\x1b]0;pwned\x07Title \u202egnp.exe", source="src\x1b[2J")
-    text = render.console_text(make_match(item))
+    text = console_text(make_match(item))
     assert "\x1b" not in text
     assert "\x07" not in text
     assert "\u202e" not in text
     assert len(text.splitlines()) == 8
+
+
+def test_a_hit_only_in_the_image_alt_text_quotes_the_alt_text() -> None:
+    """A picture captioned "Tungsten ore at Boguty" and a headline that names neither: the
+    quote shows the caption, the words the rule found, not the summary's first sentence."""
+    alt = "Tungsten ore from the Boguty deposit."
+    start = alt.index("Boguty")
+    match = Match(
+        rule_id="kz-tungsten",
+        rule_title="Kazakhstan tungsten",
+        severity=Severity.HIGH,
+        rule_version="rv1",
+        item=Item(
+            id="wire:alt",
+            source="wire",
+            title="A week in mining",
+            summary="Prices were steady. Output rose.",
+            link="https://wire.example/alt",
+            published=datetime(2026, 3, 1, 6, 0, tzinfo=UTC),
+            alt=alt,
+        ),
+        hits=(TermHit("Boguty", "alt", start, start + 6, "Boguty"),),
+    )
+    found = quote(match)
+    assert found is not None
+    assert found.field == "alt"
+    assert "Boguty" in found.text
+    assert [s.text for s in found.segments if s.hit] == ["Boguty"]

@@ -10,7 +10,7 @@ from monitor.deliver.channels.console import ConsoleChannel
 from monitor.deliver.channels.email import EmailChannel, RecipientsRefused
 from monitor.deliver.channels.slack import SlackChannel
 from monitor.deliver.channels.webhook import WebhookChannel
-from monitor.deliver.render import Digest
+from monitor.deliver.render.digest import Digest
 from monitor.model import Match
 
 __all__ = [

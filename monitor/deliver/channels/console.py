@@ -7,7 +7,8 @@ import sys
 from datetime import timedelta
 from typing import TextIO
 
-from monitor.deliver.render import Digest, console_text, digest_text
+from monitor.deliver.render.digest import Digest
+from monitor.deliver.render.plain import console_text, digest_text
 from monitor.errors import PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
 

@@ -19,7 +19,12 @@ import aiohttp
 
 from monitor.deliver.channels.secret import Secret
 from monitor.deliver.channels.session import SessionHolder
-from monitor.deliver.render import Digest, slack_digest_payload, slack_group_payload, slack_payload
+from monitor.deliver.render.digest import Digest
+from monitor.deliver.render.slack_blocks import (
+    slack_digest_payload,
+    slack_group_payload,
+    slack_payload,
+)
 from monitor.deliver.templates import TemplateError, Templates
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match

@@ -29,7 +29,8 @@ from monitor.deliver.channels.slack import (
     transport_error,
 )
 from monitor.deliver.policy import story_key
-from monitor.deliver.render import Digest, webhook_alert_body, webhook_digest_body
+from monitor.deliver.render.digest import Digest
+from monitor.deliver.render.webhook_json import webhook_alert_body, webhook_digest_body
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match
 

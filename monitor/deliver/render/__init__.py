@@ -1,0 +1,16 @@
+"""Rendering: a match, or a digest of matches, as each medium shows it.  All pure.
+
+The modules, lowest first (each imports only those above it)::
+
+    text          one-line helpers every medium shares: clean_line, clip, format_time,
+                  safe_link, provenance lines
+    quote         the sentence around a hit, hits marked (Quote, find_sentence, quote)
+    digest        the Digest record (one window's matches for one channel)
+    slack_blocks  Slack Block Kit: one alert, a burst (GROUP_MAX), a digest
+    email_mime    email subject, HTML/text parts and message, stable Message-IDs, digest email
+    webhook_json  the generic webhook's JSON for an alert and a digest
+    plain         console text for an alert and a digest
+
+A digest is rendered by its medium's module, next to the single alert it resembles.  Import
+from the module that holds a name; this package re-exports nothing.
+"""
