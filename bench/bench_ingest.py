@@ -491,7 +491,7 @@ async def run_passes(config: Path, port: int, feeds: int, rounds: int, server: i
     settings = load_settings(config)
     configure_logging(level="warning", fmt="json")
     async with Monitor(settings) as daemon:
-        embedded = daemon._embedded
+        embedded = daemon.parts.redis.server
         redis_pids = [embedded._process.pid] if embedded and embedded._process else []
         apart = [*redis_pids, server]
         await measured_pass(daemon, "pass 1 (first poll)", redis_pids, apart)
@@ -518,7 +518,7 @@ async def measured_pass(
     daemon: Monitor, label: str, redis_pids: list[int], apart: list[int]
 ) -> float:
     """One pass over every feed; prints what it cost and returns the CPU seconds."""
-    pool = daemon._pool
+    pool = daemon.parts.pool
     parsers = pool.pids() if pool is not None else []
     before = [cpu_seconds([os.getpid()]), cpu_seconds(parsers), cpu_seconds(redis_pids)]
     started = time.perf_counter()

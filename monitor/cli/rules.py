@@ -14,21 +14,19 @@ from typing import TextIO
 
 import aiohttp
 
+from monitor.app.wiring import command_stores
 from monitor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     Subcommands,
     load_settings_or_exit,
-    redis_for_command,
 )
 from monitor.errors import FeedError, MonitorError, RuleSetError
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.normalize import normalize_entry
 from monitor.ingest.parse import NotAFeedError, parse_feed
-from monitor.ingest.state import Store
 from monitor.model import Item, Match, Source
-from monitor.redisio import Keys
 from monitor.rules import (
     RuleSet,
     explain,
@@ -44,9 +42,14 @@ from monitor.stories.trends import replay_trends
 def register(commands: Subcommands) -> None:
     rules = commands.add_parser("rules", help="check and try rule files")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
-    lint = rule_commands.add_parser("lint", help="validate rule files; exit 1 on any problem")
+    lint = rule_commands.add_parser(
+        "lint", help="validate rule files and the entity list; exit 1 on any problem"
+    )
     lint.add_argument(
-        "paths", nargs="*", type=Path, help="rule files or directories (default: rules/)"
+        "paths",
+        nargs="*",
+        type=Path,
+        help="rule files, entities.yaml or directories (default: rules/)",
     )
     lint.add_argument(
         "-c",
@@ -233,8 +236,8 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
 
 
 async def _history(settings: Settings, since: datetime) -> list[Item]:
-    async with redis_for_command(settings) as client:
-        return await Store(client, Keys(settings.redis.key_prefix)).history(since)
+    async with command_stores(settings) as stores:
+        return await stores.ingest.history(since)
 
 
 @dataclass(frozen=True, slots=True)

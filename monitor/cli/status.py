@@ -9,19 +9,16 @@ import sys
 from datetime import UTC, datetime
 
 from monitor import __version__
+from monitor.app.wiring import command_stores
 from monitor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     Subcommands,
     load_settings_or_exit,
-    redis_for_command,
 )
 from monitor.cli.feeds import ago, feed_row, span
 from monitor.deliver.ops_alerts import DEAD_LETTERS_INCIDENT
-from monitor.deliver.queue import AlertQueue
 from monitor.errors import RuleSetError, StoreError
-from monitor.ingest.state import Store
-from monitor.redisio import Keys
 from monitor.rules import load_rules
 from monitor.settings import Settings
 
@@ -45,9 +42,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 async def gather(settings: Settings, now: datetime) -> tuple[list[str], bool]:
     """The status lines, and whether everything an operator should worry about is fine."""
-    keys = Keys(settings.redis.key_prefix)
-    async with redis_for_command(settings) as client:
-        store, queue = Store(client, keys), AlertQueue(client, keys)
+    async with command_stores(settings) as stores:
+        store, queue = stores.ingest, stores.queue
         beats = await store.heartbeats()
         sources = settings.sources()
         states = await store.feed_states([s.name for s in sources])

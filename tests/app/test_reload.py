@@ -137,3 +137,76 @@ def test_rule_edits_apply_on_sighup_and_a_broken_edit_keeps_the_running_rules(
     daemon.wait_for(lambda e: e.get("event") == "rule reload refused")
     daemon.wait_for(lambda e: e.get("event") == "keeping the running rules" and e.get("rules") == 2)
     assert daemon.stop() == 0
+
+
+ENTITIES = """\
+entities:
+  - id: zyzyx
+    kind: deposit
+    english: Zyzyx
+    aliases: {en: [Zyzyx], ru: [Зызыкс*]}
+"""
+SECOND_ENTITY = "  - {id: qwerty, kind: company, english: Qwerty, aliases: {en: [Qwertyco]}}\n"
+CLASHING_ENTITY = "  - {id: zyzyx2, kind: deposit, english: Z, aliases: {en: [Zyzyx]}}\n"
+
+
+def test_entity_file_edits_apply_without_a_signal_and_a_broken_one_keeps_the_running_list(
+    running: Running,
+) -> None:
+    """The entity list is watched and reloaded with the rules, all or nothing: a clashing
+    alias is refused at its path:line:col and the last good list stays in use."""
+    from monitor.rules.load import shipped_entities
+
+    daemon, rules = running.daemon, running.rules
+    shipped = len(shipped_entities())
+    daemon.wait_for(lambda e: e.get("event") == "monitor started" and e.get("entities") == shipped)
+    entities = rules / "entities.yaml"
+    entities.write_text(ENTITIES, encoding="utf-8")
+    daemon.wait_for(lambda e: e.get("event") == "rules reloaded" and e.get("entities") == 1)
+    entities.write_text(ENTITIES + SECOND_ENTITY, encoding="utf-8")
+    daemon.wait_for(lambda e: e.get("event") == "rules reloaded" and e.get("entities") == 2)
+
+    entities.write_text(ENTITIES + SECOND_ENTITY + CLASHING_ENTITY, encoding="utf-8")
+    column = CLASHING_ENTITY.index("[Zyzyx]") + 2
+    where = f"{entities}:7:{column}: alias 'Zyzyx' of entity 'zyzyx2' already names entity 'zyzyx'"
+    daemon.wait_for(
+        lambda e: (
+            e.get("event") == "rule reload refused" and str(e.get("problem", "")).startswith(where)
+        )
+    )
+    daemon.wait_for(
+        lambda e: e.get("event") == "keeping the running rules" and e.get("entities") == 2
+    )
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+
+
+async def test_stories_find_entities_with_the_list_reloaded_with_the_rules(
+    tmp_path: Path, own_redis: EmbeddedRedis, feed_server: FeedServer
+) -> None:
+    """Whoever clusters stories takes the entity list from the current rule set: a deposit
+    added to entities.yaml is recognised by the running daemon's stories after a reload,
+    and a broken edit leaves the running list in place."""
+    from monitor.app.daemon import Monitor
+    from monitor.settings import load_settings
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULE.format(id="one"))
+    path = tmp_path / "monitor.yaml"
+    path.write_text(config(own_redis.url, rules, [("a", feed_server.url("/a.xml"))]))
+    text = "Месторождение Зызыкс выставят на торги"
+    async with Monitor(load_settings(path, env={})) as monitor:
+        stories = monitor.parts.poll.stories
+        assert stories is not None
+        assert "zyzyx" not in stories.extractor.lexicon.find_in(text)
+
+        (rules / "entities.yaml").write_text(ENTITIES, encoding="utf-8")
+        assert await monitor.reload_rules("test")
+        assert stories.extractor.lexicon.find_in(text) == {"zyzyx"}
+        assert stories.extractor.lexicon is monitor.rules.lexicon
+
+        (rules / "entities.yaml").write_text(ENTITIES + CLASHING_ENTITY, encoding="utf-8")
+        assert not await monitor.reload_rules("test")
+        assert stories.extractor.lexicon.find_in(text) == {"zyzyx"}
+        assert [entity.id for entity in monitor.rules.entities] == ["zyzyx"]

@@ -58,7 +58,7 @@ def test_a_broken_rule_copy_fails_with_path_line_col(
 ) -> None:
     copy = tmp_path / "rules"
     shutil.copytree(REPO / "rules", copy)
-    victim = sorted(copy.glob("*.yaml"))[0]
+    victim = sorted(path for path in copy.glob("*.yaml") if path.name != "entities.yaml")[0]
     lines = victim.read_text(encoding="utf-8").splitlines()
     index = next(i for i, line in enumerate(lines) if line.strip().startswith("severity:"))
     lines[index] = lines[index].replace("severity:", "severty:")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from monitor.app.embedded_redis import EmbeddedRedis, running_url
-from monitor.cli.common import load_settings_or_exit, redis_for_command
+from monitor.app.wiring import redis_for_command
+from monitor.cli.common import load_settings_or_exit
 from monitor.settings import Settings
 
 

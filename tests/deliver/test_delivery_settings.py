@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from monitor.app.daemon import build_channels
+from monitor.app.wiring import build_channels
 from monitor.deliver.build import delivery_policy
 from monitor.deliver.channels import SlackChannel, WebhookChannel
 from monitor.deliver.policy import DigestSchedule, Route

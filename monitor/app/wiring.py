@@ -1,0 +1,277 @@
+"""The one composition root: Redis, the stores, the channels and the daemon's parts, built
+once from the settings, for the daemon and for every one-off command alike.
+
+Nothing else in ``monitor`` builds a Redis client or a store from the settings: a command
+asks for ``command_stores(settings)``, the daemon for ``daemon_parts(...)``, so both read
+and write the same keys in the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from monitor.app.embedded_redis import EmbeddedRedis, running_url
+from monitor.deliver import build as delivery
+from monitor.deliver.channels import Channel
+from monitor.deliver.ops_alerts import OpsWatch
+from monitor.deliver.queue import AlertQueue
+from monitor.deliver.silences import SilenceStore
+from monitor.deliver.worker import DeliveryWorker
+from monitor.errors import MonitorError
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.poll import PollContext, prepare_in_process
+from monitor.ingest.pool.parsers import ParserPool, worker_count
+from monitor.ingest.state import Store
+from monitor.redisio import Keys
+from monitor.rules import RuleSet
+from monitor.settings import OpsSettings, Settings
+from monitor.stories import source_metas
+from monitor.stories.cluster import Extractor
+from monitor.stories.store import StoryStore
+from monitor.stories.story import FollowUpPolicy
+from monitor.stories.volume import VolumeStore
+
+log = structlog.get_logger("monitor.app.wiring")
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLink:
+    """A client, and the embedded server this process started for it (None: a URL)."""
+
+    client: aioredis.Redis
+    server: EmbeddedRedis | None
+
+
+@contextlib.asynccontextmanager
+async def daemon_redis(settings: Settings) -> AsyncIterator[RedisLink]:
+    """The daemon's Redis: the embedded server started on the data directory (the daemon owns
+    and supervises it) or the configured URL, with a client that retries brief outages."""
+    url = settings.redis.url
+    server: EmbeddedRedis | None = None
+    if url == "embedded":
+        server = EmbeddedRedis(
+            settings.resolve_path(settings.redis.data_dir), binary=settings.redis.binary
+        )
+        await asyncio.to_thread(server.start)
+        url = server.url
+        log.info("embedded redis started", port=server.port)
+    client = aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+    try:
+        yield RedisLink(client, server)
+    finally:
+        await client.aclose()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+            log.info("embedded redis stopped")
+
+
+@contextlib.asynccontextmanager
+async def redis_for_command(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client for a one-off command (``alerts``, ``silence``, ``rules backtest``...).
+
+    With a Redis URL it connects there.  With the embedded Redis it uses the server a running
+    daemon owns in the data directory, or, when no daemon runs, starts the embedded server on
+    that directory for the length of the command, so the same data is seen either way.
+    """
+    url = settings.redis.url
+    embedded: EmbeddedRedis | None = None
+    if url == "embedded":
+        data_dir = settings.resolve_path(settings.redis.data_dir)
+        url = running_url(data_dir) or ""
+        if not url:
+            embedded = EmbeddedRedis(data_dir, binary=settings.redis.binary)
+            await asyncio.to_thread(embedded.start)
+            url = embedded.url
+    client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+# -- stores -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Every Redis-backed store, built once on one client with the settings' key prefix.
+
+    Building one touches no server: the daemon creates the consumer group itself
+    (``queue.ensure_group``), commands only read or write what they name.
+    """
+
+    keys: Keys
+    ingest: Store
+    queue: AlertQueue
+    stories: StoryStore
+    volume: VolumeStore
+    silences: SilenceStore
+
+    @classmethod
+    def build(
+        cls, client: aioredis.Redis, settings: Settings, extractor: Extractor | None = None
+    ) -> Stores:
+        """``extractor`` finds entities for stories (the daemon's comes from its rules'
+        entity list); commands that only read stories need none."""
+        keys = Keys(settings.redis.key_prefix)
+        stories = settings.stories
+        return cls(
+            keys=keys,
+            ingest=Store(
+                client,
+                keys,
+                seen_ttl=settings.dedup.ttl,
+                history_retention=settings.history.retention,
+            ),
+            queue=AlertQueue(
+                client,
+                keys,
+                keep_dead=settings.delivery.keep_dead,
+                keep_log=settings.delivery.keep_log,
+            ),
+            stories=StoryStore(
+                client,
+                keys,
+                extractor,
+                window=stories.window,
+                retention=stories.retention,
+                sources=source_metas(stories),
+            ),
+            volume=VolumeStore(client, keys),
+            silences=SilenceStore(client, keys),
+        )
+
+
+@contextlib.asynccontextmanager
+async def command_stores(settings: Settings) -> AsyncIterator[Stores]:
+    """The stores for a one-off command, on ``redis_for_command``'s client."""
+    async with redis_for_command(settings) as client:
+        yield Stores.build(client, settings)
+
+
+# -- channels and the daemon's parts ----------------------------------------------------------
+
+
+def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:
+    """One channel object per active channel in the config.
+
+    Channels refuse unsafe combinations themselves (a password over plain SMTP to a remote
+    host, say); that is a config problem, so it is raised as one.
+    """
+    try:
+        return delivery.build_channels(settings, session)
+    except ValueError as exc:
+        raise MonitorError(f"channels: {exc}", hint="fix the channel settings") from None
+
+
+def parser_pool(workers: int, rules: RuleSet) -> ParserPool | None:
+    """Worker processes for parsing and matching; none on a one-core machine or when
+    switched off."""
+    count = worker_count(workers)
+    return ParserPool(count, rules) if count > 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonParts:
+    """What the daemon runs with, built by ``daemon_parts`` and closed when it ends."""
+
+    redis: RedisLink
+    stores: Stores
+    channels: Mapping[str, Channel]
+    worker: DeliveryWorker
+    ops: OpsWatch
+    pool: ParserPool | None
+    poll: PollContext
+
+
+@contextlib.asynccontextmanager
+async def daemon_parts(
+    settings: Settings,
+    rules: RuleSet,
+    *,
+    consumer: str,
+    clock: Callable[[], datetime],
+    ops_config: Callable[[], OpsSettings],
+) -> AsyncIterator[DaemonParts]:
+    """Build every part of the daemon once; close them all, in reverse, when it ends (or when
+    building one fails half-way).  ``ops_config`` is read on every ops check, so a config
+    reload reaches it."""
+    async with contextlib.AsyncExitStack() as stack:
+        link = await stack.enter_async_context(daemon_redis(settings))
+        stores = Stores.build(link.client, settings, Extractor(rules.lexicon))
+        await stores.queue.ensure_group()
+        limit = settings.http.max_concurrency
+        # The fetches' own pool.  ``HostGate`` keeps to ``http.per_host`` before a request
+        # starts (so that the wait is not timed); the connector's equal limit is a backstop.
+        fetching = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit, limit_per_host=settings.http.per_host),
+                auto_decompress=True,
+            )
+        )
+        # Alerts have connections of their own: a burst of slow feeds may hold every
+        # connection the fetches may use, and an alert must not wait (or time out) behind it.
+        delivering = await stack.enter_async_context(aiohttp.ClientSession())
+        channels = build_channels(settings, delivering)
+        stack.push_async_callback(_close_channels, channels)
+        worker = delivery.build_worker(
+            settings, stores.queue, channels, consumer=consumer, clock=clock
+        )
+        worker.ops_channels = settings.ops.channels
+        ops = OpsWatch(
+            stores.queue,
+            channels,
+            worker.policy.route_list,
+            replica=consumer,
+            config=ops_config,
+            secrets=settings.secrets(),
+            clock=clock,
+        )
+        pool = parser_pool(settings.ingest.workers, rules)
+        if pool is not None:
+            pool.start()
+            stack.callback(pool.close)
+        poll = PollContext(
+            fetcher=Fetcher(
+                fetching,
+                user_agent=settings.http.user_agent,
+                host_gap=settings.http.host_gap.total_seconds(),
+                per_host=settings.http.per_host,
+            ),
+            store=stores.ingest,
+            clock=clock,
+            backfill=settings.ingest.backfill,
+            health_alert_after=settings.ingest.health_alert_after,
+            prepare=pool.prepare if pool is not None else prepare_in_process,
+            stories=stores.stories if settings.stories.enabled else None,
+            follow_ups=FollowUpPolicy(corroboration=settings.stories.corroboration),
+            volume=stores.volume,
+        )
+        yield DaemonParts(link, stores, channels, worker, ops, pool, poll)
+
+
+async def _close_channels(channels: Mapping[str, Channel]) -> None:
+    for channel in channels.values():
+        with contextlib.suppress(Exception):
+            await channel.close()
