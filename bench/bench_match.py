@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monitor.model import Item, Severity  # noqa: E402
-from monitor.rules import AtLeast, Group, Near, Regex, Rule, RuleSet, Term  # noqa: E402
+from monitor.rules import AtLeast, Group, Near, Regex, Rule, RuleSet, Term, fold  # noqa: E402
 from monitor.rules.engine import Engine  # noqa: E402
 
 SEED = 20260105
@@ -182,7 +182,9 @@ def make_rule(number: int, words: dict[str, list[str]], rng: random.Random) -> R
     elif shape == 8:
         match = Group(all_of=(AtLeast(2, (term(), term(), term(), term())),))
     elif number % 100 == 9:
-        stem = rng.choice(pool)[:4]
+        # Folded, as a regex must be written: a Traditional character in a pseudo-word
+        # never occurs in folded text, which holds its Simplified form.
+        stem = fold(rng.choice(pool)[:4]).text
         match = Group(all_of=(term(),), any_of=(Regex.parse(stem + r"\pL{2,}"),))
     else:
         match = Group(all_of=(term(), term()), fields=("title", "summary"))

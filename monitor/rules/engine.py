@@ -321,7 +321,9 @@ class Engine:
         self._regex_keys: dict[tuple[str, bool], int] = {}
         self._regex_of: dict[int, Regex] = {}
         self.term_keys: dict[Term, int | None] = {}
-        self._word_keys: dict[Term, tuple[int, ...]] = {}
+        #: The clauses each term's words give: one key, or one per spelling of a word that
+        #: has several (a Kazakh word and its Latin forms: any one of them will do).
+        self._word_keys: dict[Term, tuple[Clause, ...]] = {}
         self._rules: dict[int, _Indexed] = {}
         self._always: list[_Indexed] = []
         filing: dict[int, _Filed] = {}
@@ -343,11 +345,18 @@ class Engine:
         #: regex key: evaluation asks about leaves by the thousand, and hashing a term by
         #: value is Python code.
         self.leaf_keys: dict[int, tuple[Leaf, int]] = {}
+        #: Likewise, terms ignoring case whose first word has several spellings (a Kazakh
+        #: word and its Latin forms), with the key of each spelling.
+        self.spelled_keys: dict[int, tuple[Term, Clause]] = {}
         for _number, rule in enabled:
             for leaf in _leaves_under(rule.match):
                 key = self._regex_key(leaf) if isinstance(leaf, Regex) else self.term_keys[leaf]
                 if key is not None:
                     self.leaf_keys[id(leaf)] = (leaf, key)
+                elif isinstance(leaf, Term) and not leaf.case and leaf.words[0].alternatives:
+                    first = self._word_clause(leaf, leaf.words[0])
+                    if first is not None:
+                        self.spelled_keys[id(leaf)] = (leaf, first)
         #: Regexes some rule is indexed under: run on every item, in RE2 sets.  The others
         #: are run only when a rule that needs them is considered.
         self.scanned_regexes = frozenset(scanned)
@@ -369,7 +378,11 @@ class Engine:
         words: dict[tuple[int, str], None] = {}
         for leaf in dict.fromkeys(leaves):
             if isinstance(leaf, Term):
-                found = (_key_word(word, case=leaf.case) for word in leaf.words)
+                found = (
+                    _key_word(spelled, case=leaf.case)
+                    for word in leaf.words
+                    for spelled in word.spellings()
+                )
                 words.update(dict.fromkeys(word for word in found if word is not None))
         forms = {word: scan_word(word[1]) for word in words if word[0] != _ANYWHERE}
         scan = {word: form for word, form in forms.items() if form is not None}
@@ -586,10 +599,11 @@ class Engine:
         if isinstance(leaf, Regex):
             return Needs((frozenset({self._regex_key(leaf)}),))
         if leaf not in self.term_keys:
-            keys = [self._word_key(leaf, word) for word in leaf.words]
-            self.term_keys[leaf] = keys[0]
-            self._word_keys[leaf] = tuple(key for key in keys if key is not None)
-        return Needs(tuple(frozenset({key}) for key in self._word_keys[leaf]))
+            clauses = [self._word_clause(leaf, word) for word in leaf.words]
+            first = clauses[0]
+            self.term_keys[leaf] = min(first) if first is not None and len(first) == 1 else None
+            self._word_keys[leaf] = tuple(clause for clause in clauses if clause is not None)
+        return Needs(self._word_keys[leaf])
 
     def _regex_key(self, regex: Regex) -> int:
         pattern = (regex.written, regex.case)
@@ -599,10 +613,20 @@ class Engine:
             self._regex_of[key] = regex
         return self._regex_keys[pattern]
 
-    def _word_key(self, term: Term, word: Word) -> int | None:
-        """The key of one word of a term (numbered by ``_number_words``)."""
-        found = _key_word(word, case=term.case)
-        return None if found is None else self._strings[found]
+    def _word_clause(self, term: Term, word: Word) -> Clause | None:
+        """The keys of one word of a term, one per spelling (numbered by ``_number_words``):
+        the term needs one of them.  None when a spelling cannot be a key, since the word
+        could then be found with none of them.
+
+        A term whose first word has several spellings has no key in ``term_keys``; it is
+        looked for where any of them occurs (``spelled_keys``, ``IndexedText._spelled_hits``)."""
+        keys: set[int] = set()
+        for spelled in word.spellings():
+            found = _key_word(spelled, case=term.case)
+            if found is None:
+                return None
+            keys.add(self._strings[found])
+        return frozenset(keys)
 
 
 def _key_word(word: Word, *, case: bool) -> tuple[int, str] | None:
@@ -708,6 +732,9 @@ class IndexedText(ItemText):
         known = self._engine.leaf_keys.get(id(leaf))
         in_field = self._in_field.get(field)
         if known is None or known[0] is not leaf or in_field is None:
+            spelled = self._engine.spelled_keys.get(id(leaf))
+            if spelled is not None and spelled[0] is leaf and in_field is not None:
+                return self._spelled_hits(spelled[0], spelled[1], field, in_field)
             return super().hits(leaf, field)
         key = known[1]
         if key < 0:
@@ -733,6 +760,27 @@ class IndexedText(ItemText):
             self._hit(label, field, folded, False, start, end)
             for start, end in self._spans(term, key, field, folded.text)
         )
+        self._hits[memo_key] = (term, found)
+        return found
+
+    def _spelled_hits(self, term: Term, keys: Clause, field: str, in_field: set[int]) -> Hits:
+        """``hits`` for a term ignoring case whose first word has several spellings: none
+        unless one of them occurs in the field, else the pattern tried where each occurring
+        spelling starts a word (the pattern itself says which spelling goes on how)."""
+        memo_key = (id(term), field)
+        memo = self._hits.get(memo_key)
+        if memo is not None and memo[0] is term:
+            return memo[1]
+        found: Hits = ()
+        present = [key for key in keys if key in in_field]
+        if present:
+            folded = self.folded(field, case=False)
+            text = folded.text
+            starts = sorted({at for key in present for at in self._word_starts(field, key, text)})
+            found = tuple(
+                self._hit(term.label, field, folded, False, start, end)
+                for start, end in self._at_starts(term, text, starts)
+            )
         self._hits[memo_key] = (term, found)
         return found
 

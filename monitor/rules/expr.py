@@ -19,9 +19,10 @@ from monitor.rules.terms import Word, parse_term, term_pattern
 _NOWHERE = Location("<memory>")
 
 #: The item fields a rule can look at (``in:``), in the order hits are reported.
-FIELDS: tuple[str, ...] = ("title", "summary", "tags", "link", "source", "lang")
-#: Where terms are looked for when no ``in:`` says otherwise.
-DEFAULT_FIELDS: tuple[str, ...] = ("title", "summary")
+FIELDS: tuple[str, ...] = ("title", "summary", "alt", "tags", "link", "source", "lang")
+#: Where terms are looked for when no ``in:`` says otherwise: what a reader sees of the item.
+#: Image alt text is there because publishers often name the place or company only in it.
+DEFAULT_FIELDS: tuple[str, ...] = ("title", "summary", "alt")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 The only I/O in the rules package is here: reading the files.  Every problem in every file is
 collected (lint shows them all at once); ``load_rules`` refuses the whole set if there is even
-one, so a bad edit never replaces a good running rule set.
+one, so a bad edit never replaces a good running rule set.  The entity list (``entities.yaml``
+beside the rules, see ``entity_file``) is read, checked and swapped in with the rules: the
+``RuleSet`` carries it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 
 from monitor.errors import Location, RuleFileError, RuleSetError
+from monitor.rules.entities import Entity
+from monitor.rules.entity_file import EntityDraft, is_entity_file, link_entities, read_entity_file
 from monitor.rules.expr import (
     AtLeast,
     Counted,
@@ -49,11 +54,24 @@ RULE_SUFFIXES = (".yaml", ".yml")
 
 #: How many hex digits of the content hash make up ``RuleSet.version``.
 VERSION_LENGTH = 12
+#: The entity list shipped with the project: what stories use when the rule paths hold none.
+SHIPPED_ENTITY_FILE = Path(__file__).resolve().parents[2] / "rules" / "entities.yaml"
 
 
 def find_rule_files(paths: Sequence[Path]) -> list[Path]:
     """Rule files under ``paths``: directories give their *.yaml/*.yml files, recursively and
-    sorted, skipping hidden ones; files are taken as given.  Each file appears once."""
+    sorted, skipping hidden ones; files are taken as given.  Each file appears once.  Entity
+    files (``entities.yaml``, ``*.entities.yaml``) are not rule files: see
+    ``find_entity_files``."""
+    return [path for path in _source_files(paths) if not is_entity_file(path)]
+
+
+def find_entity_files(paths: Sequence[Path]) -> list[Path]:
+    """The entity files under ``paths``, found as ``find_rule_files`` finds rule files."""
+    return [path for path in _source_files(paths) if is_entity_file(path)]
+
+
+def _source_files(paths: Sequence[Path]) -> list[Path]:
     found: dict[Path, None] = {}
     for path in paths:
         if path.is_dir():
@@ -75,8 +93,9 @@ def _directory_files(directory: Path) -> list[Path]:
 
 
 def lint_rules(paths: Sequence[Path]) -> list[RuleFileError]:
-    """Every problem in the rule files under ``paths``, sorted by location; [] when clean."""
-    return _compile(paths).problems
+    """Every problem in the rule and entity files under ``paths``, sorted by location; []
+    when clean.  Paths holding only an entity file lint that file alone."""
+    return _compile(paths, rules_required=False).problems
 
 
 def load_rules(paths: Sequence[Path]) -> RuleSet:
@@ -130,10 +149,14 @@ def example_problems(rule: Rule) -> list[RuleFileError]:
     return found
 
 
-def _compile(paths: Sequence[Path], *, examples: bool = True) -> _Result:
+def _compile(
+    paths: Sequence[Path], *, examples: bool = True, rules_required: bool = True
+) -> _Result:
     files = find_rule_files(paths)
     problems: list[RuleFileError] = []
-    if not files:
+    written_entity_files = find_entity_files(paths)
+    entities, entity_files = _entities_or_shipped(written_entity_files, problems)
+    if not files and (rules_required or not written_entity_files):
         where = ", ".join(str(path) for path in paths) or "."
         problems.append(
             RuleFileError(
@@ -162,7 +185,7 @@ def _compile(paths: Sequence[Path], *, examples: bool = True) -> _Result:
             )
         )
     problems.sort(key=_sort_key)
-    if problems:
+    if problems or not files:
         return _Result(None, problems)
     ruleset = RuleSet(
         rules=linker.rules,
@@ -170,8 +193,72 @@ def _compile(paths: Sequence[Path], *, examples: bool = True) -> _Result:
         term_sets=MappingProxyType(dict(linker.term_sets)),
         paths=tuple(str(path) for path in files),
         trends=linker.trends,
+        entities=entities,
+        entity_paths=tuple(str(path) for path in entity_files),
     )
     return _Result(ruleset, [])
+
+
+def _entities_or_shipped(
+    files: Sequence[Path], problems: list[RuleFileError]
+) -> tuple[tuple[Entity, ...], list[Path]]:
+    """The entities of ``files``, or the shipped list (and its file) when there is none."""
+    entities = _entities(files, problems)
+    if entities is not None:
+        return entities, list(files)
+    try:
+        shipped = shipped_entities()
+    except RuleSetError as exc:
+        problems.extend(exc.problems)
+        return (), []
+    return shipped, [SHIPPED_ENTITY_FILE] if shipped else []
+
+
+def _entities(files: Sequence[Path], problems: list[RuleFileError]) -> tuple[Entity, ...] | None:
+    """The entities of every entity file, linked; None when there is no entity file (stories
+    then use the shipped list, ``shipped_entities``)."""
+    if not files:
+        return None
+    drafts: list[EntityDraft] = []
+    for path in files:
+        drafts.extend(_read_entities(path, problems))
+    entities, link_problems = link_entities(drafts)
+    problems.extend(link_problems)
+    return entities
+
+
+def _read_entities(path: Path, problems: list[RuleFileError]) -> tuple[EntityDraft, ...]:
+    name = str(path)
+    try:
+        doc = load_yaml_bytes(path.read_bytes(), name)
+    except OSError as exc:
+        problems.append(RuleFileError(Location(name), f"cannot read entity file: {exc.strerror}"))
+        return ()
+    except YamlSourceError as exc:
+        problems.append(RuleFileError(exc.location, exc.message, hint=exc.hint))
+        return ()
+    drafts, file_problems = read_entity_file(doc)
+    problems.extend(file_problems)
+    return drafts
+
+
+def load_entities(paths: Sequence[Path]) -> tuple[Entity, ...]:
+    """The entities of the entity files under ``paths`` (() when there is none); raises
+    ``RuleSetError`` holding every problem if there is any."""
+    problems: list[RuleFileError] = []
+    entities = _entities(find_entity_files(paths), problems)
+    if problems:
+        raise RuleSetError(sorted(problems, key=_sort_key))
+    return entities or ()
+
+
+@cache
+def shipped_entities() -> tuple[Entity, ...]:
+    """The entity list shipped in ``rules/entities.yaml``, read once; () where the package is
+    installed without it (a daemon then reads the one among its rule paths)."""
+    if not SHIPPED_ENTITY_FILE.is_file():
+        return ()
+    return load_entities([SHIPPED_ENTITY_FILE])
 
 
 def rules_version(digests: Iterable[str]) -> str:
@@ -194,8 +281,23 @@ def _read(path: Path, problems: list[RuleFileError]) -> tuple[FileDraft | None, 
         problems.append(RuleFileError(exc.location, exc.message, hint=exc.hint))
         return None, raw
     draft, file_problems = read_rule_file(doc)
-    problems.extend(file_problems)
+    problems.extend(_entity_hint(problem) for problem in file_problems)
     return draft, raw
+
+
+_ENTITIES_IN_RULE_FILE = "unknown key 'entities' in a rule file"
+
+
+def _entity_hint(problem: RuleFileError) -> RuleFileError:
+    """An entity list written into a rule file gets told where it belongs."""
+    if problem.message != _ENTITIES_IN_RULE_FILE:
+        return problem
+    return RuleFileError(
+        problem.location,
+        problem.message,
+        hint="the entity list goes in a file of its own named entities.yaml (or "
+        "<name>.entities.yaml) under the rule paths",
+    )
 
 
 def _sort_key(problem: RuleFileError) -> tuple[str, int, int, str]:

@@ -377,9 +377,17 @@ def check_example(rule: Rule, example: Example) -> tuple[str, str] | None:
         found = ", ".join(f"{hit.term} ({hit.text!r})" for hit in ordered_hits(hits)[:5])
         return (
             f"example should not match but does: {shown!r}",
-            f"it matched {found}; add an exclusion under 'none:' or narrow the terms",
+            f"it matched {found}; {NARROW_HINT}",
         )
     return None
+
+
+NARROW_HINT = (
+    "narrow the terms (a phrase, or near: with the words that give the sense), or exclude "
+    "only a phrase that never occurs in a true item (see 'The exclusion trap' in rules/README.md)"
+)
+"""Not "add an exclusion": a word with a second meaning under ``none:`` silently drops the true
+items that use it in the other sense, which no example of the false item reveals."""
 
 
 def why_not(group: Group, text: ItemText, fields: Sequence[str] = DEFAULT_FIELDS) -> str:

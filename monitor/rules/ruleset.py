@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from monitor.model import Item, Match
 from monitor.rules.engine import Engine
+from monitor.rules.entities import Entity, Lexicon
 from monitor.rules.expr import Rule, TermSet, Trend
 from monitor.rules.match import ItemText, match_rule
 
@@ -27,14 +28,23 @@ class RuleSet:
     paths: tuple[str, ...] = ()
     trends: tuple[Trend, ...] = ()
     """Volume and first-mention rules over the matches of ``rules``."""
+    entities: tuple[Entity, ...] = ()
+    """The entity list that stories (and glosses) use: the entity files among the rule paths,
+    or the shipped list when they hold none (``load_rules`` decides)."""
+    entity_paths: tuple[str, ...] = ()
+    """The files ``entities`` came from."""
     engine: Engine = field(init=False, repr=False)
     by_id: Mapping[str, Rule] = field(init=False, repr=False)
     """Rules by their exact id, for looking up the rule of a match."""
+
+    lexicon: Lexicon = field(init=False, repr=False)
+    """``entities`` compiled for finding them in text, swapped in with the rules."""
 
     def __post_init__(self) -> None:
         """Compile the index once, when the set is built: reloads swap in a ready set."""
         object.__setattr__(self, "engine", Engine(self.rules))
         object.__setattr__(self, "by_id", MappingProxyType({r.id: r for r in self.rules}))
+        object.__setattr__(self, "lexicon", Lexicon(self.entities))
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -76,6 +76,8 @@ FIELD_ALIASES = {
     "summary": "summary",
     "content": "summary",
     "description": "summary",
+    "alt": "alt",
+    "alt_text": "alt",
     "tags": "tags",
     "categories": "tags",
     "link": "link",

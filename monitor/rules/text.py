@@ -16,11 +16,26 @@ The folding, in order, applied to small pieces of text that cannot interact with
    letters in their own right stay: й, ї, and the Kazakh ә ғ қ ң ө ұ ү һ і have no
    decomposition, so they are never folded into other letters;
 5. canonical composition (NFC), so the result is NFKC text;
+5b. Traditional Chinese characters become Simplified ones, character for character
+   (``simplified_table``): "鎢" reads "钨", "哈薩克斯坦" reads "哈萨克斯坦".  One character
+   always becomes one, so offsets stay exact and a Traditional term finds Simplified text
+   as well as the other way round (both sides are folded);
 6. a space is inserted where a letter or digit of a script written without spaces (Chinese,
    Japanese, Korean, Thai) touches one of another script: "美国DFC宣布" reads "美国 dfc 宣布".
    So a Latin word next to Chinese is still a word of its own, and patterns can express word
    boundaries with plain "letter or digit" classes, which compile fast; class ranges covering
    the CJK blocks cost milliseconds per pattern, too slow for ten thousand rules.
+
+Why Traditional to Simplified character by character, not OpenCC's phrase conversion: phrase
+conversion picks the right character for words like 乾隆 (kept) or 頭髮 (头发), but it can
+change the length of the text, and hits must point into the original.  For matching, the
+character table is enough: a term and the text go through the same table, so whatever
+character it picks, both sides pick the same.  The price is a few merges a reader would not
+make (後 "after" and 后 "queen" both read 后), which can only add matches, never lose one.
+
+Kazakh written in Latin letters is not folded here: turning Latin words into Cyrillic would
+make English words stop matching English terms ("Iraq", "quota").  Terms handle it instead:
+a Kazakh term written in Cyrillic also looks for its Latin spellings (``terms``).
 """
 
 from __future__ import annotations
@@ -32,6 +47,8 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+
+import opencc
 
 # Scripts written without spaces between words.  A term in them matches as a substring,
 # and a Latin or Cyrillic word right next to them still counts as a separate word.
@@ -136,7 +153,70 @@ def fold_piece(piece: str, case: bool = False) -> str:
         text = unicodedata.normalize("NFKD", text.casefold())
     text = "".join(char for char in text if not is_ignorable(char))
     text = _strip_diacritics(text).translate(_LATIN_LETTERS)
-    return unicodedata.normalize("NFC", text)
+    text = unicodedata.normalize("NFC", text)
+    if _MAYBE_UNSPACED.search(text) is not None:
+        text = text.translate(simplified_table())
+    return text
+
+
+# -- Traditional Chinese to Simplified (step 5b) ---------------------------------------------
+
+#: OpenCC configurations whose character tables fold Traditional to Simplified: the standard
+#: table first; then the Hong Kong and Taiwan tables, for variant glyphs those outlets print
+#: (衞, 粧, 枱) that the standard one leaves alone.
+SIMPLIFY_CONFIGS = ("t2s.json", "hk2s.json", "tw2s.json")
+#: Where Traditional characters are: CJK unified ideographs, extension A and the supplementary
+#: extensions.  Compatibility ideographs and radicals need no entry: NFKC turns them into
+#: unified ideographs before the table is applied.
+_IDEOGRAPHS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x20000, 0x323AF))
+
+
+@lru_cache(maxsize=1)
+def simplified_table() -> dict[int, str]:
+    """Each Traditional character and the one Simplified character it folds to, as a
+    ``str.translate`` table; built once, on first use (some 80 ms).
+
+    The table is OpenCC's own, read through its converter: every ideograph goes through it on
+    a line of its own, so no phrase can apply and each line shows what the character table
+    gives.  Kept are the entries where one character becomes another single ideograph (all of
+    them, in OpenCC 1.4).  A later configuration only adds characters the earlier ones leave
+    alone and that are not themselves Simplified results (Taiwan's table turns 么, the
+    Simplified form of 麼, into 幺, which would turn 什么 into 什幺).  Chains are followed to
+    their end (薴 → 苧 → 苎), so that folding folded text changes nothing.
+    """
+    chars = [chr(point) for low, high in _IDEOGRAPHS for point in range(low, high + 1)]
+    joined = "\n".join(chars)
+    table: dict[str, str] = {}
+    for number, config in enumerate(SIMPLIFY_CONFIGS):
+        results = set(table.values())
+        converted = opencc.OpenCC(config).convert(joined).split("\n")
+        for char, simple in zip(chars, converted, strict=True):
+            if simple == char or char in table or not _simplifies(char, simple):
+                continue
+            if number == 0 or char not in results:
+                table[char] = simple
+    return {ord(char): _settled(char, table) for char in table}
+
+
+def _simplifies(char: str, simple: str) -> bool:
+    """Whether a conversion is one ideograph to another, already in NFKC form: the only kind
+    folding can apply without moving offsets or undoing an earlier step."""
+    return (
+        len(simple) == 1
+        and _in_ranges(simple, _IDEOGRAPHS)
+        and unicodedata.is_normalized("NFKC", char)
+        and unicodedata.is_normalized("NFKC", simple)
+    )
+
+
+def _settled(char: str, table: dict[str, str]) -> str:
+    """Where a chain of conversions ends (a cycle, never seen, ends where it closes)."""
+    seen = {char}
+    simple = table[char]
+    while simple in table and simple not in seen:
+        seen.add(simple)
+        simple = table[simple]
+    return simple
 
 
 class Folded:
@@ -330,8 +410,9 @@ _CHECKED_BLOCKS = (
     (0xFE30, 0xFE4F),
     (0xFF00, 0xFFEF),
 )
-#: Blocks whose every character folds to itself (a test checks each one): Chinese
-#: ideographs and Hangul syllables, too large to check at start-up.
+#: Blocks whose every character folds to itself but the Traditional Chinese characters of
+#: ``simplified_table`` (a test checks each one): Chinese ideographs and Hangul syllables,
+#: too large to check at start-up.
 _IDENTITY_BLOCKS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3))
 
 
@@ -390,13 +471,23 @@ def _known_characters(case: bool) -> _Known:
                 plain.append(point)
             elif folded != _UNSAFE and (case or folded.casefold() == folded):
                 replacements[char] = folded
+    simplified = simplified_table()
+    for point, simple in simplified.items():
+        if _in_ranges(chr(point), _IDENTITY_BLOCKS):
+            replacements[chr(point)] = simple
     resized = frozenset(char for char, folded in replacements.items() if len(folded) != 1)
     lowered = [point for point in plain if _folds_as_lower(chr(point), case)]
     produced = {*map(chr, plain), *"".join(replacements.values())}
     produced |= {char.casefold() for char in produced if len(char.casefold()) == 1}
     spaced = sorted(ord(c) for c in produced if c.isalnum() and not is_unspaced(c))
     assert not any(c in replacements for out in replacements.values() for c in out)
-    plain_spans = [*_spans(sorted(plain)), *_IDENTITY_BLOCKS]
+    identity = [
+        point
+        for low, high in _IDENTITY_BLOCKS
+        for point in range(low, high + 1)
+        if point not in simplified
+    ]
+    plain_spans = [*_spans(sorted(plain)), *_spans(identity)]
     return _Known(
         unplain=re.compile(
             "[^" + "".join(_class_range(low, high) for low, high in plain_spans) + "]"
@@ -442,18 +533,24 @@ def _fold_known(text: str, known: _Known, case: bool, replaced: set[str]) -> Fol
     """The known-character road, for text whose characters that do not fold on their own are
     all ``replaced`` ones (one scan found them).  When none of them changes length (Chinese
     punctuation, say), each distinct one is replaced with ``str.replace``, which is cheaper
-    than splitting the text around every one of them."""
+    than splitting the text around every one of them; when there are many (Traditional
+    Chinese holds hundreds of distinct ones), one ``str.translate`` folds the whole text."""
     chars = text
     changed: list[tuple[int, int]] = []
-    if replaced and known.resized.isdisjoint(replaced):
+    if len(replaced) > _REPLACE_LIMIT and known.resized.isdisjoint(replaced):
+        chars = text.translate(_TABLES[case])
+    elif replaced and known.resized.isdisjoint(replaced):
         for char in replaced:
             chars = chars.replace(char, known.replacements[char])
+        chars = chars if case else chars.casefold()
     elif replaced:
         parts = known.replace.split(text)
         parts[1::2] = [known.replacements[char] for char in parts[1::2]]
         chars = "".join(parts)
         changed = _resized(parts)
-    chars = chars if case else chars.casefold()
+        chars = chars if case else chars.casefold()
+    else:
+        chars = chars if case else chars.casefold()
     if known.spaced_alnum.search(chars) is None:
         return Folded(text, chars, changed=changed, spaced_words=False)
     return _finish(text, chars, changed)
@@ -513,6 +610,8 @@ class _LengthTable(dict[int, str]):
 
 
 _TABLES = {False: _FoldTable(case=False), True: _FoldTable(case=True)}
+#: Past this many distinct characters to replace, ``_fold_known`` translates the whole text.
+_REPLACE_LIMIT = 24
 _LENGTHS = {case: _LengthTable(table) for case, table in _TABLES.items()}
 _CHANGED = re.compile(r"[^.]")
 _UNSPACED_CLASS = "".join(_class_range(low, high) for low, high in UNSPACED_RANGES)

@@ -198,6 +198,7 @@ items = st.builds(
 )
 
 
+@pytest.mark.slow  # hundreds of generated rule sets: the full suite runs it, not test-fast
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rule_lists, items)
 def test_engine_equals_reference(rules: tuple[Rule, ...], subject: Item) -> None:
@@ -206,6 +207,7 @@ def test_engine_equals_reference(rules: tuple[Rule, ...], subject: Item) -> None
     assert ruleset.match(subject) == ruleset.match_reference(subject)
 
 
+@pytest.mark.slow  # hundreds of generated rule sets: the full suite runs it, not test-fast
 @settings(max_examples=300, deadline=None)
 @given(rule_lists, st.lists(items, min_size=2, max_size=4))
 def test_engine_equals_reference_item_after_item(

@@ -10,6 +10,7 @@ import pytest
 from monitor.errors import RuleFileError, RuleSetError
 from monitor.model import Severity
 from monitor.rules import RuleSet, SetRef, find_rule_files, lint_rules, load_rules
+from monitor.rules.match import NARROW_HINT
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "rules"
 
@@ -463,7 +464,7 @@ CASES = [
         11,
         11,
         "example should not match but does: 'Tungsten prices'",
-        "it matched tungsten ('Tungsten'); add an exclusion under 'none:' or narrow the terms",
+        f"it matched tungsten ('Tungsten'); {NARROW_HINT}",
         id="failing-no-match-example",
     ),
     pytest.param(
