@@ -76,7 +76,8 @@ class Item:
 
     ``id`` is the item's identity across polls (see ``dedup.item_identity``); ``source`` is the
     name of the feed it came from and ``source_tags`` that feed's tags from the config, so that
-    rules can be scoped to feeds or tags.
+    rules can be scoped to feeds or tags.  ``tags`` are the item's categories from the feed;
+    ``alt`` is the alt text of its images, a line each, which rules search like the summary.
     """
 
     id: str
@@ -89,6 +90,7 @@ class Item:
     guid: str | None = None
     tags: tuple[str, ...] = ()
     source_tags: tuple[str, ...] = ()
+    alt: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +104,7 @@ class Item:
             "guid": self.guid,
             "tags": list(self.tags),
             "source_tags": list(self.source_tags),
+            "alt": self.alt,
         }
 
     @classmethod
@@ -117,6 +120,7 @@ class Item:
             guid=data.get("guid") or None,
             tags=tuple(data.get("tags") or ()),
             source_tags=tuple(data.get("source_tags") or ()),
+            alt=str(data.get("alt") or ""),
         )
 
 
@@ -137,8 +141,9 @@ def parse_timestamp(value: object) -> datetime:
 class TermHit:
     """Where one rule term occurred: enough for an alert to quote and highlight it.
 
-    ``start``/``end`` index into the item's field as stored on ``Item`` (``title`` or
-    ``summary``), so ``getattr(item, field)[start:end] == text``.
+    ``start``/``end`` index into the item's field as stored on ``Item`` (``title``,
+    ``summary``, ``alt``), so ``getattr(item, field)[start:end] == text``; for ``tags`` they
+    index into the tags joined a line each.
     """
 
     term: str
@@ -209,13 +214,18 @@ class Match:
     story_title: str = ""
     provenance: tuple[SourceNote, ...] = ()
     explanation: str = ""
+    update: bool = False
+    """The item was republished with other words, and this rule matches only its new
+    version: the alert says "Updated:" (see ``dedup.materially_changed``)."""
 
     @property
     def headline(self) -> str:
-        """What an alert is called: the rule's title, marked when it follows up a story."""
+        """What an alert is called: the rule's title, marked when it follows up a story, and
+        "Updated:" when it is about an edited item's new version."""
+        headline = self.rule_title
         if self.follow_up:
-            return f"Follow-up ({self.follow_up}): {self.rule_title}"
-        return self.rule_title
+            headline = f"Follow-up ({self.follow_up}): {self.rule_title}"
+        return f"Updated: {headline}" if self.update else headline
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -249,6 +259,7 @@ class Match:
                 else {}
             ),
             **({"explanation": self.explanation} if self.explanation else {}),
+            **({"update": True} if self.update else {}),
         }
 
     @classmethod
@@ -276,6 +287,7 @@ class Match:
             story_title=str(data.get("story_title") or ""),
             provenance=tuple(SourceNote.from_dict(n) for n in data.get("provenance") or ()),
             explanation=str(data.get("explanation") or ""),
+            update=data.get("update") is True,
         )
 
 

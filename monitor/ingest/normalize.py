@@ -10,11 +10,11 @@ import re
 import string
 import unicodedata
 from datetime import datetime, timedelta
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urljoin, urlsplit, urlunsplit
 
 from monitor.ingest.dedup import item_identity
-from monitor.ingest.markup import html_to_text
-from monitor.ingest.parse import RawEntry
+from monitor.ingest.markup import html_to_text, image_alts
+from monitor.ingest.parse import RawEntry, TextType
 from monitor.model import Item, Source
 
 FUTURE_TOLERANCE = timedelta(days=1)
@@ -51,9 +51,17 @@ _CONTROL = re.compile(
 
 
 def normalize_entry(entry: RawEntry, source: Source, now: datetime) -> Item:
-    """Build the ``Item`` the rest of the flow sees from one raw entry of ``source``."""
-    title = clean_text(html_to_text(entry.title) if "<" in entry.title else entry.title)
-    summary = clean_text(html_to_text(entry.summary_html))
+    """Build the ``Item`` the rest of the flow sees from one raw entry of ``source``.
+
+    Text is decoded exactly once, as its declared type says (``as_text``): a rule for "AT&T"
+    must find a title written ``AT&amp;T`` in an HTML title, and ``Vector<T>`` in a plain-text
+    one must not lose ``<T>`` to an HTML parser.
+    """
+    title = clean_text(as_text(entry.title, entry.title_type))
+    summary = clean_text(as_text(entry.summary_html, entry.summary_type))
+    alt = ""
+    if entry.summary_type == "html":
+        alt = "\n".join(clean_text(text) for text in image_alts(entry.summary_html))
     link = canonical_url(entry.link, base=entry.base or source.url) if entry.link else ""
     published = clamp_published(entry.published, now)
     return Item(
@@ -65,9 +73,15 @@ def normalize_entry(entry: RawEntry, source: Source, now: datetime) -> Item:
         published=published,
         lang=entry.lang or detect_script_language(f"{title} {summary}"),
         guid=entry.guid,
-        tags=entry.tags,
+        tags=tuple(dict.fromkeys(tag for tag in map(clean_text, entry.tags) if tag)),
         source_tags=source.tags,
+        alt=alt,
     )
+
+
+def as_text(written: str, kind: TextType) -> str:
+    """A title or summary as plain text: markup read once, plain text left as it is."""
+    return html_to_text(written) if kind == "html" else written
 
 
 def detect_script_language(text: str) -> str | None:
@@ -147,7 +161,8 @@ def canonical_url(url: str, base: str | None = None) -> str:
 
     Only http(s) links survive; anything else (``javascript:``, ``data:``), and a link that
     cannot be read (a port out of range, a broken IPv6 address), becomes ``""``, so it can
-    never reach an alert as a link, nor fail its feed's poll.
+    never reach an alert as a link, nor fail its feed's poll.  The query keeps every other
+    parameter exactly as written (see ``clean_query``): the alert must open the same page.
     """
     url = url.strip()
     try:
@@ -165,10 +180,30 @@ def canonical_url(url: str, base: str | None = None) -> str:
     host = parts.hostname.lower().rstrip(".")
     default_port = {"http": 80, "https": 443}[parts.scheme.lower()]
     netloc = host if port in (None, default_port) else f"{host}:{port}"
-    query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _tracking(k)]
-    )
+    query = clean_query(parts.query)
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", query, ""))
+
+
+def clean_query(query: str) -> str:
+    """``query`` without its tracking parameters, every other byte as the publisher wrote it.
+
+    Decoding and re-encoding the query (``parse_qsl`` then ``urlencode``) turned ``?r123``
+    into ``?r123=``, ``%2F`` into ``/`` and back into ``%2F`` only sometimes, and ``+`` into
+    ``%2B``: links to pages that then did not open.  Only whitespace, which no link may hold,
+    is percent-encoded.
+    """
+    if not query:
+        return ""
+    kept = [part for part in query.split("&") if not _tracking(unquote_plus(part.split("=")[0]))]
+    joined = "&".join(kept)
+    return (
+        _WHITESPACE.sub(lambda found: quote(found.group()), joined)
+        if _WHITESPACE.search(joined)
+        else joined
+    )
+
+
+_WHITESPACE = re.compile(r"\s")
 
 
 _ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)

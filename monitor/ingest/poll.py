@@ -1,7 +1,9 @@
 """One poll of one feed: fetch, parse, normalize, dedup, match and queue (``poll_once``).
 
 Driven one pass at a time by the daemon's scheduler, by ``monitor run --once`` and by tests;
-sleeping, signals and scheduling live in ``app``.  The delivery side's one pass is
+sleeping, signals and scheduling live in ``app``.  What stories and trends make of a batch's
+matches is ``monitor.stories.settle``; when to poll and whether a feed is healthy,
+``monitor.ingest.schedule``.  The delivery side's one pass is
 ``monitor.deliver.worker.DeliveryWorker.run_once``.
 """
 
@@ -13,35 +15,27 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 
 from monitor.errors import FeedError, FeedParseError
-from monitor.ingest.dedup import ItemRecord
+from monitor.ingest.dedup import ItemRecord, as_update
 from monitor.ingest.fetch import Fetcher, FetchResult, Validators
-from monitor.ingest.prepare import PreparedFeed, PreparedItem, prepare_feed, prepare_item
+from monitor.ingest.prepare import PreparedFeed, PreparedItem, prepare_feed
 from monitor.ingest.schedule import (
     PollOutcome,
     cache_lifetime,
     health_alert,
+    health_match,
     is_due,
     next_poll_at,
 )
-from monitor.ingest.state import FeedState, FeedSuccess, Store
-from monitor.model import Item, Match, PollResult, Severity, Source
+from monitor.ingest.state import NEW, UPDATED, FeedState, FeedSuccess, Sighting, Store
+from monitor.model import Item, PollResult, Source
 from monitor.rules import RuleSet
-from monitor.rules.expr import FirstMention, Trend
-from monitor.stories.store import RuleVerdict, Settlement, StoryStore
-from monitor.stories.story import FollowUpPolicy, Gate, follow_up_reason, gate_for, provenance
-from monitor.stories.trends import (
-    VolumeCounts,
-    first_mention_match,
-    mentioned,
-    trend_match,
-    volume_rule,
-    watched_rules,
-)
+from monitor.stories.settle import by_publication, count_trends, settle_batch
+from monitor.stories.store import StoryStore
+from monitor.stories.story import FollowUpPolicy
 from monitor.stories.volume import VolumeStore
 
 Clock = Callable[[], datetime]
@@ -218,7 +212,9 @@ async def _record(
 ) -> tuple[int, tuple[str, ...], bool]:
     """Record the new items in batches (one Redis round trip each), never past the cap.
 
-    Items already seen are dropped first, in one round trip.  Items published before
+    Items already seen are dropped first, in one round trip; an item whose GUID came back
+    materially changed is recorded as an update, with only the rules it newly matches
+    (``_sighted``).  Items published before
     ``quiet_before`` (a new feed's archive) are recorded without their matches, so they never
     alert.  With stories on, the matched items of a batch join their stories just before it
     is recorded (never items left for the next poll, whose story flags would be spent on an
@@ -228,12 +224,16 @@ async def _record(
     items = list(prepared.items)
     if prepared.rules_version != rules.version:  # prepared before a reload, or not matched
         items = [rematch(item, rules) for item in items]
-    is_new = await ctx.store.unseen_keys([item.record.seen_keys for item in items])
-    items = [item for item, new in zip(items, is_new, strict=True) if new]
-    new_items = position = 0
+    sightings = await ctx.store.triage([item.record for item in items])
+    items = [
+        replace(item, record=record)
+        for item, sighting in zip(items, sightings, strict=True)
+        if (record := _sighted(item.record, sighting)) is not None
+    ]
+    new_items = updated = position = 0
     matched: list[str] = []
     while position < len(items):
-        room = source.max_items - new_items
+        room = source.max_items - new_items - updated
         if room <= 0:
             return new_items, tuple(matched), False
         batch = [
@@ -243,177 +243,63 @@ async def _record(
             for item in items[position : position + min(RECORD_BATCH, room)]
         ]
         position += len(batch)
+        if ctx.stories is not None:  # assigned and queued oldest first: the alert leads
+            batch = by_publication(batch)
         counted = list(batch)
         if ctx.stories is not None:
-            batch = [
-                await _with_story(record, rules, ctx.stories, ctx.follow_ups, now)
-                if record.match_json
-                else record
-                for record in batch
-            ]
+            batch = await _through_stories(batch, rules, ctx, ctx.stories, now)
         recorded = await ctx.store.record(batch, now)
-        for record, was_new in zip(batch, recorded, strict=True):
-            if was_new:
-                new_items += 1
+        for record, status in zip(batch, recorded, strict=True):
+            if status in (NEW, UPDATED):
+                new_items += status == NEW
+                updated += status == UPDATED
                 matched += record.rules
-        if rules.trends:
-            fresh = [r for r, new in zip(counted, recorded, strict=True) if new and r.match_json]
-            await _count_trends(fresh, rules, ctx, now)
+        if rules.trends:  # an update is not counted again
+            fresh = [
+                r
+                for r, status in zip(counted, recorded, strict=True)
+                if status == NEW and r.match_json
+            ]
+            volume = ctx.volume or VolumeStore(ctx.store.client, ctx.store.keys)
+            await count_trends(fresh, rules, volume, now)
+    if updated:
+        log.info("items updated", feed=source.name, updated=updated)
     return new_items, tuple(matched), True
 
 
-async def _with_story(
-    record: ItemRecord,
-    rules: RuleSet,
-    stories: StoryStore,
-    policy: FollowUpPolicy,
-    now: datetime,
-) -> ItemRecord:
-    """Put a matched item into its story and settle what each rule says about it: held
-    until corroborated, the story's alert, a follow-up worth telling, an escalation, or a
-    quiet update (queued, then throttled by delivery as the story's reprint).
+def _sighted(record: ItemRecord, sighting: Sighting) -> ItemRecord | None:
+    """What to record of an item, given how it was seen before; None: nothing.
 
-    Only matched items are clustered: a story is what the rules watch, and assigning costs
-    three Redis round trips and settling one more, too many for every item of a first poll.
-    Assigning and settling are idempotent, so a poll retried after a crash gets the same
-    story and the same verdicts back.  A rule held on an earlier item may be released by
-    this one; its kept match is then queued with this item's record.
+    Pure.  Another feed's copy of an article is recorded (so its own keys exist from now on)
+    without its matches: it never alerts.  An edited item keeps only the matches of rules it
+    did not match before, marked as an update.
     """
-    item = Item.from_dict(json.loads(record.item_json))
-    update = await stories.assign(item, now)
-    reason = follow_up_reason(update, policy)
-    current = {}
-    for match_json in record.match_json:
-        data = json.loads(match_json)
-        current[str(data["rule"])] = data
-    entries = [
-        (rule_id, _gate(rules, rule_id), json.dumps(data, ensure_ascii=False))
-        for rule_id, data in current.items()
-    ]
-    settled = await stories.settle(update.story_id, item.id, entries, tell=reason is not None)
-    queued: list[dict[str, Any]] = []
-    for verdict in settled.verdicts:
-        data = current.get(verdict.rule_id) or (json.loads(verdict.kept) if verdict.kept else None)
-        message = _story_message(data, verdict, rules, settled, update.story_id, reason)
-        if message is not None:
-            queued.append(message)
-        elif verdict.status == "held":
-            log.info("alert held", rule=verdict.rule_id, story=update.story_id, item=item.id)
-    return replace(
-        record,
-        match_json=tuple(json.dumps(m, ensure_ascii=False) for m in queued),
-        rules=tuple(str(m["rule"]) for m in queued),
-    )
-
-
-def _gate(rules: RuleSet, rule_id: str) -> Gate:
-    rule = rules.by_id.get(rule_id)
-    if rule is None:
-        return Gate()
-    escalate_at = rule.escalate.sources if rule.escalate is not None else 0
-    return gate_for(rule.min_sources, rule.official, escalate_at)
-
-
-def _story_message(
-    data: dict[str, Any] | None,
-    verdict: RuleVerdict,
-    rules: RuleSet,
-    settled: Settlement,
-    story_id: str,
-    reason: str | None,
-) -> dict[str, Any] | None:
-    """The match to queue for one rule's verdict, or None when there is nothing to queue: the
-    rule holds its alert, or a match it kept has nothing new to say.
-
-    Pure.  The story's alert and its follow-ups carry the story's headline and provenance
-    (follow-ups and escalations mark the sources new since the rule last spoke); quiet
-    updates carry only the story, for the throttle.
-    """
-    if data is None or verdict.status == "held":
+    if sighting.kind == "seen":
         return None
-    rule = rules.by_id.get(verdict.rule_id)
-    escalate = rule.escalate if rule is not None else None
-    escalates = verdict.escalated and escalate is not None
-    if verdict.kept and (rule is None or not (verdict.status == "alert" or escalates)):
-        return None  # a kept match speaks only to alert or escalate, for a rule still loaded
-    data = {key: value for key, value in data.items() if key not in ("follow_up", "provenance")}
-    data["story"] = story_id
-    follow_up = None
-    if escalates and escalate is not None:
-        data["severity"] = escalate.severity.label
-        if verdict.status != "alert":
-            follow_up = f"escalated at {escalate.sources} independent sources"
-    elif verdict.status == "quiet" and reason:
-        follow_up = reason
-    if follow_up:
-        data["follow_up"] = follow_up
-    speaks = verdict.status == "alert" or escalates or follow_up is not None
-    if speaks and settled.items:
-        told = verdict.told if follow_up else -1
-        data["story_title"] = settled.items[0].title
-        data["provenance"] = [note.to_dict() for note in provenance(settled.items, told)]
-    return data
+    if sighting.kind == "elsewhere":
+        return replace(record, match_json=(), rules=())
+    if sighting.kind == "changed":
+        return as_update(record, sighting.prior)
+    return record
 
 
-async def _count_trends(
-    records: Sequence[ItemRecord], rules: RuleSet, ctx: PollContext, now: datetime
-) -> None:
-    """Count newly recorded matched items for the volume trends, and look for first mentions.
-
-    ``records`` hold every match the items had, held ones included: a trend counts what the
-    rules matched, whether or not it has alerted yet.  Each trend fires at most once per
-    burst (or once per entity), queued in one step with its marker, across replicas.
-    """
-    volume = ctx.volume or VolumeStore(ctx.store.client, ctx.store.keys)
-    seen = [(Item.from_dict(json.loads(record.item_json)), set(record.rules)) for record in records]
-    for trend in rules.trends:
-        if not trend.enabled:
-            continue
-        if isinstance(trend.watch, FirstMention):
-            await _first_mentions(trend, trend.watch, seen, rules.version, volume)
-            continue
-        watched = watched_rules(trend.watch.of, rules)
-        hits = [item for item, ids in seen if ids & watched]
-        if not hits:
-            continue
-        counting = volume_rule(trend)
-
-        def build(
-            reason: str, counts: VolumeCounts, trend: Trend = trend, latest: Item = hits[-1]
-        ) -> str:
-            match = trend_match(trend, reason, counts, latest, rules.version, now)
-            return json.dumps(match.to_dict(), ensure_ascii=False)
-
-        fired = await volume.observe(counting, now, len(hits), build)
-        if fired is not None:
-            log.info("trend fired", rule=trend.id, reason=fired, count=len(hits))
-
-
-async def _first_mentions(
-    trend: Trend,
-    watch: FirstMention,
-    seen: Sequence[tuple[Item, set[str]]],
-    version: str,
-    volume: VolumeStore,
-) -> None:
-    alerts: list[tuple[str, str]] = []  # (entity, match JSON)
-    for item, ids in seen:
-        if watch.rule not in ids:
-            continue
-        for entity, hits in mentioned(watch, item):
-            match = first_mention_match(trend, watch, item, entity, hits, version)
-            alerts.append((entity, json.dumps(match.to_dict(), ensure_ascii=False)))
-    chosen: dict[str, str] = {}
-    for entity, payload in alerts:
-        chosen.setdefault(entity, payload)  # an entity twice in one batch: its first item
-    for entity in await volume.first_mentions(trend.id, list(chosen), list(chosen.values())):
-        log.info("trend fired", rule=trend.id, reason="first mention", entity=entity)
+async def _through_stories(
+    batch: list[ItemRecord], rules: RuleSet, ctx: PollContext, stories: StoryStore, now: datetime
+) -> list[ItemRecord]:
+    """The batch with the matches its stories let through (``settle_batch``): held ones
+    dropped, alerts and follow-ups marked with their story."""
+    queued = await settle_batch(batch, rules, stories, ctx.follow_ups, now)
+    return [
+        replace(record, match_json=q.match_json, rules=q.rules)
+        for record, q in zip(batch, queued, strict=True)
+    ]
 
 
 def rematch(item: PreparedItem, rules: RuleSet) -> PreparedItem:
-    """Match a prepared item with ``rules``: the rules changed while it was being prepared."""
+    """Match a prepared item with ``rules``: the rules changed while it was being prepared.
+    Its keys (which may hold a link fragment its JSON does not) are kept."""
     parsed = Item.from_dict(json.loads(item.record.item_json))
-    return prepare_item(parsed, rules)
+    return replace(item, record=item.record.with_matches(rules.match(parsed)))
 
 
 RECORD_BATCH = 50
@@ -459,35 +345,6 @@ async def _tell_health(
     match = health_match(source, change, failing_since, error, now)
     await ctx.store.enqueue_health_alert(source.name, match)
     log.warning("feed health alert", feed=source.name, change=change)
-
-
-def health_match(
-    source: Source, change: str, failing_since: datetime, error: str | None, now: datetime
-) -> Match:
-    """The operational alert for a feed incident, delivered through the normal channels.
-
-    Its item id names the incident (feed and start time), so each incident alerts once and a
-    later one alerts again.
-    """
-    hours = (now - failing_since).total_seconds() / 3600
-    if change == "failing":
-        title = f"Feed {source.name} has been failing for {hours:.1f} h"
-        summary = f"Last error: {error}" if error else ""
-    else:
-        title = f"Feed {source.name} recovered after {hours:.1f} h"
-        summary = "Polls succeed again; items missed while it failed arrive now."
-    incident = f"ops:{source.name}:{failing_since.isoformat()}:{change}"
-    item = Item(
-        id=incident,
-        source=source.name,
-        title=title,
-        summary=summary,
-        link=source.url if source.url.startswith(("http://", "https://")) else "",
-        published=now,
-        source_tags=source.tags,
-    )
-    severity = Severity.HIGH if change == "failing" else Severity.INFO
-    return Match("feed-health", "Feed health", severity, "ops", item, tags=("ops", change))
 
 
 def summarize(results: Sequence[PollResult]) -> dict[str, int]:

@@ -9,12 +9,17 @@ uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from monitor.ingest.dedup import ItemRecord, entry_fingerprint
+from monitor.ingest.dedup import (
+    ItemRecord,
+    entry_fingerprint,
+    entry_identity,
+    identity_fragment,
+)
 from monitor.ingest.normalize import normalize_entry
-from monitor.ingest.parse import NotAFeedError, parse_feed
+from monitor.ingest.parse import NotAFeedError, RawEntry, parse_feed
 from monitor.ingest.scrape import scrape_page
 from monitor.model import Item, Source
 from monitor.rules import RuleSet
@@ -77,7 +82,7 @@ def prepare_feed(
         for entry in feed.entries
     )
     items = tuple(
-        prepare_item(normalize_entry(entry, source, now), rules)
+        prepare_entry(entry, source, now, rules)
         for entry, fingerprint in zip(feed.entries, fingerprints, strict=True)
         if fingerprint not in known
     )
@@ -87,6 +92,28 @@ def prepare_feed(
     )
 
 
-def prepare_item(item: Item, rules: RuleSet | None) -> PreparedItem:
+def prepare_entry(
+    entry: RawEntry, source: Source, now: datetime, rules: RuleSet | None
+) -> PreparedItem:
+    """Clean, identify and match one raw entry.
+
+    The id is computed here, not taken from ``normalize_entry``: the identity needs the
+    link's fragment (``identity_fragment``: a live blog's ``#u1`` and ``#u2`` are two
+    entries), which canonical links drop.  ``normalize_entry``'s id (the GUID alone) is
+    kept among the item's legacy keys, so items recorded before stay seen.
+    """
+    cleaned = normalize_entry(entry, source, now)
+    fragment = identity_fragment(entry.link) if cleaned.link else ""
+    item_id = entry_identity(
+        source.name, entry.guid, cleaned.link, fragment, cleaned.title, cleaned.summary
+    )
+    item = replace(cleaned, id=item_id) if item_id != cleaned.id else cleaned
+    return prepare_item(item, rules, fragment=fragment, old_id=cleaned.id)
+
+
+def prepare_item(
+    item: Item, rules: RuleSet | None, *, fragment: str = "", old_id: str = ""
+) -> PreparedItem:
     matches = rules.match(item) if rules is not None else ()
-    return PreparedItem(item.published, ItemRecord.of(item, matches))
+    record = ItemRecord.of(item, matches, fragment=fragment, old_id=old_id)
+    return PreparedItem(item.published, record)

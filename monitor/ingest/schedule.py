@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from monitor.model import Item, Match, Severity, Source
+
 BACKOFF_CAP = timedelta(hours=6)
 """A broken feed is still tried at least this often, so a fixed feed recovers the same day."""
 
@@ -100,6 +102,36 @@ def health_alert(
     if alerted or alert_after is None or failing_since is None:
         return None
     return "failing" if now - failing_since >= alert_after else None
+
+
+def health_match(
+    source: Source, change: str, failing_since: datetime, error: str | None, now: datetime
+) -> Match:
+    """The operational alert for a feed incident (``health_alert``'s change), delivered
+    through the normal channels.
+
+    Pure.  Its item id names the incident (feed and start time), so each incident alerts
+    once and a later one alerts again.
+    """
+    hours = (now - failing_since).total_seconds() / 3600
+    if change == "failing":
+        title = f"Feed {source.name} has been failing for {hours:.1f} h"
+        summary = f"Last error: {error}" if error else ""
+    else:
+        title = f"Feed {source.name} recovered after {hours:.1f} h"
+        summary = "Polls succeed again; items missed while it failed arrive now."
+    incident = f"ops:{source.name}:{failing_since.isoformat()}:{change}"
+    item = Item(
+        id=incident,
+        source=source.name,
+        title=title,
+        summary=summary,
+        link=source.url if source.url.startswith(("http://", "https://")) else "",
+        published=now,
+        source_tags=source.tags,
+    )
+    severity = Severity.HIGH if change == "failing" else Severity.INFO
+    return Match("feed-health", "Feed health", severity, "ops", item, tags=("ops", change))
 
 
 def is_stale(last_success: datetime | None, interval: timedelta, now: datetime) -> bool:

@@ -21,42 +21,120 @@ from monitor.ingest.fetch import Validators
 from monitor.model import Item, Match
 from monitor.redisio import Keys, guarded
 
+# Shared by the two scripts below.  Per item, KEYS hold its seen-keys (its id key first, then
+# its link hash when it has a link, then text keys) and then its legacy keys; ARGV holds, at
+# ``arg``: number of seen-keys, number of legacy keys, its link field ('' = no link hash),
+# its material digest.  An id key holds "<material digest> <rule> <rule>...": what the item
+# said and every rule it matched when it was last recorded ('1' before edits were tracked).
+_SIGHTING = """
+local function link_seen(hash, field)
+  local cut = string.find(field, '\\31', 1, true)
+  local source, fragment = string.sub(field, 1, cut - 1), string.sub(field, cut + 1)
+  for _, carrier in ipairs(redis.call('HKEYS', hash)) do
+    local at = string.find(carrier, '\\31', 1, true)
+    if at then
+      local other, seen = string.sub(carrier, 1, at - 1), string.sub(carrier, at + 1)
+      if seen == fragment or (other ~= source and (seen == '' or fragment == '')) then
+        return true
+      end
+    end
+  end
+  return false
+end
+-- Whether any key other than the id key says the item (or its article) was seen.
+local function seen_elsewhere(key, arg)
+  local nkeys, nlegacy, field = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), ARGV[arg + 2]
+  for i = key + 1, key + nkeys + nlegacy - 1 do
+    if i == key + 1 and field ~= '' then
+      if link_seen(KEYS[i], field) then return true end
+    elseif redis.call('EXISTS', KEYS[i]) == 1 then
+      return true
+    end
+  end
+  return false
+end
+local function split(stored)
+  local cut = string.find(stored, ' ', 1, true)
+  if not cut then return stored, '' end
+  return string.sub(stored, 1, cut - 1), string.sub(stored, cut + 1)
+end
+"""
+
 # Marks each item of a batch seen under all its keys and queues its matches, each item
-# atomically (the whole script is): either an item is new and every match is in the stream, or
-# nothing changed for it.  A crash can therefore never leave an item "seen" whose alerts were
-# never queued.  Seen keys are refreshed on every sighting so an item still in a feed never
-# expires and alerts again.  Items are handled in order, so two items of one batch sharing a
-# link or text count as one.  One script call per batch (not per item) keeps the event loop's
-# share of a 50,000-item first poll small.
-# KEYS: the matches stream, the item history stream, then every item's seen-keys in order.
-# ARGV: seen ttl (s), history MINID (oldest entry id to keep), then per item: its number of
-#       seen-keys, its number of matches, its JSON, its matches' JSON...
-# Returns one 0/1 per item: 1 when it was new and recorded.
-_RECORD_ITEMS = """
+# atomically (the whole script is): either an item is new (or an update) and every match is
+# in the stream, or nothing was queued for it.  A crash can therefore never leave an item
+# "seen" whose alerts were never queued.  Seen keys are refreshed on every sighting so an
+# item still in a feed never expires and alerts again.  Items are handled in order, so two
+# items of one batch sharing a link or text count as one.  One script call per batch (not
+# per item) keeps the event loop's share of a 50,000-item first poll small.
+# An update (flag 1) is queued only while its id key still holds another digest: a retried
+# or concurrent pass that already recorded this edit queues nothing.  It joins no history
+# entry: the history holds items as first seen.
+# KEYS: the matches stream, the item history stream, then per item as in _SIGHTING.
+# ARGV: seen ttl (s), history MINID (oldest entry id to keep), then per item: the four values
+#       of _SIGHTING, its matched rules (space separated), update (0/1), its number of
+#       matches, its JSON, its matches' JSON...
+# Returns one value per item: 0 seen before (nothing queued), 1 new, 2 an update.
+_RECORD_ITEMS = (
+    _SIGHTING
+    + """
 local ttl = tonumber(ARGV[1])
 local key, arg = 3, 3
 local results = {}
+local function remember(nkeys, field, value)
+  redis.call('SET', KEYS[key], value, 'EX', ttl)
+  for i = key + 1, key + nkeys - 1 do
+    if i == key + 1 and field ~= '' then
+      redis.call('HSET', KEYS[i], field, '1')
+      redis.call('EXPIRE', KEYS[i], ttl)
+    else
+      redis.call('SET', KEYS[i], '1', 'EX', ttl)
+    end
+  end
+end
+local function union(listed, more)
+  local have, out = {}, {}
+  for rule in string.gmatch(listed .. ' ' .. more, '%S+') do
+    if not have[rule] then have[rule] = true; out[#out + 1] = rule end
+  end
+  return table.concat(out, ' ')
+end
 while arg <= #ARGV do
-  local nkeys, nmatches = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
-  local seen = 0
-  for i = key, key + nkeys - 1 do
-    if redis.call('EXISTS', KEYS[i]) == 1 then seen = 1 end
+  local nkeys, nlegacy, field = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), ARGV[arg + 2]
+  local digest, matched, update = ARGV[arg + 3], ARGV[arg + 4], ARGV[arg + 5]
+  local nmatches = tonumber(ARGV[arg + 6])
+  local stored = redis.call('GET', KEYS[key])
+  local status, value = 0, nil
+  if stored then
+    local known, prior = split(stored)
+    if stored == '1' then
+      value = digest .. ' ' .. matched
+    elseif known ~= digest and update == '1' then
+      status, value = 2, digest .. ' ' .. union(prior, matched)
+    else
+      value = stored
+    end
+  elseif seen_elsewhere(key, arg) then
+    value = digest .. ' ' .. matched
+  else
+    status, value = 1, digest .. ' ' .. matched
   end
-  for i = key, key + nkeys - 1 do
-    redis.call('SET', KEYS[i], '1', 'EX', ttl)
+  remember(nkeys, field, value)
+  if status == 1 then
+    redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', 'item', ARGV[arg + 7])
   end
-  if seen == 0 then
-    redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', 'item', ARGV[arg + 2])
-    for j = arg + 3, arg + 2 + nmatches do
+  if status > 0 then
+    for j = arg + 8, arg + 7 + nmatches do
       redis.call('XADD', KEYS[1], '*', 'match', ARGV[j])
     end
   end
-  results[#results + 1] = 1 - seen
-  key = key + nkeys
-  arg = arg + 3 + nmatches
+  results[#results + 1] = status
+  key = key + nkeys + nlegacy
+  arg = arg + 8 + nmatches
 end
 return results
 """
+)
 HISTORY_BATCH = 500
 
 # A feed's poll lease: taken when free, kept (and extended) by its holder, refused to others.
@@ -89,23 +167,68 @@ redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'failures', 1)
 """
 
-# For each item of a batch, 1 when none of its seen-keys exists (the item is new); otherwise
-# keeps the existing ones alive for another TTL, so an item that stays in a feed never expires
-# and alerts again, and gives 0.
-# KEYS: every item's seen-keys in order.  ARGV: ttl, then each item's number of keys.
-_TRIAGE_ITEMS = """
-local key = 1
+# How each item of a batch was seen before, in one round trip, before any work is spent on
+# it.  Keys of items seen before are kept alive for another TTL, so an item that stays in a
+# feed never expires and alerts again.
+# KEYS and ARGV: ttl, then per item as in _SIGHTING.
+# Returns per item: 1 new; 0 seen, unchanged; 2 seen under another key only (another feed's
+# copy, or a key from before edits were tracked): to be recorded, never alerted; or a string,
+# the rules it matched (space separated), when its id key holds another digest: an edit.
+_TRIAGE_ITEMS = (
+    _SIGHTING
+    + """
+local ttl = ARGV[1]
+local key, arg = 1, 2
 local results = {}
-for arg = 2, #ARGV do
-  local seen = 0
-  for i = key, key + tonumber(ARGV[arg]) - 1 do
-    if redis.call('EXPIRE', KEYS[i], ARGV[1]) == 1 then seen = 1 end
+while arg <= #ARGV do
+  local nkeys, nlegacy = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
+  local stored = redis.call('GET', KEYS[key])
+  local result = 1
+  if stored then
+    for i = key, key + nkeys - 1 do redis.call('EXPIRE', KEYS[i], ttl) end
+    local known, prior = split(stored)
+    if stored == '1' then
+      result = 2
+    elseif known == ARGV[arg + 3] then
+      result = 0
+    else
+      result = prior
+    end
+  elseif seen_elsewhere(key, arg) then
+    result = 2
   end
-  results[#results + 1] = 1 - seen
-  key = key + tonumber(ARGV[arg])
+  results[#results + 1] = result
+  key = key + nkeys + nlegacy
+  arg = arg + 4
 end
 return results
 """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """How an item of a fetched body was seen before (``Store.triage``).
+
+    ``kind``: "new"; "seen" (unchanged: nothing to do); "elsewhere" (another feed's copy of
+    the article, or an item recorded before its key scheme: record its keys, never alert);
+    "changed" (its GUID came back with other words: ``prior`` are the rules it matched).
+    """
+
+    kind: str
+    prior: tuple[str, ...] = ()
+
+    @classmethod
+    def from_reply(cls, reply: object) -> Sighting:
+        if isinstance(reply, bytes):
+            reply = reply.decode("utf-8")
+        if isinstance(reply, str):
+            return cls("changed", tuple(reply.split()))
+        return cls({0: "seen", 1: "new", 2: "elsewhere"}[int(reply)])  # type: ignore[call-overload]
+
+
+SEEN, NEW, UPDATED = 0, 1, 2
+"""What ``Store.record`` says of each item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +267,17 @@ class FeedState:
             health_alerted=raw.get("health_alerted") == "1",
             known_entries=frozenset((raw.get("known_entries") or "").split()),
         )
+
+
+def _record_keys(record: ItemRecord) -> tuple[str, ...]:
+    """An item's keys in the order the scripts read them: seen-keys, then legacy keys."""
+    return (*record.seen_keys, *record.legacy)
+
+
+def _sighting_args(record: ItemRecord) -> list[str | int]:
+    """An item's first four values of ``_SIGHTING``."""
+    field = record.link_field if len(record.seen_keys) > 1 else ""
+    return [len(record.seen_keys), len(record.legacy), field, record.material]
 
 
 def _pairs(mapping: Mapping[str, Any]) -> list[Any]:
@@ -234,20 +368,22 @@ class Store:
 
         return await guarded(read)
 
-    async def unseen_keys(self, key_groups: Sequence[Sequence[str]]) -> list[bool]:
-        """Which items (each given by its seen-keys) are new, in one round trip, before any
-        work is spent on them.
+    async def triage(self, records: Sequence[ItemRecord]) -> list[Sighting]:
+        """How each item was seen before, in one round trip, before any work is spent on
+        them (``Sighting``).
 
         Items already seen have their keys refreshed here, since they will not be recorded
         again.  Recording still checks atomically, so a race with another replica can only
         make an item look new here and then be skipped there.
         """
-        if not key_groups:
+        if not records:
             return []
-        keys = [self.keys.seen(key) for group in key_groups for key in group]
-        args = [self._ttl_seconds, *(len(group) for group in key_groups)]
+        keys = [self.keys.seen(key) for record in records for key in _record_keys(record)]
+        args: list[str | int] = [self._ttl_seconds]
+        for record in records:
+            args += _sighting_args(record)
         results = await guarded(lambda: self._triage_items(keys=keys, args=args))
-        return [bool(result) for result in results]
+        return [Sighting.from_reply(result) for result in results]
 
     async def enqueue_health_alert(self, name: str, match: Match) -> None:
         """Queue an operational alert about a feed and remember that its incident was told."""
@@ -267,22 +403,25 @@ class Store:
         self, entries: Sequence[tuple[Item, Sequence[Match]]], now: datetime
     ) -> list[bool]:
         """``record_item`` for a batch in one round trip; each item stays atomic on its own."""
-        return await self.record([ItemRecord.of(item, matches) for item, matches in entries], now)
+        records = [ItemRecord.of(item, matches) for item, matches in entries]
+        return [status == NEW for status in await self.record(records, now)]
 
-    async def record(self, records: Sequence[ItemRecord], now: datetime) -> list[bool]:
-        """Record a batch of prepared items in one script call: for each, True when it was
-        new (and its history entry and matches are now in Redis), False when already seen."""
+    async def record(self, records: Sequence[ItemRecord], now: datetime) -> list[int]:
+        """Record a batch of prepared items in one script call: for each, ``NEW`` (its
+        history entry and matches are now in Redis), ``UPDATED`` (a materially changed item,
+        ``ItemRecord.update``: its matches are queued) or ``SEEN`` (nothing queued)."""
         if not records:
             return []
         keys = [self.keys.matches, self.keys.items]
         oldest = now - self.history_retention
         args: list[str | int] = [self._ttl_seconds, f"{int(oldest.timestamp() * 1000)}-0"]
         for record in records:
-            keys += [self.keys.seen(key) for key in record.seen_keys]
-            args += [len(record.seen_keys), len(record.match_json), record.item_json]
-            args += record.match_json
+            keys += [self.keys.seen(key) for key in _record_keys(record)]
+            args += _sighting_args(record)
+            args += [" ".join(record.matched), 1 if record.update else 0, len(record.match_json)]
+            args += [record.item_json, *record.match_json]
         results = await guarded(lambda: self._record_items(keys=keys, args=args))
-        return [bool(result) for result in results]
+        return [int(result) for result in results]
 
     @property
     def _ttl_seconds(self) -> int:

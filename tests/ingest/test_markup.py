@@ -6,7 +6,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitor.ingest.markup import SIMPLE_TAGS, html_to_text, simple_html_to_text, soup_to_text
+from monitor.ingest.markup import (
+    SIMPLE_TAGS,
+    _soup_alts,
+    html_to_text,
+    image_alts,
+    simple_html_to_text,
+    soup_to_text,
+)
 
 TAG_NAMES = [*sorted(SIMPLE_TAGS), "P", "Br", "script", "style", "title", "blink", "svg"]
 
@@ -69,3 +76,79 @@ def test_usual_summaries_take_the_fast_path(markup: str) -> None:
 def test_anything_unusual_goes_to_beautifulsoup(markup: str) -> None:
     assert simple_html_to_text(markup) is None
     assert html_to_text(markup) == soup_to_text(markup)
+
+
+# -- the last reference of the markup --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("AT&T", "AT&T"),
+        ("Shares of P&G", "Shares of P&G"),
+        ("&#8220;Quoted&#8221; AT&T", "\u201cQuoted\u201d AT&T"),
+        ("a &copy", "a \u00a9"),
+        ("AT&T<b>x</b>AT&T", "AT&TxAT&T"),
+        ("AT&T ", "AT&T "),
+    ],
+)
+def test_a_reference_at_the_very_end_reads_as_mid_text(markup: str, text: str) -> None:
+    """The standard library's parser dropped the "&" of "AT&T" at the end of a title."""
+    assert html_to_text(markup) == text
+
+
+# -- image alt text (``markup.image_alts``) --------------------------------------------------
+
+ALT_VALUES = [
+    '"Boguty deposit"',
+    "'Қазақстан'",
+    "钨矿",
+    '"AT&amp;T &#8220;x&#8221;"',
+    '""',
+    '"a\nb"',
+]
+img_attributes = st.lists(
+    st.tuples(
+        st.sampled_from(["alt", "ALT", "src", "title", "data-alt"]), st.sampled_from(ALT_VALUES)
+    ),
+    max_size=3,
+).map(lambda pairs: "".join(f" {name}={value}" for name, value in pairs))
+alt_tokens = st.one_of(
+    tokens,
+    st.tuples(
+        st.sampled_from(["img", "IMG", "Img", "imgx"]),
+        img_attributes,
+        st.sampled_from(["", "/", " /"]),
+    ).map(lambda t: f"<{t[0]}{t[1]}{t[2]}>"),
+    st.sampled_from(
+        ["<img", "<img alt='x", "<!-- <img alt=hidden> -->", "<script><img alt=s></script>"]
+    ),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(alt_tokens, max_size=10).map("".join))
+@example('<p>x<img src=a alt="Workers at &amp; Boguty"></p><IMG alt=b>')
+@example("<img alt=x alt=y>")
+@example("<img/alt=q>")
+@example('<a title="<img alt=x>">y</a>')
+def test_image_alts_equal_beautifulsoups_reading(markup: str) -> None:
+    """The regular-expression reading of alt texts gives what BeautifulSoup's tree gives."""
+    assert image_alts(markup) == _soup_alts(markup)
+
+
+@pytest.mark.parametrize(
+    ("markup", "alts"),
+    [
+        ("<p>No image here</p>", ()),
+        (
+            '<img src="a.jpg" alt="Workers at the Boguty deposit">',
+            ("Workers at the Boguty deposit",),
+        ),
+        ('<img alt="AT&amp;T  tower"><img alt="AT&amp;T tower"><img alt="">', ("AT&T tower",)),
+        ("<!-- <img alt=old> --><img alt=new>", ("new",)),
+    ],
+)
+def test_image_alts(markup: str, alts: tuple[str, ...]) -> None:
+    """Alt texts in order, entities read, spaces squeezed, each once, none from comments."""
+    assert image_alts(markup) == alts

@@ -15,8 +15,10 @@ from monitor.ingest.dedup import content_fingerprint, item_identity, seen_keys
 from monitor.ingest.markup import html_to_text
 from monitor.ingest.normalize import _CONTROL as CONTROL
 from monitor.ingest.normalize import (
+    as_text,
     canonical_url,
     clamp_published,
+    clean_query,
     clean_text,
     detect_script_language,
     normalize_entry,
@@ -271,3 +273,63 @@ def test_a_reprint_under_another_link_shares_the_text_key() -> None:
     assert set(seen_keys(first)) & set(seen_keys(second))
     short = normalize_entry(entry(guid="c", title="Weather", summary_html=""), SOURCE, NOW)
     assert not any(key.startswith("text:") for key in seen_keys(short))
+
+
+# -- text types and queries as written -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "kind", "text"),
+    [
+        ("AT&amp;T", "html", "AT&T"),
+        ("&#8220;x&#8221;", "html", "\u201cx\u201d"),
+        ("<b>bold</b>", "html", "bold"),
+        ("Vector<T>", "text", "Vector<T>"),
+        ("AT&amp;T", "text", "AT&amp;T"),
+        ("<div>x</div>", "text", "<div>x</div>"),
+    ],
+)
+def test_as_text_reads_markup_once_and_plain_text_never(written: str, kind: str, text: str) -> None:
+    assert as_text(written, kind) == text  # type: ignore[arg-type]
+
+
+def test_alt_text_comes_from_html_summaries_only() -> None:
+    html = entry(summary_html='<p>x</p><img alt="Boguty  deposit"><img alt="AT&amp;T">')
+    assert normalize_entry(html, SOURCE, NOW).alt == "Boguty deposit\nAT&T"
+    plain = entry(summary_html='<img alt="Boguty">', summary_type="text")
+    assert normalize_entry(plain, SOURCE, NOW).alt == ""
+
+
+@pytest.mark.parametrize(
+    ("query", "kept"),
+    [
+        ("r123", "r123"),
+        ("a=1&utm_source=x&b=2", "a=1&b=2"),
+        ("url=https%3A%2F%2Fx.example%2F&fbclid=9", "url=https%3A%2F%2Fx.example%2F"),
+        ("q=a+b&q=c%20d", "q=a+b&q=c%20d"),
+        ("x=%e2%9c%93", "x=%e2%9c%93"),
+        ("utm%5Fsource=x&id=1", "id=1"),
+        ("q=a b", "q=a%20b"),
+        ("a&&b", "a&&b"),
+        ("", ""),
+    ],
+)
+def test_clean_query_removes_tracking_and_nothing_else(query: str, kept: str) -> None:
+    assert clean_query(query) == kept
+
+
+query_parts = st.text(
+    alphabet=st.sampled_from("abcXYZ019-._~%2F+=,:/?@!$'()*;"), min_size=0, max_size=12
+)
+
+
+@given(
+    st.lists(query_parts, max_size=6),
+    st.lists(st.sampled_from(["utm_source=a", "fbclid=b", "gclid"]), max_size=3),
+)
+def test_clean_query_keeps_every_other_parameter_byte_for_byte(
+    parts: list[str], tracking: list[str]
+) -> None:
+    """Whatever the publisher wrote, only tracking parameters go; nothing is re-encoded."""
+    plain = [part for part in parts if not part.lower().startswith(("utm_", "fbclid", "gclid"))]
+    assert clean_query("&".join(plain + tracking)) == "&".join(plain)

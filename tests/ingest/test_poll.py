@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from monitor.ingest.state import Store
 from monitor.model import Match, PageSelectors, Source
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, load_rules
+from monitor.stories.store import StoryStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 RULES = KZ_TUNGSTEN_RULES
@@ -294,3 +296,91 @@ async def test_a_feed_failing_past_the_threshold_alerts_once_then_on_recovery(
     assert "Feed flaky has been failing" in health[0].item.title
     assert "HTTP 500" in health[0].item.summary
     assert health[0].item.id != health[1].item.id
+
+
+# -- edited items (issue 15, item 4) ---------------------------------------------------------
+
+EDIT_RULES = """\
+rules:
+  - id: kz-tungsten
+    title: Kazakhstan tungsten
+    severity: high
+    match:
+      all: [Kazakhstan, tungsten]
+  - id: permits
+    title: Export permits
+    severity: medium
+    match:
+      any: [export permit*]
+  - id: investment
+    title: Investment
+    severity: low
+    match:
+      any: [investment]
+"""
+ENTRY = {"guid": "e-1", "link": "https://w.example/e1", "description": "Bids are due in May."}
+
+
+def edited(title: str, **more: str) -> str:
+    return rss([{**ENTRY, "title": title, **more}], now=NOW)
+
+
+async def queued(redis_client: aioredis.Redis, prefix: str) -> list[Match]:
+    entries = await redis_client.xrange(Keys(prefix).matches) or []
+    return [Match.from_dict(json.loads(str(fields["match"]))) for _, fields in entries if fields]
+
+
+async def test_an_edited_item_alerts_only_the_rules_it_newly_matches(
+    feed_server: FeedServer, context: PollContext, tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    (tmp_path / "edit.yaml").write_text(EDIT_RULES, encoding="utf-8")
+    rules = load_rules([tmp_path / "edit.yaml"])
+    source = Source(name="wire", url=feed_server.url("/e.xml"))
+    feed_server.put("/e.xml", edited("Kazakhstan tungsten tender"))
+    first = await poll_once(source, rules, context)
+    assert (first.new_items, first.matched_rules) == (1, ("kz-tungsten",))
+    feed_server.put("/e.xml", edited("KAZAKHSTAN: tungsten tender!"))  # not material
+    assert (await poll_once(source, rules, context)).matches == 0
+    feed_server.put("/e.xml", edited("Kazakhstan tungsten tender needs export permits"))
+    second = await poll_once(source, rules, context)
+    assert (second.new_items, second.matched_rules) == (0, ("permits",))
+    feed_server.put("/e.xml", edited("Kazakhstan tungsten tender needs export permits, again"))
+    assert (await poll_once(source, rules, context)).matches == 0  # nothing newly matches
+    matches = await queued(redis_client, "p")
+    assert [(m.rule_id, m.update) for m in matches] == [("kz-tungsten", False), ("permits", True)]
+    assert matches[1].item.id == matches[0].item.id
+    assert matches[1].item.title == "Kazakhstan tungsten tender needs export permits"
+
+
+async def test_an_edited_item_stays_one_member_of_its_story(
+    feed_server: FeedServer, tmp_path: Path, redis_client: aioredis.Redis
+) -> None:
+    """An edit is the same item id: it joins no story a second time, its update carries its
+    story; once its assignment has expired (the story window), its update goes out alone
+    rather than as a second member of some story."""
+    (tmp_path / "edit.yaml").write_text(EDIT_RULES, encoding="utf-8")
+    rules = load_rules([tmp_path / "edit.yaml"])
+    keys = Keys("pe")
+    await AlertQueue(redis_client, keys).ensure_group()
+    stories = StoryStore(redis_client, keys)
+    source = Source(name="wire", url=feed_server.url("/s.xml"))
+    async with aiohttp.ClientSession() as session:
+        ctx = PollContext(Fetcher(session), Store(redis_client, keys), lambda: NOW, stories=stories)
+        feed_server.put("/s.xml", edited("Kazakhstan tungsten tender"))
+        await poll_once(source, rules, ctx)
+        (first,) = await queued(redis_client, "pe")
+        assert first.story is not None
+        feed_server.put("/s.xml", edited("Kazakhstan tungsten tender needs export permits"))
+        assert (await poll_once(source, rules, ctx)).matched_rules == ("permits",)
+        story = await stories.story(first.story)
+        assert story is not None
+        assert [entry.item_id for entry in story.items] == [first.item.id]
+        await redis_client.delete(keys.story_item(first.item.id))  # as its TTL would
+        feed_server.put("/s.xml", edited("Kazakhstan tungsten permits draw investment"))
+        assert (await poll_once(source, rules, ctx)).matched_rules == ("investment",)
+    _, update, late = await queued(redis_client, "pe")
+    assert (update.rule_id, update.update, update.story) == ("permits", True, first.story)
+    assert (late.rule_id, late.update, late.story) == ("investment", True, None)
+    story = await stories.story(first.story)
+    assert story is not None
+    assert [entry.item_id for entry in story.items] == [first.item.id]

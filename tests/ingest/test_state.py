@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,8 +13,9 @@ import redis.asyncio as aioredis
 from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.deliver.queue import AlertQueue
 from monitor.errors import StoreError
+from monitor.ingest.dedup import ItemRecord, as_update, link_field, link_seen
 from monitor.ingest.fetch import Validators
-from monitor.ingest.state import FeedSuccess, Store
+from monitor.ingest.state import NEW, SEEN, UPDATED, FeedSuccess, Sighting, Store
 from monitor.model import Item, Match, Severity
 from monitor.redisio import DELIVERY_GROUP, Keys
 
@@ -163,3 +166,111 @@ async def test_a_feed_lease_belongs_to_one_replica_until_it_expires_or_is_releas
     assert not await store.take_lease("wire", "replica-a", lease)
     await store.release_leases(["wire"], "replica-b")
     assert await store.take_lease("wire", "replica-a", lease)
+
+
+# -- edits and link identity (issue 15, item 4) ----------------------------------------------
+
+
+def matched(item: Item, *rules: str) -> list[Match]:
+    return [Match(rule, rule, Severity.HIGH, "v1", item) for rule in rules]
+
+
+async def queued_rules(queue: AlertQueue) -> list[tuple[str, bool]]:
+    entries = await queue.read_matches("w", 100, None)
+    return [(e.match.rule_id, e.match.update) for e in entries if e.match is not None]
+
+
+async def test_an_edit_is_triaged_as_changed_with_the_rules_it_matched(
+    store: Store, queue: AlertQueue
+) -> None:
+    """The id key remembers what the item said and every rule it matched, so an edit is
+    told apart from a repeat, and only rules it newly matches are queued, once."""
+    first = an_item("wire:e")
+    assert await store.record([ItemRecord.of(first, matched(first, "a"))], NOW) == [NEW]
+    same = replace(first, title="T!")  # case and punctuation only: not an edit
+    edited = replace(first, title="t plus tungsten")
+    records = [
+        ItemRecord.of(same, matched(same, "a")),
+        ItemRecord.of(edited, matched(edited, "a", "b")),
+    ]
+    sightings = await store.triage(records)
+    assert sightings == [Sighting("seen"), Sighting("changed", ("a",))]
+    update = as_update(records[1], sightings[1].prior)
+    assert await store.record([update], NOW) == [UPDATED]
+    assert await store.record([update], NOW) == [SEEN]  # a retried pass queues nothing more
+    assert await queued_rules(queue) == [("a", False), ("b", True)]
+    assert (await store.triage([records[1]]))[0] == Sighting("seen")
+    again = replace(first, title="t plus tungsten and rare earths")
+    changed = await store.triage([ItemRecord.of(again, matched(again, "a", "b"))])
+    assert changed == [Sighting("changed", ("a", "b"))]
+
+
+async def test_another_feeds_copy_is_recorded_silently_under_its_own_id(
+    store: Store, queue: AlertQueue
+) -> None:
+    first = an_item("wire:c")
+    await store.record([ItemRecord.of(first, matched(first, "a"))], NOW)
+    copy = replace(first, id="other:c", source="other")
+    record = ItemRecord.of(copy, matched(copy, "a"))
+    assert await store.triage([record]) == [Sighting("elsewhere")]
+    assert await store.record([replace(record, match_json=(), rules=())], NOW) == [SEEN]
+    assert await store.triage([record]) == [Sighting("seen")]
+    assert await queued_rules(queue) == [("a", False)]
+
+
+async def test_items_recorded_before_edits_were_tracked_stay_seen(
+    store: Store, redis_client: aioredis.Redis, queue: AlertQueue
+) -> None:
+    """An upgrade: ``id:`` keys holding '1', ``url:`` keys and GUID-only ids are honoured."""
+    item = an_item("wire:new-id", "https://x.example/old")
+    record = ItemRecord.of(item, matched(item, "a"), old_id="wire:guid-only")
+    await redis_client.set("t:seen:id:wire:guid-only", "1")
+    assert await store.triage([record]) == [Sighting("elsewhere")]
+    assert await store.record([replace(record, match_json=(), rules=())], NOW) == [SEEN]
+    assert await store.triage([record]) == [Sighting("seen")]
+    legacy = an_item("wire:legacy", "https://x.example/legacy")
+    await redis_client.set("t:seen:id:wire:legacy", "1")
+    legacy_record = ItemRecord.of(legacy, matched(legacy, "a"))
+    assert await store.triage([legacy_record]) == [Sighting("elsewhere")]
+    await store.record([replace(legacy_record, match_json=(), rules=())], NOW)
+    stored = await redis_client.get("t:seen:id:wire:legacy")
+    assert stored == f"{legacy_record.material} a"
+    assert await queued_rules(queue) == []
+
+
+LIVE = "https://x.example/live"
+
+
+@pytest.mark.parametrize(
+    ("carriers", "source", "fragment"),
+    [
+        ([("live", "u1")], "live", "u1"),
+        ([("live", "u1")], "live", "u2"),
+        ([("live", "")], "live", ""),
+        ([("live", "")], "live", "u1"),
+        ([("wire", "")], "reprint", ""),
+        ([("wire", "")], "reprint", "comments"),
+        ([("wire", "comments")], "reprint", ""),
+        ([("wire", "u1")], "reprint", "u1"),
+        ([("wire", "u1")], "reprint", "u2"),
+        ([("live", "u1"), ("live", "u2")], "live", "u3"),
+        ([("live", "u1"), ("wire", "")], "live", "u2"),
+    ],
+)
+async def test_the_scripts_link_rule_is_dedups_reference(
+    store: Store,
+    carriers: list[tuple[str, str]],
+    source: str,
+    fragment: str,
+) -> None:
+    """Redis decides "this article was carried" exactly as ``dedup.link_seen`` says."""
+    page = f"{LIVE}/{uuid.uuid4().hex}"  # a page of its own
+    for number, (feed, anchor) in enumerate(carriers):
+        carried = an_item(f"{feed}:{page}:{number}", page)
+        carried = replace(carried, source=feed, title=f"entry {number}")
+        await store.record([ItemRecord.of(carried, fragment=anchor)], NOW)
+    entry = replace(an_item(f"{source}:{page}:new", page), source=source, title="the entry")
+    (sighting,) = await store.triage([ItemRecord.of(entry, fragment=fragment)])
+    fields = [link_field(feed, anchor) for feed, anchor in carriers]
+    expected = "elsewhere" if link_seen(fields, source, fragment) else "new"
+    assert sighting.kind == expected
