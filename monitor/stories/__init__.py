@@ -4,7 +4,8 @@ The public API::
 
     Extractor().features(item) -> Features       fingerprint and evidence of one item (pure)
     Extractor().same_event(a, b) -> float         the pairwise decision, > 0 for one event
-    choose_story(extractor, features, candidates, now, window) -> story id | None   (pure)
+    choose_story(extractor, features, candidates, window) -> story id | None   (pure; the
+                                                  window is between publication times)
     MemoryStories                                 in-memory clustering (tests, benchmarks)
     StoryStore(client, keys).assign(item, now)    the Redis shell: atomic across replicas
     StoryStore.settle(story, item, rules) -> Settlement   each rule held, alerting or quiet,
@@ -16,9 +17,16 @@ The public API::
                                                   count, fire once per burst, queue the alert
     VolumeStore.first_mentions(trend, entities, alerts)   entities seen for the first time
     trends.volume_rule(trend), trend_match(...), mentioned(...)   trends as alerts (pure)
+    settle.settle_batch(batch, rules, stories, policy, now) -> [Queued]   a poll's batch of
+                                                  records put into stories, oldest first:
+                                                  what to queue with each
+    settle.count_trends(records, rules, volume, now)   a poll's new matches counted for
+                                                  the volume trends and first mentions
+    settle.by_publication(batch)                  the order stories are assigned and queued in
 
-``cluster``, ``lexicon`` and ``trends`` are the pure core, ``model`` the frozen data,
-``store`` and ``volume`` the I/O.
+``cluster``, ``lexicon``, ``story`` and ``trends`` are the pure core, ``store`` and ``volume``
+the I/O, ``settle`` the step a poll (``monitor.ingest.poll``) calls between matching and the
+queue; it reads records through a protocol, so stories never import ingest.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from monitor.model import Item
 from monitor.rules.text import fold, is_unspaced
@@ -61,6 +61,16 @@ FIGURE_WEIGHT = 2.0
 DATE_WEIGHT = 1.5
 GENERIC_CAP = 0.5
 """Countries and commodities together add at most this much: they are the topic, not the event."""
+STRONG_LINK = EVIDENCE_JOIN + 0.5
+"""A link at least this strong (a near-duplicate text, or evidence beyond the bare minimum)
+lets later items link through the member it brought in; see ``decide``."""
+NAMED_TOGETHER = timedelta(hours=36)
+"""Reports in two languages published at most this far apart that name the same deposit or
+company and the same commodity, and disagree on no figure or date, are one event (see
+``Extractor.named_together``).  A day and a half covers a wire, its translation the next
+morning, and the time zones between them; a tender and its award, weeks apart, stay two."""
+NAMING_KINDS = frozenset({"deposit", "company", "project"})
+"""Entity kinds specific enough to tie two short cross-language reports to one event."""
 
 
 # --- text fingerprints ---------------------------------------------------------------------
@@ -371,6 +381,10 @@ class Features:
     specific: frozenset[str] = frozenset()
     figures: frozenset[str] = frozenset()
     dates: frozenset[str] = frozenset()
+    published: datetime | None = None
+    """When the item was published (ingestion sets a missing date to first seen and clamps
+    one in the future): every time-based story decision reads this, never the arrival time,
+    so items arriving together cluster as they would have one by one."""
 
     @property
     def evidence(self) -> frozenset[str]:
@@ -409,10 +423,16 @@ class Extractor:
             specific=frozenset(e for e in entities if not self.lexicon.generic(e)),
             figures=figures(folded),
             dates=dates(folded),
+            published=item.published,
         )
 
     def from_evidence(
-        self, item_id: str, lang: str, signature: str, evidence: Iterable[str]
+        self,
+        item_id: str,
+        lang: str,
+        signature: str,
+        evidence: Iterable[str],
+        published: datetime | None = None,
     ) -> Features:
         """Features rebuilt from what the store keeps (signature text and evidence tokens)."""
         tokens_ = list(evidence)
@@ -425,6 +445,7 @@ class Extractor:
             specific=frozenset(e for e in entities if not self.lexicon.generic(e)),
             figures=frozenset(t[2:] for t in tokens_ if t.startswith("f:")),
             dates=frozenset(t for t in tokens_ if t.startswith("d:")),
+            published=published,
         )
 
     # -- the decision ------------------------------------------------------------------------
@@ -463,42 +484,105 @@ class Extractor:
             return 10.0 + text
         needed = EVIDENCE_JOIN + (FIGURE_WEIGHT if conflicting else 0.0)
         score = self.evidence_score(a, b)
-        return score if score >= needed else 0.0
+        if score >= needed:
+            return score
+        return EVIDENCE_JOIN if not conflicting and self.named_together(a, b) else 0.0
+
+    def named_together(self, a: Features, b: Features) -> bool:
+        """Pure: are these two reports in different languages of one event, by the little that
+        short cross-language items share?
+
+        A translated headline often keeps only the deposit or the company and the commodity
+        ("США и Китай борются за Верхнее Кайракты", "中美竞逐上凯拉克特钨矿"): no figure, no
+        date to match.  Published within ``NAMED_TOGETHER`` of each other, naming the same
+        deposit or company and the same commodity, and naming no date the other lacks when
+        both name dates, they are one event.  One language is left to text similarity and the
+        full evidence score, since an outlet writing twice about a deposit in a day writes
+        about two things.  Events weeks apart (a tender, its award) stay apart by the time.
+        """
+        if not a.lang or not b.lang or a.lang == b.lang:
+            return False
+        if a.published is None or b.published is None:
+            return False
+        if abs(a.published - b.published) > NAMED_TOGETHER:
+            return False
+        if a.dates and b.dates and not a.dates & b.dates:
+            return False
+        shared = a.entities & b.entities
+        kinds = {self._kind(e) for e in shared}
+        return "commodity" in kinds and bool(kinds & NAMING_KINDS)
+
+    def _kind(self, entity_id: str) -> str:
+        entity = self.lexicon.entities.get(entity_id)
+        return entity.kind if entity is not None else ""
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A story the store found for an item: its id and the features of the members it keeps."""
+    """A story the store found for an item: its id and the features of the members it keeps
+    (each with its publication time)."""
 
     story_id: str
     members: tuple[Features, ...]
-    last_seen: datetime
+    weak: frozenset[str] = frozenset()
+    """Members that joined on a weak link (``STRONG_LINK``): compared, never linked through."""
+
+
+def within_window(a: Features, b: Features, window_seconds: float) -> bool:
+    """Pure: were the two items published at most the window apart?  An item without a
+    publication time (never from ingestion, which sets one) is not held to the window."""
+    if a.published is None or b.published is None:
+        return True
+    return abs((a.published - b.published).total_seconds()) <= window_seconds
 
 
 def choose_story(
     extractor: Extractor,
     item: Features,
     candidates: Sequence[Candidate],
-    now: datetime,
     window_seconds: float,
 ) -> str | None:
-    """The story ``item`` joins, or None for a new story.
+    """The story ``item`` joins, or None for a new story (see ``decide``)."""
+    return decide(extractor, item, candidates, window_seconds)[0]
 
-    Pure; ``now`` is an argument.  A story whose last item is older than the window is closed.
-    Among stories with a member reporting the same event (single linkage: any member will do,
-    since a Russian rewrite resembles the Russian reprint more than the English original),
-    the one with the strongest link wins, ties to the smaller id for determinism.
+
+def decide(
+    extractor: Extractor,
+    item: Features,
+    candidates: Sequence[Candidate],
+    window_seconds: float,
+) -> tuple[str | None, float]:
+    """The story ``item`` joins (None for a new story) and the strength of the link.
+
+    Pure, and free of the clock: the window is measured between publication times, the
+    item's and each member's, never on arrival, so a story is the same whether its items
+    came one by one as they were published or all at once (a first poll, a catch-up after
+    an outage).  Among stories with a member published within the window that reports the
+    same event (single linkage: any member will do, since a Russian rewrite resembles the
+    Russian reprint more than the English original), the strongest link wins, ties to the
+    smaller id for determinism.
+
+    A member that joined on a weak link (below ``STRONG_LINK``) is never linked through:
+    single linkage chains, and when items arrive out of order an ambiguous item (an analysis
+    naming one event's deposit and another's date) can reach a story first; linking through
+    it would then pull its own event's reports into the wrong story.  Kept out, the
+    ambiguity costs that one item, not the whole event.
     """
     best: tuple[float, str] | None = None
     for candidate in candidates:
-        if (now - candidate.last_seen).total_seconds() > window_seconds:
-            continue
-        score = max((extractor.same_event(item, m) for m in candidate.members), default=0.0)
+        score = max(
+            (
+                extractor.same_event(item, m)
+                for m in candidate.members
+                if m.item_id not in candidate.weak and within_window(item, m, window_seconds)
+            ),
+            default=0.0,
+        )
         if score <= 0:
             continue
         if best is None or score > best[0] or (score == best[0] and candidate.story_id < best[1]):
             best = (score, candidate.story_id)
-    return best[1] if best else None
+    return (best[1], best[0]) if best else (None, 0.0)
 
 
 def rank_candidates(found: Iterable[tuple[str, str]], limit: int = MAX_CANDIDATES) -> list[str]:
@@ -520,11 +604,13 @@ def rank_candidates(found: Iterable[tuple[str, str]], limit: int = MAX_CANDIDATE
 
 
 def _worth_comparing(keys: set[str]) -> bool:
-    """A story found under one entity, figure or date alone cannot reach ``EVIDENCE_JOIN``
-    (one shared thing scores at most 2 + 0.5), and without a shared LSH band its text is
-    very unlikely to be a near-duplicate; so it is not compared.  In a busy window this
-    drops most candidates: everything else mentioning the same ministry, or the same day."""
-    return len(keys) >= 2 or any(key.startswith("b") for key in keys)
+    """A story found under one figure or date alone cannot reach ``EVIDENCE_JOIN`` (one
+    shared thing scores at most 2 + 0.5), and without a shared LSH band its text is very
+    unlikely to be a near-duplicate; so it is not compared.  In a busy window this drops
+    most candidates: everything else naming the same day.  One shared entity is enough to
+    compare, since a deposit or a company with the commodity joins a close report in another
+    language (``Extractor.named_together``); ranking and ``MAX_CANDIDATES`` bound the cost."""
+    return len(keys) >= 2 or any(key.startswith(("b", "e:")) for key in keys)
 
 
 def story_id_for(first_item_id: str) -> str:
@@ -533,43 +619,73 @@ def story_id_for(first_item_id: str) -> str:
     return "s" + hashlib.blake2b(first_item_id.encode(), digest_size=6).hexdigest()
 
 
+# --- where in time the index keeps an item ---------------------------------------------------
+
+BUCKET_SECONDS = 12 * 3600
+"""Index granularity: the index keeps an item's keys in the bucket of its publication time."""
+
+
+def bucket_of(published: datetime) -> int:
+    """Pure: the index bucket of a publication time."""
+    return int(published.timestamp() // BUCKET_SECONDS)
+
+
+def buckets_around(published: datetime, window_seconds: float) -> tuple[int, ...]:
+    """Pure: the buckets that may hold items published within the window of ``published``,
+    before and after it: an item that arrives late (a catch-up, a slow outlet) must find
+    the stories of items published after it as surely as those published before."""
+    window = timedelta(seconds=window_seconds)
+    return tuple(range(bucket_of(published - window), bucket_of(published + window) + 1))
+
+
 # --- an in-memory clusterer, for the quality test and the benchmark's baseline ---------------
 
 
 @dataclass(slots=True)
 class MemoryStories:
-    """Clustering with every story in memory: the same candidate lookup (index keys) and the
-    same decision as the Redis store, without the I/O; items must arrive in time order."""
+    """Clustering with every story in memory: the same candidate lookup (index keys in
+    publication-time buckets) and the same decision as the Redis store, without the I/O.
+    Items may arrive in any order; only their publication times matter."""
 
     extractor: Extractor
     window_seconds: float = 72 * 3600
     max_members: int = MAX_MEMBERS
-    index: dict[str, list[str]] = field(default_factory=dict)
+    index: dict[tuple[int, str], list[str]] = field(default_factory=dict)
     members: dict[str, list[Features]] = field(default_factory=dict)
-    last_seen: dict[str, datetime] = field(default_factory=dict)
+    weak: dict[str, set[str]] = field(default_factory=dict)
     assignment: dict[str, str] = field(default_factory=dict)
 
-    def add(self, item: Item, now: datetime) -> str:
+    def add(self, item: Item) -> str:
         """Assign one item; returns its story id."""
-        features = self.extractor.features(item)
-        return self.add_features(features, now)
+        return self.add_features(self.extractor.features(item))
 
-    def add_features(self, features: Features, now: datetime) -> str:
+    def add_features(self, features: Features) -> str:
+        if features.item_id in self.assignment:
+            return self.assignment[features.item_id]
         keys = features.index_keys()
-        found = [(key, sid) for key in keys for sid in self.index.get(key, ())]
+        assert features.published is not None, "stories need a publication time"
+        found = [
+            (key, sid)
+            for bucket in buckets_around(features.published, self.window_seconds)
+            for key in keys
+            for sid in self.index.get((bucket, key), ())
+        ]
         candidates = [
-            Candidate(sid, tuple(self.members[sid]), self.last_seen[sid])
+            Candidate(sid, tuple(self.members[sid]), frozenset(self.weak[sid]))
             for sid in rank_candidates(found)
         ]
-        story = choose_story(self.extractor, features, candidates, now, self.window_seconds)
+        story, score = decide(self.extractor, features, candidates, self.window_seconds)
         if story is None:
             story = story_id_for(features.item_id)
             self.members[story] = []
+            self.weak[story] = set()
         if len(self.members[story]) < self.max_members:
             self.members[story].append(features)
-        self.last_seen[story] = max(now, self.last_seen.get(story, now))
+            if 0 < score < STRONG_LINK:
+                self.weak[story].add(features.item_id)
+        write = bucket_of(features.published)
         for key in keys:
-            listed = self.index.setdefault(key, [])
+            listed = self.index.setdefault((write, key), [])
             if story in listed:
                 listed.remove(story)
             listed.append(story)

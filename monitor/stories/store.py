@@ -3,9 +3,9 @@
 The I/O shell around ``monitor.stories.cluster``.  Assigning an item takes three round trips,
 each one Lua script:
 
-1. read the candidate index (one HMGET per 12-hour bucket of the window): which recent
-   stories share an LSH band, a specific entity, a figure or a date with the item, and a
-   digest of everything read;
+1. read the candidate index (one HMGET per 12-hour bucket of the item's publication time
+   plus and minus the window): which stories published around it share an LSH band, a
+   specific entity, a figure or a date with the item, and a digest of everything read;
 2. read the best-ranked stories' last-seen times and the members this process has not
    decoded yet (members are append-only, so they are cached);
 3. decide in Python (``choose_story``, pure), then commit with ``_ASSIGN``, which first
@@ -15,40 +15,61 @@ each one Lua script:
    and the item is decided again, now seeing the other replica's story.  Two replicas
    clustering similar items at the same moment can therefore never open two stories.
 
+Every decision about time reads the item's publication time (``Item.published``): the
+window, the buckets the index is read from and written to.  ``now``, the arrival, only
+stamps ``seen_at`` and sets how long keys live, so items that arrive together (a first
+poll, a catch-up) form the stories they would have formed one by one, and an old item's
+index bucket lives on for ``retention`` after it was last written.
+
+If contention never lets a commit through (a burst of polls of one event, every replica
+rewriting the same index fields), the item opens its own story with a warning rather than
+failing the poll: a story conflict never costs an alert.
+
 The script also sets the per-story flags (a new language, source, kind or owner group) with
 HSETNX, so exactly one item of a story is told "new language" whatever the replica count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+import structlog
 
-from monitor.errors import StoreError
 from monitor.model import Item
 from monitor.redisio import Keys, guarded
 from monitor.stories.cluster import (
     KEY_STORIES,
     MAX_MEMBERS,
+    STRONG_LINK,
     Candidate,
     Extractor,
     Features,
-    choose_story,
+    bucket_of,
+    buckets_around,
+    decide,
     encode_signature,
     rank_candidates,
     story_id_for,
 )
 from monitor.stories.story import Gate, RuleState, SourceMeta, Story, StoryItem, StoryUpdate
 
-BUCKET = timedelta(hours=12)
-"""Index granularity: one hash per bucket, so the index expires a bucket at a time instead
-of one key per band (a key costs ~60 bytes of overhead; a hash field ~20)."""
-MAX_ATTEMPTS = 8
+log = structlog.get_logger(__name__)
+
+MAX_ATTEMPTS = 64
+"""Optimistic attempts before an item gives up on joining and opens its own story.  Each
+refused commit means another item was committed, so N items contending for one event's index
+fields all get through within N attempts; the cap only bounds a pathological burst."""
+BACKOFF_SECONDS = 0.002
+"""First pause after a refused commit, doubled per attempt up to ``BACKOFF_CAP`` and jittered,
+so contending replicas stop reading and committing in lockstep."""
+BACKOFF_CAP = 0.05
 
 # The index as one replica saw it: every bucket's values of the item's index keys, joined
 # and hashed.  Shared by the read and the commit, so the commit can tell whether anything it
@@ -100,8 +121,11 @@ return out
 # KEYS: index buckets read (n), then: write bucket, story hash, items list, members list,
 #       stories zset, item key.
 # ARGV: n, k (index keys per bucket), index keys (k), digest of the index as read,
-#       story id, created (0/1), now ms, story ttl s, window s, write bucket ttl s,
-#       member JSON, item JSON, lang, source, kind, owner, key cap, member cap.
+#       story id, created (0/1), now ms, story ttl s, item key ttl s, write bucket ttl s,
+#       member JSON, item JSON, lang, source, kind, owner, key cap, member cap, force (0/1).
+# The write bucket is the item's publication bucket; its TTL is only ever extended, so an old
+# bucket written again by a late item lives on.  With force, the index is not checked: the
+# item opens (or, if its own story exists, joins) the story named for it.
 # Returns {"dup", story} when the item was assigned before, {"retry"} when the index or the
 # story changed since it was read, else
 # {"ok", story, created, new lang, new src, new kind, new owner, owners, had official}.
@@ -116,17 +140,22 @@ local ttl, window, index_ttl = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]
 local member, item = ARGV[base + 7], ARGV[base + 8]
 local lang, source, kind, owner = ARGV[base + 9], ARGV[base + 10], ARGV[base + 11], ARGV[base + 12]
 local cap, member_cap = tonumber(ARGV[base + 13]), tonumber(ARGV[base + 14])
+local force = ARGV[base + 15]
 local write, hash, items, members = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3], KEYS[n + 4]
 local zset, item_key = KEYS[n + 5], KEYS[n + 6]
 
 local previous = redis.call('GET', item_key)
 if previous then return {'dup', previous} end
-if k > 0 and redis.sha1hex(table.concat(snapshot(n, k), '\\n')) ~= ARGV[3 + k] then
-  return {'retry'}
-end
 local exists = redis.call('EXISTS', hash)
-if created == '1' and exists == 1 then return {'retry'} end
-if created == '0' and exists == 0 then return {'retry'} end
+if force == '1' then
+  if exists == 1 then created = '0' else created = '1' end
+else
+  if k > 0 and redis.sha1hex(table.concat(snapshot(n, k), '\\n')) ~= ARGV[3 + k] then
+    return {'retry'}
+  end
+  if created == '1' and exists == 1 then return {'retry'} end
+  if created == '0' and exists == 0 then return {'retry'} end
+end
 
 for i = 1, k do
   local field = ARGV[2 + i]
@@ -141,7 +170,9 @@ for i = 1, k do
   while #kept > cap do table.remove(kept, 1) end
   redis.call('HSET', write, field, table.concat(kept, ' '))
 end
-if k > 0 then redis.call('EXPIRE', write, index_ttl) end
+if k > 0 and redis.call('TTL', write) < tonumber(index_ttl) then
+  redis.call('EXPIRE', write, index_ttl)
+end
 
 if created == '1' then
   redis.call('HSET', hash, 'id', story, 'first_seen', now, 'last_seen', now, 'owners', 0)
@@ -276,6 +307,15 @@ class Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class _Cached:
+    """A story's members as this process decoded them (members are append-only)."""
+
+    first_seen: str
+    members: tuple[Features, ...]
+    weak: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class _Snapshot:
     """What was read for one item: the index values (for the commit's check) and candidates."""
 
@@ -285,10 +325,17 @@ class _Snapshot:
     candidates: tuple[Candidate, ...]
 
 
+def _backoff(attempt: int) -> float:
+    """Seconds to pause after refused commit number ``attempt`` (from 0): jittered, growing."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_SECONDS * 2**attempt)
+    return random.uniform(0, ceiling)  # jitter, not a secret
+
+
 class StoryStore:
     """Clustering state in Redis, behind named operations; safe with several replicas.
 
-    ``window``: an item joins a story only if the story's last item is at most this old.
+    ``window``: an item joins a story only through a member published at most this far from
+    it (before or after).
     ``retention``: how long a story stays readable (``monitor stories``) after its last item.
     """
 
@@ -312,42 +359,46 @@ class StoryStore:
         self._read_index = client.register_script(_READ_INDEX)
         self._read_stories = client.register_script(_READ_STORIES)
         self._settle = client.register_script(_SETTLE)
-        self._cache: dict[str, tuple[str, list[Features]]] = {}
+        self._cache: dict[str, _Cached] = {}
 
     # -- assignment -----------------------------------------------------------------------
 
     async def assign(self, item: Item, now: datetime) -> StoryUpdate:
         """Put ``item`` into its story (a new one, or the one it reports with), atomically.
 
-        Idempotent: assigning an item again returns its story with ``duplicate`` set.
+        The story is decided on the item's publication time; ``now`` is its arrival, kept
+        as the member's ``seen_at`` and the start of the keys' lifetimes.  Idempotent:
+        assigning an item again returns its story with ``duplicate`` set.  Never fails for
+        contention: after ``MAX_ATTEMPTS`` refused commits the item opens its own story
+        (logged as a warning), so it is still alerted.
         """
         features = self.extractor.features(item)
-        for _ in range(MAX_ATTEMPTS):
-            snapshot = await self._read(features, now)
-            story = choose_story(
-                self.extractor,
-                features,
-                snapshot.candidates,
-                now,
-                self.window.total_seconds(),
-            )
+        window = self.window.total_seconds()
+        for attempt in range(MAX_ATTEMPTS):
+            snapshot = await self._read(features)
+            story, score = decide(self.extractor, features, snapshot.candidates, window)
             created = story is None
             story_id = story or story_id_for(item.id)
-            result = await self._commit(item, features, snapshot, story_id, created, now)
+            weak = 0 < score < STRONG_LINK
+            result = await self._commit(item, features, snapshot, story_id, created, now, weak=weak)
             if result is not None:
                 return result
-        raise StoreError(f"story assignment of {item.id} kept conflicting with other replicas")
+            await asyncio.sleep(_backoff(attempt))
+        log.warning(
+            "story assignment kept conflicting; the item opens its own story",
+            item=item.id,
+            attempts=MAX_ATTEMPTS,
+        )
+        snapshot = await self._read(features)
+        result = await self._commit(
+            item, features, snapshot, story_id_for(item.id), True, now, force=True
+        )
+        assert result is not None, "a forced commit is never refused"
+        return result
 
-    def _buckets(self, now: datetime) -> tuple[int, ...]:
-        """Buckets that may hold stories still open at ``now``, plus one ahead for replicas
-        whose clocks run a little fast."""
-        size = BUCKET.total_seconds()
-        first = int((now - self.window).timestamp() // size)
-        last = int(now.timestamp() // size) + 1
-        return tuple(range(first, last + 1))
-
-    async def _read(self, features: Features, now: datetime) -> _Snapshot:
-        buckets = self._buckets(now)
+    async def _read(self, features: Features) -> _Snapshot:
+        assert features.published is not None, "ingestion gives every item a publication time"
+        buckets = buckets_around(features.published, self.window.total_seconds())
         index_keys = features.index_keys()
         if not index_keys:
             return _Snapshot(buckets, (), "", ())
@@ -370,26 +421,29 @@ class StoryStore:
         known: list[int] = []
         for sid in story_ids:
             keys += [self.keys.story(sid), self.keys.story_members(sid)]
-            known.append(len(self._cache[sid][1]) if sid in self._cache else 0)
+            known.append(len(self._cache[sid].members) if sid in self._cache else 0)
         raw = await guarded(lambda: self._read_stories(keys=keys, args=known))
         candidates: list[Candidate] = []
         for sid, count, entry in zip(story_ids, known, raw, strict=True):
             if not entry:
                 self._cache.pop(sid, None)
                 continue  # expired: the index outlives the story by up to one bucket
-            first_seen, last_seen, fresh = str(entry[0]), int(entry[1]), entry[2]
+            first_seen, fresh = str(entry[0]), entry[2]
             cached = self._cache.get(sid)
-            if cached is None or cached[0] != first_seen or len(cached[1]) != count:
+            if cached is None or cached.first_seen != first_seen or len(cached.members) != count:
                 # A story reopened under the same id (its first item came back after it
                 # expired) or an unexpected count: decode what was sent and start over.
-                cached = (first_seen, [])
+                cached = _Cached(first_seen, (), frozenset())
                 if count:
                     fresh = await self._all_members(sid)
-            members = cached[1] + [self._member(json.loads(m)) for m in fresh]
-            self._remember(sid, (first_seen, members))
-            candidates.append(
-                Candidate(sid, tuple(members), datetime.fromtimestamp(last_seen / 1000, UTC))
+            decoded = [json.loads(m) for m in fresh]
+            entry_now = _Cached(
+                first_seen,
+                cached.members + tuple(self._member(data) for data in decoded),
+                cached.weak | {str(data["id"]) for data in decoded if data.get("weak")},
             )
+            self._remember(sid, entry_now)
+            candidates.append(Candidate(sid, entry_now.members, entry_now.weak))
         return tuple(candidates)
 
     async def _all_members(self, story_id: str) -> list[str]:
@@ -400,15 +454,20 @@ class StoryStore:
 
         return await guarded(read)
 
-    def _remember(self, story_id: str, entry: tuple[str, list[Features]]) -> None:
+    def _remember(self, story_id: str, entry: _Cached) -> None:
         self._cache.pop(story_id, None)
         self._cache[story_id] = entry
         while len(self._cache) > CACHE_STORIES:
             del self._cache[next(iter(self._cache))]
 
     def _member(self, data: Mapping[str, Any]) -> Features:
+        published = data.get("pub")
         return self.extractor.from_evidence(
-            str(data["id"]), str(data.get("lang") or ""), str(data["sig"]), data.get("ev") or ()
+            str(data["id"]),
+            str(data.get("lang") or ""),
+            str(data["sig"]),
+            data.get("ev") or (),
+            datetime.fromtimestamp(int(published) / 1000, UTC) if published is not None else None,
         )
 
     async def _commit(
@@ -419,18 +478,25 @@ class StoryStore:
         story_id: str,
         created: bool,
         now: datetime,
+        *,
+        weak: bool = False,
+        force: bool = False,
     ) -> StoryUpdate | None:
         meta = self.sources.get(item.source) or SourceMeta(item.source)
-        size = BUCKET.total_seconds()
-        write_bucket = int(now.timestamp() // size)
-        # Relative, not EXPIREAT: ``now`` is the caller's clock, which tests set freely.
-        index_ttl = int((write_bucket + 1) * size + self.window.total_seconds() - now.timestamp())
+        write_bucket = bucket_of(item.published)
+        # Relative to ``now`` (the caller's clock, which tests set freely), never EXPIREAT
+        # on the bucket's own time: an item published months ago must stay findable by the
+        # other reports of its event arriving after it.
+        keep = max(1, int(self.retention.total_seconds()))
         member = {
             "id": item.id,
             "lang": features.lang,
             "sig": encode_signature(features.signature),
             "ev": sorted(features.evidence),
+            "pub": int(item.published.timestamp() * 1000),
         }
+        if weak:
+            member["weak"] = 1
         story_item = StoryItem(
             item_id=item.id,
             source=item.source,
@@ -458,9 +524,9 @@ class StoryStore:
             story_id,
             1 if created else 0,
             int(now.timestamp() * 1000),
-            max(1, int(self.retention.total_seconds())),
-            max(1, int(self.window.total_seconds())),
-            max(1, index_ttl),
+            keep,
+            keep,
+            keep,
             json.dumps(member, ensure_ascii=False),
             json.dumps(story_item.to_dict(), ensure_ascii=False),
             item.lang or "",
@@ -469,6 +535,7 @@ class StoryStore:
             meta.group,
             KEY_STORIES,
             MAX_MEMBERS,
+            1 if force else 0,
         ]
         result = await guarded(lambda: self._assign(keys=keys, args=args))
         status = result[0]

@@ -47,8 +47,16 @@ WIRE = (
 )
 
 
-def item(item_id: str, title: str, summary: str = "", lang: str = "en", link: str = "") -> Item:
-    return Item(item_id, "feed", title, summary, link or f"https://x.example/{item_id}", NOW, lang)
+def item(
+    item_id: str,
+    title: str,
+    summary: str = "",
+    lang: str = "en",
+    link: str = "",
+    published: datetime = NOW,
+) -> Item:
+    url = link or f"https://x.example/{item_id}"
+    return Item(item_id, "feed", title, summary, url, published, lang)
 
 
 def folded(text: str) -> str:
@@ -268,20 +276,77 @@ def test_template_statistics_with_other_figures_are_a_series() -> None:
 # --- choosing a story ----------------------------------------------------------------------
 
 
-def test_a_story_closes_after_the_window() -> None:
+@pytest.mark.parametrize(
+    ("hours_apart", "joins"),
+    [(-73, False), (-71, True), (0, True), (71, True), (73, False)],
+)
+def test_the_window_is_measured_between_publication_times(hours_apart: int, joins: bool) -> None:
+    """A reprint published more than the window before or after the wire opens its own
+    story, whenever either arrives: no clock is read."""
     wire = EXTRACTOR.features(item("wire", "Upper Kairakty auction", WIRE))
-    reprint = EXTRACTOR.features(item("reprint", "Kairakty under the hammer", WIRE))
-    story = Candidate("s1", (wire,), last_seen=NOW)
-    window = 72 * 3600.0
-    assert choose_story(EXTRACTOR, reprint, [story], NOW + timedelta(hours=71), window) == "s1"
-    assert choose_story(EXTRACTOR, reprint, [story], NOW + timedelta(hours=73), window) is None
+    at = NOW + timedelta(hours=hours_apart)
+    reprint = EXTRACTOR.features(item("reprint", "Kairakty under the hammer", WIRE, published=at))
+    story = Candidate("s1", (wire,))
+    chosen = choose_story(EXTRACTOR, reprint, [story], 72 * 3600.0)
+    assert (chosen == "s1") is joins
 
 
 def test_the_strongest_link_wins_and_ties_go_to_the_smaller_id() -> None:
     wire = EXTRACTOR.features(item("wire", "Upper Kairakty auction", WIRE))
     reprint = EXTRACTOR.features(item("reprint", "Kairakty under the hammer", WIRE))
-    tied = [Candidate("s2", (wire,), NOW), Candidate("s1", (wire,), NOW)]
-    assert choose_story(EXTRACTOR, reprint, tied, NOW, 3600) == "s1"
+    tied = [Candidate("s2", (wire,)), Candidate("s1", (wire,))]
+    assert choose_story(EXTRACTOR, reprint, tied, 3600) == "s1"
+
+
+BIDS_EN = "Kazakhstan weighs US and Chinese bids for Upper Kairakty tungsten deposit"
+BIDS_RU = "США и Китай борются за вольфрамовое месторождение Верхнее Кайракты"
+BIDS_ZH = "中美竞逐哈萨克斯坦上凯拉克特钨矿开采权"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "hours_apart", "joins"),
+    [
+        ((BIDS_EN, "en"), (BIDS_RU, "ru"), 7, True),
+        ((BIDS_RU, "ru"), (BIDS_ZH, "zh"), 0, True),
+        ((BIDS_EN, "en"), (BIDS_ZH, "zh"), -30, True),
+        ((BIDS_EN, "en"), (BIDS_RU, "ru"), 40, False),  # days apart: another event
+        ((BIDS_EN, "en"), (BIDS_RU, "ru"), -24 * 21, False),  # weeks apart
+        # one language: two items on a deposit the same day are two things
+        ((BIDS_EN, "en"), ("Upper Kairakty tungsten licence review in Astana", "en"), 2, False),
+        # no commodity in common: a company is in the news for many reasons
+        ((BIDS_EN, "en"), ("Верхнее Кайракты: новости недропользования", "ru"), 2, False),
+        # the dates they name disagree: the tender's opening and its award
+        (
+            ("Upper Kairakty tungsten tender opens on March 20", "en"),
+            ("Итоги тендера по вольфраму Верхнего Кайракты подведут 15 апреля", "ru"),
+            2,
+            False,
+        ),
+    ],
+)
+def test_cross_language_reports_naming_the_deposit_and_commodity_join_when_close(
+    first: tuple[str, str], second: tuple[str, str], hours_apart: int, joins: bool
+) -> None:
+    """Translated headlines often share only the deposit (or company) and the commodity;
+    published within a day and a half and in different languages, they are one event."""
+    one = EXTRACTOR.features(item("one", first[0], lang=first[1]))
+    at = NOW + timedelta(hours=hours_apart)
+    two = EXTRACTOR.features(item("two", second[0], lang=second[1], published=at))
+    assert (EXTRACTOR.same_event(one, two) > 0) is joins
+    assert (EXTRACTOR.same_event(two, one) > 0) is joins
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.sampled_from([BIDS_EN, BIDS_RU, BIDS_ZH, WIRE]), min_size=2, max_size=2),
+    st.integers(min_value=-2000, max_value=2000),
+)
+def test_the_join_decision_is_symmetric_in_time(texts: list[str], minutes: int) -> None:
+    langs = {BIDS_EN: "en", BIDS_RU: "ru", BIDS_ZH: "zh", WIRE: "en"}
+    one = EXTRACTOR.features(item("one", texts[0], lang=langs[texts[0]]))
+    at = NOW + timedelta(minutes=minutes)
+    two = EXTRACTOR.features(item("two", texts[1], lang=langs[texts[1]], published=at))
+    assert EXTRACTOR.same_event(one, two) == EXTRACTOR.same_event(two, one)
 
 
 def test_story_ids_are_stable_and_short() -> None:
@@ -292,10 +357,22 @@ def test_story_ids_are_stable_and_short() -> None:
 
 def test_memory_stories_group_reprints() -> None:
     stories = MemoryStories(EXTRACTOR)
-    first = stories.add(item("wire", "Upper Kairakty auction", WIRE), NOW)
-    second = stories.add(item("portal", "Kairakty under the hammer", WIRE), NOW)
-    other = stories.add(item("x", "Wheat exports hit a record", "Kazakh wheat to China."), NOW)
+    first = stories.add(item("wire", "Upper Kairakty auction", WIRE))
+    second = stories.add(item("portal", "Kairakty under the hammer", WIRE))
+    other = stories.add(item("x", "Wheat exports hit a record", "Kazakh wheat to China."))
     assert first == second != other
+
+
+def test_memory_stories_find_an_older_report_that_arrives_later() -> None:
+    """The index is read around the item's publication time, before and after: a reprint
+    published two days before the wire, arriving after it, still joins it; one published
+    months earlier does not."""
+    stories = MemoryStories(EXTRACTOR)
+    wire = stories.add(item("wire", "Upper Kairakty auction", WIRE))
+    early = NOW - timedelta(hours=48)
+    months = NOW - timedelta(days=90)
+    assert stories.add(item("early", "Kairakty under the hammer", WIRE, published=early)) == wire
+    assert stories.add(item("old", "Kairakty sale", WIRE, published=months)) != wire
 
 
 # --- follow-ups and corroboration ------------------------------------------------------------
@@ -358,6 +435,10 @@ def test_features_survive_the_store_round_trip(summary: str, title: str) -> None
     """What the store keeps of a member (signature text, evidence tokens) is the member."""
     features = EXTRACTOR.features(item("a", title, summary))
     rebuilt = EXTRACTOR.from_evidence(
-        features.item_id, features.lang, encode_signature(features.signature), features.evidence
+        features.item_id,
+        features.lang,
+        encode_signature(features.signature),
+        features.evidence,
+        features.published,
     )
     assert rebuilt == features

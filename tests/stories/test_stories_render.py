@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from monitor.deliver.render import (
-    console_text,
-    email_message,
-    slack_payload,
-    webhook_alert_body,
-)
+from monitor.deliver.render.email_mime import email_message
+from monitor.deliver.render.plain import console_text
+from monitor.deliver.render.slack_blocks import slack_payload
+from monitor.deliver.render.webhook_json import webhook_alert_body
 from monitor.model import Item, Match, Severity, SourceNote
 
 NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """The live trend counters in Redis and the backtest's replay raise the same alerts.
 
 Volume trends (frequency, spike) and first mentions are counted twice: live, by the Lua
-scripts of ``monitor.stories.volume`` that the pipeline's ``_count_trends`` drives, and
+scripts of ``monitor.stories.volume`` that the pipeline's ``count_trends`` drives, and
 offline, by the pure ``replay_trends`` behind ``monitor rules backtest``.  A backtest is only
 worth reading if it predicts what the daemon would have raised, so these tests feed one
 history through both and compare the alerts: table-driven bursts and bucket boundaries first,
@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings, target
@@ -32,13 +31,11 @@ from hypothesis import strategies as st
 
 from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.ingest.dedup import ItemRecord
-from monitor.ingest.fetch import Fetcher
-from monitor.ingest.poll import PollContext, _count_trends
-from monitor.ingest.state import Store
 from monitor.model import Item, Severity
 from monitor.redisio import Keys
 from monitor.rules import RuleSet, load_rules
 from monitor.rules.expr import Counted, FirstMention, Frequency, Spike, Trend
+from monitor.stories.settle import count_trends
 from monitor.stories.trends import Matched, replay_trends, volume_rule
 from monitor.stories.volume import VolumeStore
 
@@ -126,7 +123,7 @@ class SimulatedExpiry:
 
 @dataclass
 class Live:
-    """The daemon's counting path on a private redis-server: ``_count_trends`` (the code
+    """The daemon's counting path on a private redis-server: ``count_trends`` (the code
     ``poll_once`` runs for newly recorded matched items) over ``VolumeStore``'s scripts.
 
     Each run uses keys of its own prefix, deleted afterwards, so runs (and hypothesis
@@ -135,7 +132,6 @@ class Live:
 
     runner: asyncio.Runner
     client: aioredis.Redis
-    fetcher: Fetcher
     runs: int = 0
 
     def alerts(self, rules: RuleSet, history: Sequence[Matched]) -> list[dict[str, Any]]:
@@ -146,12 +142,7 @@ class Live:
     async def _alerts(self, rules: RuleSet, history: Sequence[Matched]) -> list[dict[str, Any]]:
         self.runs += 1
         keys = Keys(f"trend-replay-{self.runs}")
-        ctx = PollContext(
-            self.fetcher,
-            Store(self.client, keys),
-            lambda: T0,  # unused: _count_trends is told its time
-            volume=VolumeStore(self.client, keys),
-        )
+        volume = VolumeStore(self.client, keys)
         expiry = SimulatedExpiry(self.client, keys.prefix)
         try:
             for item, ids in sorted(history, key=lambda entry: entry[0].published):
@@ -159,7 +150,7 @@ class Live:
                     continue  # poll_once counts only items that matched a rule
                 now = item.published
                 await expiry.advance(now)
-                await _count_trends([record(item, ids)], rules, ctx, now)
+                await count_trends([record(item, ids)], rules, volume, now)
                 await expiry.settle(now)
             queued = await self.client.xrange(keys.matches)
             return [json.loads(str(fields["match"])) for _, fields in queued or () if fields]
@@ -227,15 +218,10 @@ def live(session_redis: EmbeddedRedis) -> Iterator[Live]:
     event loop for the whole module, so hypothesis examples need no fixture per example."""
     runner = asyncio.Runner()
 
-    async def connect() -> tuple[aioredis.Redis, aiohttp.ClientSession]:
-        client = aioredis.Redis.from_url(session_redis.url, decode_responses=True)
-        return client, aiohttp.ClientSession()  # a session must be opened on its loop
-
-    client, session = runner.run(connect())
+    client = aioredis.Redis.from_url(session_redis.url, decode_responses=True)
     try:
-        yield Live(runner, client, Fetcher(session))  # the fetcher is never used
+        yield Live(runner, client)
     finally:
-        runner.run(session.close())
         runner.run(client.aclose())
         runner.close()
 
