@@ -16,7 +16,7 @@ from pathlib import Path
 
 from monitor.errors import Location, RuleFileError
 from monitor.rules.entities import KINDS, Entity
-from monitor.rules.schema import did_you_mean
+from monitor.rules.schema import did_you_mean, value_kind
 from monitor.rules.terms import TermSyntaxError, Word, parse_term
 from monitor.yamlsrc import YamlDocument, YamlPath
 
@@ -113,16 +113,6 @@ def _duplicate_alias(
     )
 
 
-def _kind(value: object) -> str:
-    if value is None or value == [] or value == {}:
-        return "empty"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return "text"
-
-
 class _Reader:
     """Walks one entity file, collecting drafts and problems located by YAML path."""
 
@@ -142,7 +132,7 @@ class _Reader:
             return ()
         if not isinstance(data, dict):
             self.problem(
-                (), f"an entity file must be a mapping with 'entities:', not {_kind(data)}"
+                (), f"an entity file must be a mapping with 'entities:', not {value_kind(data)}"
             )
             return ()
         for key in data:
@@ -155,7 +145,7 @@ class _Reader:
         if not isinstance(entries, list) or not entries:
             self.problem(
                 ("entities",),
-                f"'entities' must be a list with at least one entity, not {_kind(entries)}",
+                f"'entities' must be a list with at least one entity, not {value_kind(entries)}",
                 "write each entity as a '- id: ...' item",
             )
             return ()
@@ -177,7 +167,7 @@ class _Reader:
         if not isinstance(value, dict):
             self.problem(
                 path,
-                f"each entity must be a mapping of 'key: value' lines, not {_kind(value)}",
+                f"each entity must be a mapping of 'key: value' lines, not {value_kind(value)}",
                 "write '- id: ...' then 'kind:', 'english:' and 'aliases:' lines",
             )
             return None
@@ -218,7 +208,7 @@ class _Reader:
         if isinstance(value, str) or value is None:
             self.problem(path, f"{what} is empty")
         else:
-            self.problem(path, f"{what} must be text, not {_kind(value)}")
+            self.problem(path, f"{what} must be text, not {value_kind(value)}")
         return None
 
     def id(self, value: object, path: YamlPath) -> str | None:
@@ -255,7 +245,7 @@ class _Reader:
             )
             self.problem(
                 path,
-                f"'aliases' must be a mapping of languages to spellings, not {_kind(value)}",
+                f"'aliases' must be a mapping of languages to spellings, not {value_kind(value)}",
                 hint,
             )
             return ()
@@ -281,7 +271,7 @@ class _Reader:
             self.problem(
                 path,
                 f"the '{language}' aliases must be a list with at least one spelling, "
-                f"not {_kind(value)}",
+                f"not {value_kind(value)}",
                 "write [a, b] or '- a' lines, or remove the language",
             )
             return []

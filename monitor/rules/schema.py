@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from monitor.errors import Location, RuleFileError
 from monitor.model import Severity
+from monitor.redact import clip
 from monitor.rules.expr import (
     FIELDS,
     Counted,
@@ -283,7 +284,8 @@ def _written(length: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _kind(value: object) -> str:
+def value_kind(value: object) -> str:
+    """How a problem names what it found instead: "empty", "a mapping", "a list" or "text"."""
     if value is None or value == [] or value == {}:
         return "empty"
     if isinstance(value, dict):
@@ -324,7 +326,7 @@ class _Reader:
         A misspelt key is matched against ``allowed`` and then ``suggest`` for a hint."""
         if not isinstance(value, dict):
             self.problem(
-                path, f"{what} must be a mapping of 'key: value' lines, not {_kind(value)}"
+                path, f"{what} must be a mapping of 'key: value' lines, not {value_kind(value)}"
             )
             return None
         for key in value:
@@ -349,7 +351,7 @@ class _Reader:
         if isinstance(value, str) or value is None:
             self.problem(path, f"{what} is empty")
         else:
-            self.problem(path, f"{what} must be text, not {_kind(value)}")
+            self.problem(path, f"{what} must be text, not {value_kind(value)}")
         return None
 
     def texts(self, value: object, path: YamlPath, what: str) -> tuple[str, ...] | None:
@@ -357,7 +359,7 @@ class _Reader:
         if not isinstance(value, list) or not value:
             hint = f"write [{value}]" if isinstance(value, str) else "write [a, b] or '- a' lines"
             self.problem(
-                path, f"{what} must be a list with at least one item, not {_kind(value)}", hint
+                path, f"{what} must be a list with at least one item, not {value_kind(value)}", hint
             )
             return None
         items = [
@@ -404,7 +406,8 @@ class _Reader:
         if not isinstance(value, dict) or not value:
             self.problem(
                 path,
-                f"'terms' must be a mapping of set names to lists of terms, not {_kind(value)}",
+                "'terms' must be a mapping of set names to lists of terms, "
+                f"not {value_kind(value)}",
             )
             return ()
         return tuple(self.term_set(name, items, (*path, name)) for name, items in value.items())
@@ -460,7 +463,7 @@ class _Reader:
             if key in seen:
                 first = terms[seen[key]].written
                 if isinstance(term, Regex):
-                    message = f"duplicate regex '{term.written}' in the set"
+                    message = f"duplicate regex '{clip(term.written)}' in the set"
                 else:
                     message = (
                         f"duplicate term {term.written!r}: it matches exactly what {first!r} "
@@ -526,7 +529,7 @@ class _Reader:
         """A file's ``rules:`` or ``trends:``: a non-empty list, each entry read on its own so
         one broken entry does not hide the problems of the others."""
         if not isinstance(value, list) or not value:
-            self.problem(path, f"'{key}' must be a list of {key}, not {_kind(value)}")
+            self.problem(path, f"'{key}' must be a list of {key}, not {value_kind(value)}")
             return ()
         drafts = (read(item, (*path, index)) for index, item in enumerate(value))
         return tuple(draft for draft in drafts if draft is not None)
@@ -829,7 +832,9 @@ class _Reader:
         if not isinstance(value, list) or not value:
             hint = f'write ["{value}"]' if isinstance(value, str) else "write [a, b] or '- a' lines"
             self.problem(
-                path, f"'{key}' must be a list with at least one item, not {_kind(value)}", hint
+                path,
+                f"'{key}' must be a list with at least one item, not {value_kind(value)}",
+                hint,
             )
             return ()
         nodes = (self.node(item, (*path, index)) for index, item in enumerate(value))
@@ -873,7 +878,7 @@ class _Reader:
             return None
         written = fields["regex"]
         if not isinstance(written, str) or not written:
-            self.problem((*path, "regex"), f"'regex' must be a pattern, not {_kind(written)}")
+            self.problem((*path, "regex"), f"'regex' must be a pattern, not {value_kind(written)}")
             return None
         case = self.flag(fields["case"], (*path, "case"), "'case'") if "case" in fields else False
         if case is None:
