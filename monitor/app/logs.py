@@ -12,7 +12,9 @@ from typing import Any, TextIO
 
 import structlog
 
-REDACTED = "***"
+from monitor.redact import REDACTED, mask_text
+
+__all__ = ["REDACTED", "SecretMasker", "configure_logging"]
 
 
 class SecretMasker:
@@ -20,7 +22,9 @@ class SecretMasker:
 
     Channels already avoid logging secrets; this is the second line of defence, because
     HTTP and SMTP libraries put full URLs and protocol transcripts into exception text, and a
-    Slack webhook URL is itself the secret.
+    Slack webhook URL is itself the secret.  Besides the configured secrets (masked by value)
+    it masks credentials by shape (``redact.mask_text``): passwords and tokens in any URL and
+    the values of auth headers, which nobody needs to have listed.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
@@ -29,13 +33,11 @@ class SecretMasker:
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return mask_text(text)
 
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if not self.secrets:
-            return event
         for key, value in event.items():
             if isinstance(value, str):
                 event[key] = self.mask(value)

@@ -20,6 +20,7 @@ from monitor.errors import StoreError
 from monitor.ingest.schedule import is_stale
 from monitor.ingest.state import FeedState
 from monitor.model import Source
+from monitor.redact import mask_text, mask_url
 
 
 def register(commands: Subcommands) -> None:
@@ -54,9 +55,11 @@ def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
         health = "stale"
     else:
         health = "ok"
-    note = state.last_error or "" if state.failures else ""
+    # Masked again here: states stored before masking existed may still hold a password.
+    note = mask_text(state.last_error or "") if state.failures else ""
     if state.moved_to:
-        note = f"moved permanently to {state.moved_to}; update the config. {note}".strip()
+        moved = mask_url(state.moved_to)
+        note = f"moved permanently to {moved}; update the config. {note}".strip()
     return FeedRow(
         name=source.name,
         health=health,
@@ -112,7 +115,7 @@ def cmd_feeds_status(args: argparse.Namespace) -> int:
     try:
         states = asyncio.run(read())
     except StoreError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
+        print(f"monitor: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     now = datetime.now(UTC)
     rows = [feed_row(source, states[source.name], now) for source in sources]

@@ -19,6 +19,7 @@ from monitor.cli.common import (
 from monitor.cli.feeds import ago, feed_row, span
 from monitor.deliver.ops_alerts import DEAD_LETTERS_INCIDENT
 from monitor.errors import RuleSetError, StoreError
+from monitor.redact import clip, mask_text, mask_url
 from monitor.rules import load_rules
 from monitor.settings import Settings
 
@@ -34,7 +35,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         lines, healthy = asyncio.run(gather(settings, datetime.now(UTC)))
     except StoreError as exc:
-        print(f"redis        unreachable: {exc}", file=sys.stderr)
+        print(f"redis        unreachable: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     print("\n".join(lines))
     return EXIT_OK if healthy else EXIT_FAILED
@@ -52,7 +53,10 @@ async def gather(settings: Settings, now: datetime) -> tuple[list[str], bool]:
         incident = await queue.ops_state(DEAD_LETTERS_INCIDENT)
     rows = [feed_row(source, states[source.name], now) for source in sources]
     failing = [r.name for r in rows if r.health in ("failing", "stale")]
-    lines = [f"monitor      {__version__}", f"redis        {settings.redis.url} reachable"]
+    lines = [
+        f"monitor      {__version__}",
+        f"redis        {mask_url(settings.redis.url)} reachable",
+    ]
     lines += _daemon_lines(beats, now)
     lines.append(_rules_line(settings))
     lines.append(
@@ -93,7 +97,9 @@ def _rules_line(settings: Settings) -> str:
     try:
         rules = load_rules(settings.rule_paths())
     except RuleSetError as exc:
-        return f"rules        INVALID: {exc.message}; run 'monitor rules lint'"
+        return (
+            f"rules        INVALID: {clip(mask_text(exc.message), 500)}; run 'monitor rules lint'"
+        )
     return f"rules        {len(rules)} loaded, version {rules.version}"
 
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from monitor.model import Item, Match, Severity, Source
+from monitor.redact import mask_text, url_host
 
 BACKOFF_CAP = timedelta(hours=6)
 """A broken feed is still tried at least this often, so a fixed feed recovers the same day."""
@@ -111,14 +112,18 @@ def health_match(
     through the normal channels.
 
     Pure.  Its item id names the incident (feed and start time), so each incident alerts
-    once and a later one alerts again.
+    once and a later one alerts again.  It names the feed and its host, never the full URL:
+    a feed URL may carry ``user:pass@`` or an ``?apikey=``, and an alert is read (and kept)
+    by many more people than the config; the link goes to the host's front page.
     """
     hours = (now - failing_since).total_seconds() / 3600
+    host = url_host(source.url)
+    where = f" ({host})" if host else ""
     if change == "failing":
-        title = f"Feed {source.name} has been failing for {hours:.1f} h"
-        summary = f"Last error: {error}" if error else ""
+        title = f"Feed {source.name} has been failing for {hours:.1f} h{where}"
+        summary = f"Last error: {mask_text(error)}" if error else ""
     else:
-        title = f"Feed {source.name} recovered after {hours:.1f} h"
+        title = f"Feed {source.name} recovered after {hours:.1f} h{where}"
         summary = "Polls succeed again; items missed while it failed arrive now."
     incident = f"ops:{source.name}:{failing_since.isoformat()}:{change}"
     item = Item(
@@ -126,7 +131,7 @@ def health_match(
         source=source.name,
         title=title,
         summary=summary,
-        link=source.url if source.url.startswith(("http://", "https://")) else "",
+        link=f"{source.url.partition(':')[0]}://{host}/" if host else "",
         published=now,
         source_tags=source.tags,
     )

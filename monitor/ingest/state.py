@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from monitor.ingest.dedup import ItemRecord
 from monitor.ingest.fetch import Validators
 from monitor.model import Item, Match
+from monitor.redact import mask_text, mask_url
 from monitor.redisio import Keys, guarded
 
 # Shared by the two scripts below.  Per item, KEYS hold its seen-keys (its id key first, then
@@ -471,7 +472,7 @@ class Store:
             "last_status": str(result.status),
             "last_success": result.at.isoformat(),
             "next_poll_at": result.next_poll_at.isoformat(),
-            "moved_to": result.moved_to or "",
+            "moved_to": mask_url(result.moved_to or ""),
             "body_digest": result.body_digest or "",
             "failures": "0",
         }
@@ -486,7 +487,7 @@ class Store:
     ) -> None:
         """Record a failed poll and when to try again."""
         mapping: dict[Any, Any] = {
-            "last_error": error,
+            "last_error": mask_text(error),  # an error may quote a URL with its password
             "last_error_at": at.isoformat(),
             "last_status": str(status) if status else "error",
             "next_poll_at": next_poll.isoformat(),

@@ -14,12 +14,17 @@ from typing import Any
 
 import re2
 
+from monitor.redact import clip
 from monitor.rules.terms import TermSyntaxError
 from monitor.rules.text import fold_piece
 
 #: Largest compiled program accepted; counted repetitions such as ``\w{1,500}`` grow it fast,
 #: and a large program makes RE2 fall back from its fast DFA to slower matching.
 MAX_PROGRAM_SIZE = 20_000
+
+#: Characters of a refused pattern quoted in its error: a rule file may hold a pattern of
+#: megabytes (generated alternations), and the error is logged, printed and sent to ops.
+SHOWN_CHARS = 200
 
 #: Texts a pattern must not match with zero characters: such a pattern "matches" everything.
 _EMPTY_PROBES = ("", " ", "a", "a b", "1", "Я", "钨", ".")
@@ -78,11 +83,16 @@ def compile_regex(written: str, *, case: bool) -> Any:
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise TermSyntaxError(
-            f"invalid regex '{written}': {reason}",
+            f"invalid regex '{_shown(written)}': {reason}",
             "see the RE2 syntax in rules/README.md; a plain term is often enough",
         ) from None
     _check_compiled(written, compiled)
     return compiled
+
+
+def _shown(written: str) -> str:
+    """The pattern as an error quotes it: clipped to ``SHOWN_CHARS``, saying its length."""
+    return clip(written, SHOWN_CHARS)
 
 
 def _check_written(written: str, case: bool) -> None:
@@ -92,18 +102,19 @@ def _check_written(written: str, case: bool) -> None:
     if typo:
         flags = typo.group("flags")
         raise TermSyntaxError(
-            f"'({flags}?)' in regex '{written}' is an optional group, not a flag",
+            f"'({flags}?)' in regex '{_shown(written)}' is an optional group, not a flag",
             f"did you mean '(?{flags})'? Patterns already ignore case unless 'case: true'",
         )
     for finder, feature in _UNSUPPORTED:
         if finder.search(written):
             raise TermSyntaxError(
-                f"regex '{written}' uses {feature}, which the linear-time regex engine lacks",
+                f"regex '{_shown(written)}' uses {feature}, "
+                "which the linear-time regex engine lacks",
                 "rewrite it without that feature, or split it into terms under all:/none:",
             )
     if _ASCII_CLASSES.search(written) and not written.isascii():
         raise TermSyntaxError(
-            f"regex '{written}' mixes \\b or \\w with non-ASCII letters",
+            f"regex '{_shown(written)}' mixes \\b or \\w with non-ASCII letters",
             "in RE2 \\b and \\w only know ASCII letters; use \\pL for any letter, "
             "or a term (terms know word boundaries in every script)",
         )
@@ -120,7 +131,7 @@ def _check_folded_letters(written: str, case: bool) -> None:
         expected = char if case else char.lower()
         if folded != expected:
             raise TermSyntaxError(
-                f"regex '{written}' contains {char!r}, which never occurs in folded text",
+                f"regex '{_shown(written)}' contains {char!r}, which never occurs in folded text",
                 f"text is matched after folding, where {char!r} reads {folded!r}; write that",
             )
 
@@ -129,7 +140,7 @@ def _check_compiled(written: str, compiled: Any) -> None:
     size = int(compiled.programsize)
     if size > MAX_PROGRAM_SIZE:
         raise TermSyntaxError(
-            f"regex '{written}' is too large to match fast ({size} steps, "
+            f"regex '{_shown(written)}' is too large to match fast ({size} steps, "
             f"at most {MAX_PROGRAM_SIZE})",
             "shorten counted repetitions such as {1,500}, or use terms",
         )
@@ -137,7 +148,7 @@ def _check_compiled(written: str, compiled: Any) -> None:
         found = compiled.search(probe)
         if found is not None and found.end() == found.start():
             raise TermSyntaxError(
-                f"regex '{written}' matches the empty string",
+                f"regex '{_shown(written)}' matches the empty string",
                 "it would match every item; make at least one character required "
                 "(for example 'x+' rather than 'x*')",
             )

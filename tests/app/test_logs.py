@@ -97,3 +97,22 @@ def test_library_info_lines_are_dropped_and_a_second_setup_does_not_double_lines
     assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == [
         "Run time of job was missed"
     ]
+
+
+def test_credentials_nobody_listed_are_masked_by_shape() -> None:
+    """A feed URL's ``user:pass@`` and ``?apikey=``, a Redis password and an Authorization
+    header reach the log from library exception text; no configured secret names them."""
+    out = io.StringIO()
+    configure_logging(fmt="json", stream=out)
+    log = structlog.get_logger()
+    log.warning(
+        "poll failed",
+        error="cannot GET https://reader:feedpw99@f.example/rss?apikey=ak1234&page=2",
+        headers={"Authorization": "Bearer tok5678", "Accept": "*/*"},
+    )
+    logging.getLogger("redis").warning("lost redis://default:redispw42@10.0.0.2:6379/0")
+    text = out.getvalue()
+    for secret in ("feedpw99", "ak1234", "tok5678", "redispw42"):
+        assert secret not in text
+    assert "f.example/rss?apikey=***&page=2" in text
+    assert "redis://default:***@10.0.0.2:6379/0" in text

@@ -130,3 +130,96 @@ def test_webhook_urls_and_smtp_passwords_never_reach_logs_errors_records_or_aler
     for secret in [*secrets, PASSWORD + "-old"]:
         for where, text in readable.items():
             assert secret not in text, f"a secret reached the {where}"
+
+
+REDIS_PASSWORD = "Redis-Pa55-7d1e0b"
+FEED_PASSWORD = "Feed-Pa55-91c3aa"
+FEED_APIKEY = "Feed-ApiKey-5b2e71"
+FEED_TOKEN = "Feed-Token-c04d9f"
+HEADER_TOKEN = "Header-Bearer-3a8f66"
+HEADER_KEY = "Header-ApiKey-e5d210"
+
+
+def guarded_config(feeds: FeedServer, redis_url: str, rules: Path) -> str:
+    """One good feed and two broken ones (404): one whose URL carries a password, an
+    ``apikey`` and a ``token`` and whose request an ``X-Api-Key``, one sending a bearer token.
+    With ``health_alert_after: 0s`` each raises its feed-health alert in the same pass."""
+    broken = feeds.url(f"/gone.xml?apikey={FEED_APIKEY}&token={FEED_TOKEN}&page=1").replace(
+        "http://", f"http://reader:{FEED_PASSWORD}@"
+    )
+    return f"""\
+redis: {{url: "{redis_url}"}}
+feeds:
+  - {{name: wire, url: "{feeds.url("/f.xml")}", interval: 10m}}
+  - name: paywalled
+    url: "{broken}"
+    interval: 10m
+    headers: {{X-Api-Key: "{HEADER_KEY}"}}
+  - name: private
+    url: "{feeds.url("/private.xml")}"
+    interval: 10m
+    headers: {{Authorization: "Bearer {HEADER_TOKEN}"}}
+rules: {{paths: ["{rules}"]}}
+ingest: {{health_alert_after: 0s}}
+channels:
+  slack: {{webhook_url: "${{SLACK_WEBHOOK_URL}}", timeout: 2s}}
+delivery: {{retry_after: 100ms, retry_max: 200ms, max_attempts: 2}}
+log: {{format: json, level: debug}}
+health: {{port: 0}}
+"""
+
+
+def test_redis_password_feed_credentials_and_auth_headers_reach_no_output_of_a_run(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    own_redis: EmbeddedRedis,
+    slack_server: SlackServer,
+) -> None:
+    """A Redis that needs a password, failing feeds (404) with ``user:pass@``, ``?apikey=``,
+    ``token=``, an ``X-Api-Key`` and a bearer header: every output of a run (its logs, the
+    feed-health alert Slack receives, ``monitor status``, ``monitor feeds status`` and its
+    JSON, the dead letters, every key and value in Redis) names the feed and its host but
+    holds none of those secrets, nor the webhook's."""
+    admin = redis.Redis(port=own_redis.port)
+    admin.config_set("requirepass", REDIS_PASSWORD)
+    admin.close()
+    redis_url = f"redis://default:{REDIS_PASSWORD}@127.0.0.1:{own_redis.port}/0"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    config = tmp_path / "monitor.yaml"
+    config.write_text(guarded_config(feed_server, redis_url, rules), encoding="utf-8")
+    feed_server.put("/f.xml", rss(ITEMS))
+    env = {k: v for k, v in os.environ.items() if k != "MONITOR_CONFIG"}
+    env["SLACK_WEBHOOK_URL"] = slack_server.url
+
+    run = run_monitor("run", "--once", "-c", str(config), env=env)
+    assert run.returncode == 0, run.stderr
+    assert feed_server.requests["/gone.xml?apikey=" + FEED_APIKEY + f"&token={FEED_TOKEN}&page=1"]
+    alerts = "\n".join(map(repr, slack_server.payloads))
+    assert "paywalled" in alerts  # the feed-health alert arrived, naming the feed ...
+    assert f"127.0.0.1:{feed_server.port}" in alerts  # ... and its host
+    assert "Kazakhstan" in alerts  # and the good feed still alerted
+    status = run_monitor("status", "-c", str(config), env=env)
+    assert "redis        redis://default:***@127.0.0.1" in status.stdout, status.stderr
+    feeds = run_monitor("feeds", "status", "-c", str(config), env=env)
+    assert "paywalled" in feeds.stdout, feeds.stderr
+    assert "HTTP 404" in feeds.stdout
+    feeds_json = run_monitor("feeds", "status", "--json", "-c", str(config), env=env)
+    dead = run_monitor("alerts", "dead", "--json", "-c", str(config), env=env)
+    assert dead.returncode == 0, dead.stderr
+    stored = redis_values(redis_url)
+    assert "HTTP 404" in stored  # the failure is recorded, so the check below reads real data
+
+    readable = {
+        "logs of the run": run.stderr + run.stdout,
+        "Slack alerts": alerts,
+        "monitor status": status.stdout + status.stderr,
+        "monitor feeds status": feeds.stdout + feeds.stderr,
+        "monitor feeds status --json": feeds_json.stdout + feeds_json.stderr,
+        "dead letters": dead.stdout + dead.stderr,
+        "Redis": stored,
+    }
+    secrets = [REDIS_PASSWORD, FEED_PASSWORD, FEED_APIKEY, FEED_TOKEN, HEADER_TOKEN, HEADER_KEY]
+    for secret in [*secrets, slack_server.secret]:
+        for where, text in readable.items():
+            assert secret not in text, f"{secret} reached the {where}"
