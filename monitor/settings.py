@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -69,7 +70,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _host_port(address: str) -> str:
+    """``host:port`` (``[::1]:26379`` for IPv6), checked here so a typo fails at load."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port; write e.g. sentinel-1:26379")
+    return address
+
+
+HostPort = Annotated[str, BeforeValidator(lambda value: _host_port(str(value)))]
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``"sentinel-1:26379"`` -> ``("sentinel-1", 26379)``; brackets come off an IPv6 host."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class SentinelSettings(_Strict):
+    """Redis behind Sentinel: the client asks the sentinels which server is the master, and
+    asks again after a failover, so the daemon follows a promoted replica by itself."""
+
+    master: str = Field(min_length=1, description="the master name the sentinels monitor")
+    sentinels: tuple[HostPort, ...] = Field(
+        min_length=1, description="sentinel addresses, host:port (26379 is Sentinel's port)"
+    )
+    password: SecretStr | None = Field(default=None, description="the Redis servers' password")
+    sentinel_password: SecretStr | None = Field(
+        default=None, description="the sentinels' own password (requirepass in sentinel.conf)"
+    )
+    db: int = Field(default=0, ge=0, description="database number on the master")
+    socket_timeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description="each command's and each sentinel query's timeout: how long a dead master "
+        "can hold a call before the client asks the sentinels again",
+    )
+    connect_timeout: Duration = Field(
+        default=timedelta(seconds=5), description="connecting to a server or a sentinel"
+    )
+
+
 class RedisSettings(_Strict):
+    # Declared before ``url`` so that url's validator sees it: the two are exclusive.
+    sentinel: SentinelSettings | None = Field(
+        default=None, description="Redis behind Sentinel instead of 'url' (high availability)"
+    )
     url: str = Field(
         default="embedded",
         description="'embedded' for a private redis-server, or a redis://, rediss://, unix:// URL",
@@ -80,7 +125,12 @@ class RedisSettings(_Strict):
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
+    def _known_scheme(cls, url: str, info: ValidationInfo) -> str:
+        if info.data.get("sentinel") is not None:
+            raise ValueError(
+                "set either redis.url or redis.sentinel, not both: with Sentinel the "
+                "sentinels name the master, so remove 'url'"
+            )
         if url == "embedded" or urlsplit(url).scheme in {"redis", "rediss", "unix"}:
             return url
         raise ValueError("use 'embedded' or a redis://host:6379/0 (rediss://, unix://) URL")
@@ -307,6 +357,14 @@ class IngestSettings(_Strict):
         ge=-1,
         description="processes that parse feeds: -1 one per core, 0 or 1 on the event loop",
     )
+    parse_budget: Duration = Field(
+        default=timedelta(seconds=10),
+        description="CPU time one feed's parse may take in a parser process; past it the poll"
+        " fails and the feed backs off (a stuck parse is killed after 3x this plus 10s)",
+    )
+    file_readers: int = Field(
+        default=4, gt=0, description="threads of their own that read file: feeds at once"
+    )
     backfill: OptionalDuration = Field(
         default=timedelta(hours=24),
         description="on a feed's first poll, older items are recorded as seen, not alerted;"
@@ -345,7 +403,8 @@ class DeliverySettings(_Strict):
     )
     send_lease: Duration = Field(
         default=timedelta(minutes=2),
-        description="how long a send may take before another worker may try it again",
+        description="how long a send may take before another worker may try it again;"
+        " raised per channel to its timeout (+ 5s for a rate-limited slot) + 2s at least",
     )
     throttle: Duration = Field(
         default=timedelta(hours=4),
@@ -383,6 +442,41 @@ class OpsSettings(_Strict):
         default=timedelta(minutes=2),
         description="alert when Redis has been unreachable this long; 'off' never",
     )
+    heartbeat_url: SecretStr | None = Field(
+        default=None,
+        description="dead-man switch: an http(s) URL fetched (GET) on every healthy heartbeat "
+        "(every 15 s), e.g. a healthchecks.io check, so an outside service alerts when the "
+        "pings stop; a secret, masked in logs; empty: off",
+    )
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _http_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None or not url.get_secret_value():
+            return None  # ``${HEARTBEAT_URL:-}`` unset: no dead-man pings
+        if url is not None:
+            parts = urlsplit(url.get_secret_value())
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError("heartbeat_url must be an http:// or https:// URL")
+        return url
+
+
+class ShutdownSettings(_Strict):
+    """How the daemon stops on SIGTERM/SIGINT."""
+
+    grace: Duration = Field(
+        default=timedelta(seconds=20),
+        description="SIGTERM ends the process within this long, whatever is hung; keep it "
+        "below the orchestrator's kill timeout (Kubernetes: terminationGracePeriodSeconds, "
+        "30 s by default; compose: stop_grace_period)",
+    )
+
+    @field_validator("grace")
+    @classmethod
+    def _positive(cls, grace: timedelta) -> timedelta:
+        if grace.total_seconds() < 1:
+            raise ValueError("shutdown.grace must be at least 1s")
+        return grace
 
 
 class StorySourceSettings(_Strict):
@@ -438,6 +532,7 @@ class Settings(_Strict):
     health: HealthSettings = HealthSettings()
     stories: StoriesSettings = StoriesSettings()
     ops: OpsSettings = OpsSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     base_dir: Path = Field(default=Path(), exclude=True)
 
     @model_validator(mode="after")
@@ -503,7 +598,14 @@ class Settings(_Strict):
         password = urlsplit(self.redis.url).password
         if password:
             found.append(password)
+        sentinel = self.redis.sentinel
+        if sentinel is not None:
+            found += [
+                s.get_secret_value() for s in (sentinel.password, sentinel.sentinel_password) if s
+            ]
         found += [feed.auth.password.get_secret_value() for feed in self.feeds if feed.auth]
+        if self.ops.heartbeat_url is not None:  # a healthchecks.io URL is itself the secret
+            found.append(self.ops.heartbeat_url.get_secret_value())
         return tuple(secret for secret in found if secret)
 
     def rule_paths(self) -> tuple[Path, ...]:

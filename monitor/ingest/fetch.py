@@ -11,7 +11,9 @@ import base64
 import contextlib
 import functools
 import ipaddress
+import re
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -28,6 +30,8 @@ from monitor.errors import FetchError
 from monitor.model import Source
 
 _CHUNK = 64 * 1024
+FILE_READERS = 4
+"""Threads that read ``file:`` feeds at once (``ingest.file_readers``)."""
 _T = TypeVar("_T")
 #: Something a fetch steps out of while it waits for its host's turn (``stepping_out``).
 Pause = Callable[[], contextlib.AbstractAsyncContextManager[None]]
@@ -79,8 +83,10 @@ class Fetcher:
         host_gap: float = 0.0,
         per_host: int | None = None,
         resolve: Resolver | None = None,
+        file_readers: int = FILE_READERS,
     ) -> None:
         self._session = session
+        self._files = FileReaders(file_readers)
         self._resolve = resolve or system_addresses
         agent = user_agent or "monitor/{version}"
         self._user_agent = agent.replace("{version}", __version__)
@@ -94,7 +100,7 @@ class Fetcher:
         alone.  Waiting for the host's turn (``HostGate``) is not part of it.
         """
         if urlsplit(source.url).scheme == "file":
-            return await asyncio.to_thread(_read_file, source)
+            return await self._files.read(source)
         try:
             return await self._follow(source, validators, _Budget(source.timeout.total_seconds()))
         except TimeoutError:
@@ -153,6 +159,72 @@ class Fetcher:
                 raise _status_error(source, response.status, response_headers)
             body = await _read_capped(response, source)
             return FetchResult(200, body, response_headers, url)
+
+
+class FileReaders:
+    """A bounded set of threads of their own for ``file:`` reads, with the feed's deadline.
+
+    A read from a hung network mount (or a FIFO nobody writes to) blocks its thread for
+    good, and no thread can be interrupted.  In the default executor such reads would take,
+    one by one, the threads that SMTP and every other ``to_thread`` share; here they can hold
+    at most ``size`` threads, which are daemon threads, so a hung one never keeps
+    ``monitor run --once`` (or the daemon's exit) waiting.  A slot is given back only when
+    its read really ends, so the bound holds; a feed waiting for a slot spends its deadline.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots: asyncio.Semaphore | None = None
+
+    async def read(self, source: Source) -> FetchResult:
+        seconds = source.timeout.total_seconds()
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._in_thread(source)
+        except TimeoutError:
+            raise FetchError(
+                source.name,
+                source.url,
+                f"timed out reading {_file_label(source.url)} after {seconds:g}s",
+                hint="the file is on a hung mount, or is a pipe nobody writes to",
+            ) from None
+
+    async def _in_thread(self, source: Source) -> FetchResult:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.size)
+        slots = self._slots
+        await slots.acquire()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[FetchResult] = loop.create_future()
+
+        def settle(result: FetchResult | None, error: BaseException | None) -> None:
+            slots.release()
+            if done.cancelled():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            try:
+                result = _read_file(source)
+            except BaseException as exc:  # handed to the event loop, never lost
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        try:
+            threading.Thread(target=run, name="file-read", daemon=True).start()
+        except BaseException:
+            slots.release()
+            raise
+        return await done
+
+
+def _file_label(url: str) -> str:
+    """``file:`` and the path, for an error message."""
+    return f"file:{unquote(urlsplit(url).path)}"
 
 
 def _basic_auth(username: str, password: str) -> str:
@@ -410,10 +482,22 @@ def _describe(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut off or badly encoded"
+        if "content length" in f"{exc} {exc.__cause__}".lower():
+            return "the response body was truncated: fewer bytes than its Content-Length said"
+        return "the response body was truncated or badly encoded"
+    if isinstance(exc, aiohttp.ClientResponseError) and _HEADER_FLOOD.search(exc.message):
+        return f"header flood: the server sent too many or too long headers ({exc.message})"
+    if isinstance(exc, aiohttp.ClientResponseError) and "bad status line" in exc.message.lower():
+        return (
+            "the response body was truncated or the reply is not HTTP: bytes came after the "
+            "body its Content-Length announced"
+        )
     if isinstance(exc, aiohttp.InvalidURL):
         return "the URL is not valid"
     return type(exc).__name__
+
+
+_HEADER_FLOOD = re.compile(r"too many headers|header.*too long|got more than \d+ bytes", re.I)
 
 
 def _read_file(source: Source) -> FetchResult:

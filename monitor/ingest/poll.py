@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from monitor.errors import FeedError, FeedParseError
+from monitor.errors import FeedError, FeedParseError, StoreError
 from monitor.ingest.dedup import ItemRecord, as_update
 from monitor.ingest.fetch import Fetcher, FetchResult, Validators
 from monitor.ingest.prepare import PreparedFeed, PreparedItem, prepare_feed
@@ -32,6 +32,7 @@ from monitor.ingest.schedule import (
 )
 from monitor.ingest.state import NEW, UPDATED, FeedState, FeedSuccess, Sighting, Store
 from monitor.model import Item, PollResult, Source
+from monitor.redact import mask_text, mask_url
 from monitor.rules import RuleSet
 from monitor.stories.settle import by_publication, count_trends, settle_batch
 from monitor.stories.store import StoryStore
@@ -111,6 +112,12 @@ async def poll_once(
     except FeedError as exc:
         duration = time.perf_counter() - started
         return await _record_failure(source, ctx, state, exc, duration, tick)
+    except StoreError:
+        raise
+    except Exception as exc:  # a bulkhead: one feed's surprise fails that feed, not the pass
+        bound.exception("poll raised an unexpected error; the feed fails, the others go on")
+        duration = time.perf_counter() - started
+        return await _record_failure(source, ctx, state, unexpected(source, exc), duration, tick)
     if state.health_alerted:
         await _tell_health(source, ctx, True, state.failing_since, True, None, ctx.clock())
     result = replace(result, duration=time.perf_counter() - started)
@@ -128,6 +135,18 @@ async def poll_once(
     return result
 
 
+def unexpected(source: Source, exc: Exception) -> FeedError:
+    """An error no stage expected (a library refusing one feed's settings, a parser bug) as
+    that feed's failure: recorded, backed off and alerted on like any other, never raised
+    into the pass, where it would stop every other feed's poll."""
+    return FeedError(
+        source.name,
+        source.url,
+        f"unexpected {type(exc).__name__}: {exc}",
+        hint="a bug or a setting the HTTP library refuses; the traceback is in the log",
+    )
+
+
 async def _record_failure(
     source: Source,
     ctx: PollContext,
@@ -141,19 +160,20 @@ async def _record_failure(
     now = ctx.clock()
     outcome = PollOutcome(ok=False, retry_after=getattr(exc, "retry_after", None))
     retry_at = next_poll_at(outcome, failures, source.interval, tick)
-    await ctx.store.feed_failed(source.name, str(exc), status, now, retry_at)
+    error = mask_text(str(exc))  # kept in Redis, shown by the CLI, quoted in alerts
+    await ctx.store.feed_failed(source.name, error, status, now, retry_at)
     since = state.failing_since or now
-    await _tell_health(source, ctx, False, since, state.health_alerted, str(exc), now)
+    await _tell_health(source, ctx, False, since, state.health_alerted, error, now)
     log.warning(
         "poll failed",
         feed=source.name,
-        error=str(exc),
+        error=error,
         failures=failures,
         retry_at=retry_at.isoformat(),
         duration=round(duration, 3),
     )
     return PollResult(
-        source=source.name, status="error", http_status=status, error=str(exc), duration=duration
+        source=source.name, status="error", http_status=status, error=error, duration=duration
     )
 
 
@@ -176,10 +196,13 @@ async def _fetch_and_record(
         quiet_before = now - ctx.backfill
     new_items, matched, complete = await _record(source, rules, ctx, prepared, quiet_before, now)
     # Validators and entry names are kept only when every item was handled, so a capped poll
-    # fetches and considers every entry again.
-    if complete:
+    # fetches and considers every entry again; a body cut at ``max_items`` keeps the names of
+    # the entries handled, so that the next poll reads on past them.
+    if complete and not prepared.cut:
         validators = Validators(response.headers.get("etag"), response.headers.get("last-modified"))
         known = prepared.fingerprints
+    elif complete:
+        validators, digest, known = Validators(), None, prepared.fingerprints
     else:
         validators, digest, known = Validators(), None, ()
     times = (now, tick)
@@ -187,8 +210,9 @@ async def _fetch_and_record(
     await ctx.store.feed_succeeded(source.name, success)
     warnings = prepared.warnings
     if response.permanent_url:
-        warnings += (f"the feed moved permanently to {response.permanent_url}; update the config",)
-    if not complete:
+        moved = mask_url(response.permanent_url)
+        warnings += (f"the feed moved permanently to {moved}; update the config",)
+    if not complete or prepared.cut:
         warnings += (f"more than {source.max_items} new items; the rest come next poll",)
     return PollResult(
         source=source.name,

@@ -52,6 +52,11 @@ class PreparedFeed:
     error: str | None = None
     """Why the body is not a feed; returned, not raised, so it crosses process boundaries."""
     rules_version: str | None = None
+    cut: bool = False
+    """Entries were left unread or unbuilt (``max_items``); ``fingerprints`` then names only
+    the entries handled, so the next poll starts where this one stopped."""
+    budget_exceeded: bool = False
+    """``error`` is the parse budget running out, not a body that is not a feed."""
 
 
 def prepare_feed(
@@ -69,27 +74,51 @@ def prepare_feed(
     Entries whose fingerprint is in ``known`` (they were in the feed's previous body) are
     skipped before any cleaning: a changed feed usually has a handful of new entries among
     fifty, and their cleaning and matching is most of the cost.
+
+    At most ``source.max_items`` entries not in ``known`` are built, and the parser reads at
+    most ``entry_limit`` entries (``max_items`` plus those already known, so that enough new
+    ones are among them): a body of 190,000 tiny items costs what 500 do, and the next poll
+    goes on from where this one stopped (``PreparedFeed.cut``).
     """
+    limit = entry_limit(source.max_items, len(known))
     try:
         if source.kind == "page" and source.page is not None:
             feed = scrape_page(body, headers, url, source.page)
         else:
-            feed = parse_feed(body, headers, url)
+            feed = parse_feed(body, headers, url, max_entries=limit)
     except NotAFeedError as exc:
         return PreparedFeed(0, (), error=str(exc))
-    fingerprints = tuple(
-        entry_fingerprint(entry.guid, entry.link, entry.title, entry.summary_html)
-        for entry in feed.entries
-    )
-    items = tuple(
-        prepare_entry(entry, source, now, rules)
-        for entry, fingerprint in zip(feed.entries, fingerprints, strict=True)
-        if fingerprint not in known
-    )
+    fingerprints: list[str] = []
+    items: list[PreparedItem] = []
+    cut = feed.cut
+    for entry in feed.entries:
+        fingerprint = entry_fingerprint(entry.guid, entry.link, entry.title, entry.summary_html)
+        if fingerprint not in known:
+            if len(items) >= source.max_items:
+                cut = True
+                break
+            items.append(prepare_entry(entry, source, now, rules))
+        fingerprints.append(fingerprint)
     version = rules.version if rules is not None else None
     return PreparedFeed(
-        len(feed.entries), items, fingerprints, feed.warnings, feed.ttl, rules_version=version
+        len(feed.entries),
+        tuple(items),
+        tuple(fingerprints),
+        feed.warnings,
+        feed.ttl,
+        rules_version=version,
+        cut=cut,
     )
+
+
+def entry_limit(max_items: int, known: int) -> int:
+    """How many entries of a body the parser reads: ``max_items`` new ones plus the ``known``
+    ones that may come first, but never more than ``ENTRY_FACTOR`` times ``max_items``
+    (entries past that many in one body are never read).  Pure."""
+    return min(max_items + known, ENTRY_FACTOR * max_items)
+
+
+ENTRY_FACTOR = 10
 
 
 def prepare_entry(

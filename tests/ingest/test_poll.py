@@ -94,6 +94,31 @@ async def test_a_broken_feed_is_an_error_result_on_its_health(
     assert "HTML page" in (state.last_error or "")
 
 
+async def test_an_unexpected_error_fails_only_that_feed_and_keeps_its_secrets(
+    feed_server: FeedServer, context: PollContext, rules: RuleSet
+) -> None:
+    """aiohttp refuses a URL with credentials and an Authorization header together (a
+    ValueError, not a feed error).  That feed's poll fails and is recorded like any other
+    failure, without the password; it is not raised into the pass, where it would stop every
+    other feed.  The good feed polled beside it is unaffected."""
+    feed_server.put("/feed.xml", rss(ITEMS))
+    good = Source(name="good", url=feed_server.url("/feed.xml"))
+    odd = Source(
+        name="odd",
+        url=feed_server.url("/feed.xml").replace("http://", "http://reader:hunter2@"),
+        headers=(("Authorization", "Bearer tok-123"),),
+    )
+    failed = await poll_once(odd, rules, context)
+    assert failed.status == "error"
+    assert "unexpected ValueError" in (failed.error or "")
+    state = await context.store.feed_state("odd")
+    assert state.failures == 1
+    for secret in ("hunter2", "tok-123"):
+        assert secret not in (failed.error or "")
+        assert secret not in (state.last_error or "")
+    assert (await poll_once(good, rules, context)).status == "ok"
+
+
 class RecordingChannel:
     """A pure in-memory channel for worker logic; real channels are tested on real servers."""
 

@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from monitor.errors import FeedError
-from monitor.ingest.pool.process import prepare_with_installed_rules, process_id, start_parser
+from monitor.ingest.pool.process import (
+    budget_message,
+    prepare_with_installed_rules,
+    process_id,
+    start_parser,
+)
 from monitor.ingest.prepare import PreparedFeed
 from monitor.model import Source
 from monitor.rules import RuleSet
@@ -52,11 +57,24 @@ def rules_payload(rules: RuleSet) -> dict[str, Any]:
     return payload
 
 
-class ParserPool:
-    """A process pool that prepares feeds with the daemon's current rules."""
+def wall_deadline(cpu_budget: float) -> float:
+    """Seconds of wall-clock time a preparation with ``cpu_budget`` CPU seconds may take: a
+    worker on a loaded machine gets less than a core, and waits its turn in the pool."""
+    return 3 * cpu_budget + 10
 
-    def __init__(self, workers: int, rules: RuleSet) -> None:
+
+class ParserPool:
+    """A process pool that prepares feeds with the daemon's current rules.
+
+    ``parse_budget`` is the CPU seconds one feed's preparation may take in a worker (the
+    worker stops it itself, ``process.prepare_with_installed_rules``); as a backstop for a
+    parse the worker cannot stop (stuck in one C call), a preparation not back within
+    ``wall_deadline(parse_budget)`` has its processes killed and replaced."""
+
+    def __init__(self, workers: int, rules: RuleSet, *, parse_budget: float | None = None) -> None:
         self.workers = workers
+        self.parse_budget = parse_budget
+        self._turns: asyncio.Semaphore | None = None
         self._pool = self._start(rules)
         self._started: asyncio.Future[None] | None = None
 
@@ -124,17 +142,28 @@ class ParserPool:
         url = response.url or source.url
         loop = asyncio.get_running_loop()
         pool = self._pool
+        budget = self.parse_budget
+        deadline = wall_deadline(budget) if budget else None
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.workers)
         try:
-            return await loop.run_in_executor(
-                pool,
-                prepare_with_installed_rules,
-                source,
-                response.body,
-                response.headers,
-                url,
-                now,
-                known,
-            )
+            # A turn first, so that the deadline counts the parse, not the wait in the queue.
+            async with self._turns, asyncio.timeout(deadline):
+                return await loop.run_in_executor(
+                    pool,
+                    prepare_with_installed_rules,
+                    source,
+                    response.body,
+                    response.headers,
+                    url,
+                    now,
+                    known,
+                    budget,
+                )
+        except TimeoutError:
+            assert deadline is not None
+            self._replace_broken(pool, rules, kill=True)
+            return PreparedFeed(0, (), error=budget_message(source, deadline, "wall-clock"))
         except BrokenProcessPool:
             self._replace_broken(pool, rules)
             raise FeedError(
@@ -145,11 +174,20 @@ class ParserPool:
                 "memory?): lower its 'max_bytes' or remove it",
             ) from None
 
-    def _replace_broken(self, broken: ProcessPoolExecutor, rules: RuleSet) -> None:
-        """Swap a fresh pool in for ``broken``, once however many polls saw it break."""
+    def _replace_broken(
+        self, broken: ProcessPoolExecutor, rules: RuleSet, *, kill: bool = False
+    ) -> None:
+        """Swap a fresh pool in for ``broken``, once however many polls saw it break; with
+        ``kill``, its processes are killed first (one of them is stuck past its deadline, and
+        which one the executor does not say).  Polls it was preparing fail this pass."""
         if self._pool is not broken:
             return
-        log.error("a parser process died; starting new ones", workers=self.workers)
+        if kill:
+            log.error("a parse ran past its deadline; parser processes replaced")
+            for process in list((broken._processes or {}).values()):
+                process.kill()
+        else:
+            log.error("a parser process died; starting new ones", workers=self.workers)
         self._pool = self._start(rules)
         self._started = None
         broken.shutdown(wait=False, cancel_futures=True)

@@ -92,5 +92,38 @@ def prepare_with_installed_rules(
     url: str,
     now: datetime,
     known: frozenset[str],
+    cpu_budget: float | None = None,
 ) -> PreparedFeed:
-    return prepare_feed(source, body, headers, url, now, _process_rules, known)
+    """``prepare_feed`` with this process's rules, within ``cpu_budget`` seconds of CPU.
+
+    The budget is a profiling timer (``ITIMER_PROF``, the process's CPU time): when it runs
+    out, SIGPROF interrupts the parse between two Python steps and the feed's poll fails
+    with a budget error, while this process stays healthy for the next feed.  A parse stuck
+    inside one C call never reaches such a step; the pool's wall deadline covers that."""
+    if not cpu_budget or cpu_budget <= 0:
+        return prepare_feed(source, body, headers, url, now, _process_rules, known)
+    previous = signal.signal(signal.SIGPROF, _over_budget)
+    signal.setitimer(signal.ITIMER_PROF, cpu_budget)
+    try:
+        return prepare_feed(source, body, headers, url, now, _process_rules, known)
+    except ParseBudgetExceeded:
+        return PreparedFeed(0, (), error=budget_message(source, cpu_budget, "CPU"))
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+class ParseBudgetExceeded(Exception):
+    """Raised inside a parse by SIGPROF when its CPU budget has run out."""
+
+
+def _over_budget(signum: int, frame: object) -> None:
+    raise ParseBudgetExceeded
+
+
+def budget_message(source: Source, seconds: float, kind: str) -> str:
+    """The error of a poll whose parse ran out of its budget: which budget, which feed."""
+    return (
+        f"parsing feed {source.name!r} took more than its {seconds:g}s {kind} budget "
+        f"(ingest.parse_budget); the poll failed and the feed backs off"
+    )
