@@ -23,7 +23,8 @@ Every key monitor uses is named here, so no two modules can disagree.
     P:digest:<channel>           matches held for a channel's next digest (sorted set by time)
     P:digest:<channel>:<window>  the matches of one digest window being sent (sorted set)
     P:digests                    per channel, the end of the last digest window sent (hash)
-    P:pace:<channel>             a channel's rate limit: exists while it must not post (string)
+    P:pace-next:<channel>        a channel's rate limit: "<next post time, Redis ms>:<token of the
+                                 post in flight>" (string, kept 7 days; missing = wait once)
     P:story:<id>                 a story: first/last seen, counts, which languages, sources,
                                  kinds and owners it has (hash, expires after stories.retention)
     P:story:<id>:items           the story's items, oldest first (list of JSON, same expiry)
@@ -135,7 +136,7 @@ class Keys:
         return f"{self.prefix}:digests"
 
     def pace(self, channel: str) -> str:
-        return f"{self.prefix}:pace:{channel}"
+        return f"{self.prefix}:pace-next:{channel}"
 
     def ops(self, incident: str) -> str:
         return f"{self.prefix}:ops:{incident}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 
@@ -14,10 +14,10 @@ from monitor.deliver.channels import (
     SlackChannel,
     WebhookChannel,
 )
-from monitor.deliver.policy import DigestSchedule, RetryPolicy, Route
+from monitor.deliver.policy import DigestSchedule, RetryPolicy, Route, send_lease_for
 from monitor.deliver.queue import AlertQueue
 from monitor.deliver.templates import Templates
-from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker, utcnow
+from monitor.deliver.worker import MAX_PACE_WAIT, DeliveryPolicy, DeliveryWorker, utcnow
 from monitor.model import Severity
 from monitor.settings import RouteSettings, Settings
 
@@ -75,6 +75,23 @@ def route(config: RouteSettings) -> Route:
     )
 
 
+def send_leases(settings: Settings) -> dict[str, timedelta]:
+    """Per active channel, a send lease that outlasts its worst send: its total deadline
+    (``timeout``), the wait for a rate-limited slot, and a margin."""
+    config = settings.channels
+    pace = timedelta(seconds=MAX_PACE_WAIT)
+    leases: dict[str, timedelta] = {}
+    if config.slack is not None and config.slack.active:
+        wait = pace if config.slack.rate_limit > timedelta(0) else timedelta(0)
+        leases["slack"] = send_lease_for(settings.delivery.send_lease, [config.slack.timeout], wait)
+    for name, channel in (("email", config.email), ("webhook", config.webhook)):
+        if channel is not None and channel.active:
+            leases[name] = send_lease_for(
+                settings.delivery.send_lease, [channel.timeout], timedelta(0)
+            )
+    return leases
+
+
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
     """The worker's policy: routes (every active channel when none are configured), retry
     schedule, throttle window and digest schedules."""
@@ -90,6 +107,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         routes=routes,
         sent_ttl=max(settings.dedup.ttl, delivery.throttle),
         send_lease=delivery.send_lease,
+        leases=send_leases(settings),
         claim_idle=delivery.reclaim_after,
         retry=RetryPolicy(delivery.retry_after, delivery.retry_max, delivery.max_attempts),
         throttle=delivery.throttle,

@@ -46,6 +46,29 @@ def gives_up(attempt: int, policy: RetryPolicy) -> bool:
     return attempt >= policy.max_attempts
 
 
+LEASE_MARGIN = timedelta(seconds=2)
+"""What a send lease keeps beyond the send's own worst case: Redis round trips, a loaded
+event loop and the SMTP watchdog closing a socket all fit in it."""
+
+
+def send_lease_for(
+    configured: timedelta, deadlines: Iterable[timedelta], pace_wait: timedelta
+) -> timedelta:
+    """The send lease to use: the configured one, raised so that it always outlasts the
+    worst send: waiting up to ``pace_wait`` for a rate-limited slot, then the longest
+    channel deadline, plus ``LEASE_MARGIN``.  A lease shorter than that would let a second
+    worker (or replica) send an alert again while the first is still sending it.
+    """
+    worst = max(deadlines, default=timedelta(0)) + pace_wait + LEASE_MARGIN
+    return max(configured, worst)
+
+
+def send_budget(lease: timedelta) -> float:
+    """Seconds a send may take from the moment its lease was taken: the lease less
+    ``LEASE_MARGIN`` (at least one second), so the lease always ends after the send."""
+    return max(1.0, (lease - LEASE_MARGIN).total_seconds())
+
+
 # --- stories and units --------------------------------------------------------------------
 
 

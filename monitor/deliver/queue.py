@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from monitor.model import Match
+from monitor.redact import mask_text
 from monitor.redisio import DELIVERY_GROUP, Keys, guarded
 
 # Moves retries that are due back into the stream, atomically, so two workers never both
@@ -82,23 +83,66 @@ end
 return 0
 """
 
-# A channel's rate limit across every worker: returns 0 when this caller may post now (and
-# takes the slot), else the milliseconds to wait.  KEYS: pace key.  ARGV: interval (ms).
+# A channel's rate limit across every worker and every Redis restart.  The key holds the
+# next time (Redis clock, ms) anyone may post, then ``:`` and the taker's token.  A missing
+# key means this Redis has no memory of the channel (first start, a restart that lost it, a
+# failover to an empty replica): nobody may assume the channel is free, so the first caller
+# starts the clock and everyone waits one interval.  The taker holds the channel for the
+# whole post (``ARGV[2]`` ms, its send deadline); ``_PACED`` then sets the next slot one
+# interval after the post ended, so posts *arrive* at least one interval apart.
+# KEYS: pace key.  ARGV: interval (ms), hold (ms), token, key TTL (s).
+# Returns 0 when the caller took the slot, else the milliseconds to wait (while a post is in
+# flight, at most one interval: then ask again).
 _PACE = """
-if redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[1]), 'NX') then return 0 end
-local left = redis.call('PTTL', KEYS[1])
-if left < 0 then return 1 end
-return left
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local held = redis.call('GET', KEYS[1])
+if not held then
+  redis.call('SET', KEYS[1], tostring(now + interval) .. ':', 'EX', tonumber(ARGV[4]))
+  return interval
+end
+local nxt = tonumber(string.match(held, '^(%d+)')) or 0
+if nxt > now then
+  -- a post in flight (a token after ':') usually ends long before its hold: look again
+  if string.match(held, ':.') then return math.min(nxt - now, interval) end
+  return nxt - now
+end
+local hold = math.max(interval, tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], tostring(now + hold) .. ':' .. ARGV[3], 'EX', tonumber(ARGV[4]))
+return 0
+"""
+
+# The post of the slot holder ``ARGV[2]`` ended: the next slot opens one interval from now
+# (unless someone, a 429's Retry-After, changed the slot meanwhile).
+# KEYS: pace key.  ARGV: interval (ms), token, key TTL (s).
+_PACED = """
+local held = redis.call('GET', KEYS[1])
+local mark = ':' .. ARGV[2]
+if held and string.sub(held, -#mark) == mark then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('SET', KEYS[1], tostring(now + tonumber(ARGV[1])) .. ':', 'EX', tonumber(ARGV[3]))
+  return 1
+end
+return 0
 """
 
 # Holds a channel back for at least ARGV[1] ms (a server said Retry-After), never shortening
-# a longer hold.  KEYS: pace key.
+# a longer hold.  KEYS: pace key.  ARGV: hold (ms), key TTL (s).
 _HOLD = """
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[1]))
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('GET', KEYS[1])
+local nxt = held and (tonumber(string.match(held, '^(%d+)')) or 0) or 0
+if nxt < now + tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], tostring(now + tonumber(ARGV[1])) .. ':', 'EX', tonumber(ARGV[2]))
 end
 return 1
 """
+PACE_MEMORY = timedelta(days=7)
+"""How long a channel's next-slot time is kept after its last post: longer than any pause
+between alerts that matters, so a missing key almost always means Redis lost it."""
 
 # Opens or closes an operational incident and queues its alert, in one step, only if the
 # incident is still as the caller saw it: with several replicas exactly one tells.
@@ -199,6 +243,7 @@ class AlertQueue:
         self._release = client.register_script(_RELEASE)
         self._requeue = client.register_script(_REQUEUE_DEAD)
         self._pace = client.register_script(_PACE)
+        self._paced = client.register_script(_PACED)
         self._hold = client.register_script(_HOLD)
         self._ops_transition = client.register_script(_OPS_TRANSITION)
         self._redis_recovered = client.register_script(_REDIS_RECOVERED)
@@ -317,7 +362,7 @@ class AlertQueue:
             "match": entry.raw,
             "channel": unit.partition("#")[0],
             "unit": unit,
-            "reason": reason,
+            "reason": mask_text(reason),  # a channel's error may quote a URL or a header
             "attempts": str(attempts),
             "recipients": json.dumps(list(recipients)),
             "origin": entry.origin or entry.entry_id,
@@ -398,18 +443,37 @@ class AlertQueue:
         """A refused alert must not keep its story throttled."""
         await guarded(lambda: self._release(keys=[throttle_key], args=[match_key]))
 
-    async def pace(self, channel: str, interval: timedelta) -> float:
-        """0 when ``channel`` may post now (the slot is taken), else the seconds to wait."""
+    async def pace(
+        self,
+        channel: str,
+        interval: timedelta,
+        *,
+        hold: timedelta = timedelta(0),
+        token: str = "",
+    ) -> float:
+        """0 when ``channel`` may post now (the slot is taken, for ``hold`` at least: the
+        post's deadline), else the seconds to wait.  Atomic in Redis, so every worker and
+        replica shares one pace; on a Redis without the channel's pacing memory every caller
+        waits one interval first."""
+        ms = max(1, int(interval.total_seconds() * 1000))
+        held = max(0, int(hold.total_seconds() * 1000))
+        keys = [self.keys.pace(channel)]
+        args: list[str | int] = [ms, held, token or "-", _memory_s()]
+        left = await guarded(lambda: self._pace(keys=keys, args=args))
+        return int(left) / 1000
+
+    async def paced(self, channel: str, interval: timedelta, token: str) -> None:
+        """The post that took the slot with ``token`` ended: the next slot opens one
+        ``interval`` from now."""
         ms = max(1, int(interval.total_seconds() * 1000))
         keys = [self.keys.pace(channel)]
-        left = await guarded(lambda: self._pace(keys=keys, args=[ms]))
-        return int(left) / 1000
+        await guarded(lambda: self._paced(keys=keys, args=[ms, token or "-", _memory_s()]))
 
     async def hold_channel(self, channel: str, wait: timedelta) -> None:
         """Let nobody post to ``channel`` for ``wait`` (a 429's Retry-After), on every worker."""
         ms = max(1, int(wait.total_seconds() * 1000))
         keys = [self.keys.pace(channel)]
-        await guarded(lambda: self._hold(keys=keys, args=[ms]))
+        await guarded(lambda: self._hold(keys=keys, args=[ms, _memory_s()]))
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -514,6 +578,10 @@ class AlertQueue:
     async def retrying(self) -> int:
         """How many matches wait for a later attempt."""
         return int(await guarded(lambda: self.client.zcard(self.keys.retry)))
+
+
+def _memory_s() -> int:
+    return int(PACE_MEMORY.total_seconds())
 
 
 def oldest_age(entry_id: str | None, server_time: tuple[int, int]) -> float:

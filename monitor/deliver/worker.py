@@ -4,12 +4,20 @@ It acknowledges an entry only when every channel accepted it, refused it for goo
 letter), or it was rescheduled for a later attempt, so a crash or an outage never loses an
 alert; per-channel markers in Redis stop a redelivered entry from reaching a channel twice.
 Routing, silences, throttling and digests are decided here, from pure rules in ``policy``.
+
+Each channel delivers independently: a pass hands its sends to one lane per channel, and a
+daemon pass (``block_ms`` given) does not wait for a slow lane: the next pass reads and
+sends new alerts while a stuck mail server runs out its deadline.  Every send must end
+within its lease budget (``policy.send_budget``), so no other worker can take it over while
+it may still reach the far end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +31,7 @@ from monitor.deliver.channels import (
     EmailChannel,
     GroupChannel,
     min_interval,
+    send_deadline,
 )
 from monitor.deliver.channels.email import RecipientsRefused
 from monitor.deliver.digest_store import RETRY_DIGEST, DigestStore, parse_matches
@@ -38,6 +47,7 @@ from monitor.deliver.policy import (
     gives_up,
     group_by_topic,
     route_plan,
+    send_budget,
     silenced_by,
     story_key,
     throttled_as,
@@ -54,6 +64,8 @@ MAX_PACE_WAIT = 5.0
 """Longest a pass waits for a rate-limited channel; beyond it the alert is rescheduled."""
 SEND_CONCURRENCY = 8
 """Sends in flight at once to one channel without a rate limit (email, webhook)."""
+MAX_FLIGHTS = 8
+"""Passes whose sends may still be running in the background; beyond it a pass waits."""
 
 
 def utcnow() -> datetime:
@@ -85,6 +97,20 @@ class DeliveryReport:
         self.dead += 1
         self.dead_channels[channel] = self.dead_channels.get(channel, 0) + 1
 
+    def merge(self, other: DeliveryReport) -> None:
+        """Add what a pass that finished in the background did."""
+        for name in ("read", "delivered", "failed", "dead", "throttled", "silenced"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.digested += other.digested
+        self.digests += other.digests
+        for mine, theirs in (
+            (self.channels, other.channels),
+            (self.failed_channels, other.failed_channels),
+            (self.dead_channels, other.dead_channels),
+        ):
+            for channel, count in theirs.items():
+                mine[channel] = mine.get(channel, 0) + count
+
     def count_failed(self, units: Sequence[str]) -> None:
         """One entry rescheduled, for the channels of ``units`` (channel or channel#subset)."""
         self.failed += 1
@@ -111,6 +137,11 @@ class DeliveryPolicy:
     throttle: timedelta = timedelta(hours=4)
     burst: int = 3
     digests: Mapping[str, DigestSchedule] = field(default_factory=dict)
+    leases: Mapping[str, timedelta] = field(default_factory=dict)
+    """Per channel, a send lease longer than ``send_lease`` (see ``policy.send_lease_for``)."""
+
+    def lease(self, channel: str) -> timedelta:
+        return self.leases.get(channel, self.send_lease)
 
     @property
     def route_list(self) -> tuple[Route, ...]:
@@ -133,6 +164,8 @@ class _Send:
     channel: str
     unit: str
     recipients: tuple[str, ...]
+    expires: float = float("inf")
+    """Event-loop time by which the send must have ended: its lease, less the margin."""
 
 
 @dataclass(slots=True)
@@ -174,6 +207,11 @@ class DeliveryWorker:
         self.digests = DigestStore(queue.client, queue.keys)
         self._routes = policy.route_list
         self._backlog: list[Step] = []
+        self._flights: set[asyncio.Task[DeliveryReport]] = set()
+        self._landed: list[DeliveryReport] = []
+        self._inflight: set[str] = set()
+        """Entry ids whose sends are still running: a reclaim must not start them again."""
+        self._token = uuid.uuid4().hex[:12]
         self.ops_channels: tuple[str, ...] = ()
         """Channels for operational alerts (``ops.channels``); empty: the routes decide."""
 
@@ -183,6 +221,7 @@ class DeliveryWorker:
         """Finish what an outage interrupted, re-queue due retries, then deliver stale
         matches left by dead workers and new ones (waiting up to ``block_ms`` for some)."""
         report = DeliveryReport()
+        await self._land(report, wait=len(self._flights) >= MAX_FLIGHTS)
         await self._replay_backlog()
         now = self.clock()
         await self.queue.promote_due(now)
@@ -191,11 +230,47 @@ class DeliveryWorker:
         )
         wait = None if stale else await self._block_for(block_ms, now)
         fresh = await self.queue.read_matches(self.consumer, self.policy.batch, wait)
-        entries = [*stale, *fresh]
+        entries = [e for e in (*stale, *fresh) if e.entry_id not in self._inflight]
         report.read = len(entries)
         if entries:
-            await self._deliver(entries, report)
+            background = None if block_ms is None else block_ms / 1000
+            await self._deliver(entries, report, background)
         return report
+
+    async def settle(self, within: float | None = None) -> bool:
+        """Wait (up to ``within`` seconds) for sends still running in the background; True
+        when none are left.  For a shutdown: what is cut off stays in the stream."""
+        if self._flights:
+            await asyncio.wait(set(self._flights), timeout=within)
+        return not self._flights
+
+    async def _land(self, report: DeliveryReport, *, wait: bool) -> None:
+        """Count the passes that finished in the background into ``report`` (waiting for
+        the oldest when too many are running); re-raise a Redis failure one of them met."""
+        if wait and self._flights:
+            await asyncio.wait(set(self._flights), return_when=asyncio.FIRST_COMPLETED)
+        landed, self._landed = self._landed, []
+        for done in landed:
+            report.merge(done)
+
+    def _fly(self, flight: asyncio.Task[DeliveryReport], ids: set[str]) -> None:
+        """Keep a pass's sends running after ``run_once`` returned."""
+        self._flights.add(flight)
+        self._inflight |= ids
+
+        def landed(task: asyncio.Task[DeliveryReport]) -> None:
+            self._flights.discard(task)
+            self._inflight -= ids
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is not None:
+                if not isinstance(error, StoreError):
+                    log.error("background delivery failed", error=repr(error))
+                return
+            self._landed.append(task.result())
+
+        flight.add_done_callback(landed)
 
     async def _block_for(self, block_ms: int | None, now: datetime) -> int | None:
         """Block no longer than until the next retry is due, so it is not sent late."""
@@ -206,7 +281,14 @@ class DeliveryWorker:
             return block_ms
         return max(1, min(block_ms, int((due - now.timestamp()) * 1000)))
 
-    async def _deliver(self, entries: Sequence[QueuedMatch], report: DeliveryReport) -> None:
+    async def _deliver(
+        self,
+        entries: Sequence[QueuedMatch],
+        report: DeliveryReport,
+        background: float | None = None,
+    ) -> None:
+        """Claim and send ``entries``; wait for every send, or with ``background`` (seconds)
+        only that long, leaving the rest to finish their entries on their own."""
         now = self.clock()
         silences = await self.silences.active(now)
         progress: list[_Progress] = []
@@ -215,6 +297,24 @@ class DeliveryWorker:
             state = await self._prepare(entry, silences, now, sends, report)
             if state is not None:
                 progress.append(state)
+        if background is None or not sends:
+            await self._send_and_finish(sends, progress, report)
+            return
+        late = DeliveryReport()
+        flight = asyncio.create_task(self._send_and_finish(sends, progress, late))
+        done, _ = await asyncio.wait({flight}, timeout=background)
+        if done:
+            report.merge(flight.result())
+            return
+        self._fly(flight, {state.entry.entry_id for state in progress})
+
+    async def _send_and_finish(
+        self,
+        sends: Mapping[str, list[_Send]],
+        progress: Sequence[_Progress],
+        report: DeliveryReport,
+    ) -> DeliveryReport:
+        """One lane per channel, all at once; then finish every entry of the pass."""
         by_entry = {id(p.entry): p for p in progress}
         results = await asyncio.gather(
             *(self._send_channel(name, batch, by_entry, report) for name, batch in sends.items()),
@@ -225,6 +325,7 @@ class DeliveryWorker:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        return report
 
     # -- deciding what to send ------------------------------------------------------------------
 
@@ -262,13 +363,17 @@ class DeliveryWorker:
             verdict = await self.queue.begin_send(
                 match.key,
                 unit,
-                self.policy.send_lease,
+                self.policy.lease(channel),
                 severity=int(match.severity),
                 throttle_key=self.queue.keys.throttle(match.rule_id, throttled_as(match), channel),
                 throttle=self.policy.throttle,
             )
             if verdict == "go":
-                sends.setdefault(channel, []).append(_Send(entry, match, channel, unit, recipients))
+                budget = send_budget(self.policy.lease(channel))
+                expires = asyncio.get_running_loop().time() + budget
+                sends.setdefault(channel, []).append(
+                    _Send(entry, match, channel, unit, recipients, expires)
+                )
                 state.unsettled += 1
             elif verdict == "busy":
                 state.busy = True
@@ -336,31 +441,50 @@ class DeliveryWorker:
 
             async def one(send: _Send) -> None:
                 async with limit:
+                    if asyncio.get_running_loop().time() >= send.expires:
+                        await self._record_retry(send, progress, "no free sender in time", 0.0)
+                        return
                     await self._attempt(channel, [send], progress, report)
 
             await asyncio.gather(*(one(send) for send in sends))
             return
         for group in self._groups(channel, sends):
-            wait = await self._wait_for_slot(name, interval)
+            expires = min(send.expires for send in group)
+            token = f"{self._token}-{uuid.uuid4().hex[:8]}"
+            deadline = send_deadline(channel)
+            if deadline is not None:  # a worker killed mid-post holds the slot no longer
+                hold_until = asyncio.get_running_loop().time() + deadline.total_seconds() + 1
+                expires = min(expires, hold_until)
+            wait = await self._wait_for_slot(name, interval, expires, token)
             if wait:
                 for send in group:
                     await self._record_retry(send, progress, "rate limit", wait)
                 continue
-            await self._attempt(channel, group, progress, report)
+            try:
+                await self._attempt(channel, group, progress, report)
+            finally:
+                with contextlib.suppress(StoreError):  # the slot then ends at its hold
+                    await self.queue.paced(name, interval, token)
 
     def _groups(self, channel: Channel, sends: list[_Send]) -> list[list[_Send]]:
         if not isinstance(channel, GroupChannel) or len(sends) <= self.policy.burst:
             return [[send] for send in sends]
         return [sends[i : i + GROUP_MAX] for i in range(0, len(sends), GROUP_MAX)]
 
-    async def _wait_for_slot(self, name: str, interval: timedelta) -> float:
+    async def _wait_for_slot(
+        self, name: str, interval: timedelta, expires: float, token: str
+    ) -> float:
         """Wait for the channel's rate limit (shared by every worker through Redis); returns
-        0 once the slot is taken, or the remaining wait when it is too long to wait here."""
+        0 once the slot is taken (held for the post, until ``expires`` at most), or the
+        remaining wait when it is too long to wait here or would outlast the lease."""
+        loop = asyncio.get_running_loop()
         while True:
-            wait = await self.queue.pace(name, interval)
+            left = expires - loop.time()
+            hold = timedelta(seconds=max(left, 0.0))
+            wait = await self.queue.pace(name, interval, hold=hold, token=token)
             if wait <= 0:
                 return 0.0
-            if wait > MAX_PACE_WAIT:
+            if wait > MAX_PACE_WAIT or wait >= left - 1.0:
                 return wait
             await asyncio.sleep(wait)
 
@@ -373,7 +497,7 @@ class DeliveryWorker:
     ) -> None:
         """One post (a single alert or a coalesced group) and what follows from its answer."""
         try:
-            await self._post(channel, group)
+            await self._post_within(channel, group)
         except RecipientsRefused as exc:
             await self._partly_sent(group[0], exc, progress, report)
         except TransientDeliveryError as exc:
@@ -396,6 +520,17 @@ class DeliveryWorker:
         else:
             for send in group:
                 await self._record_sent(send, progress, report, grouped=len(group))
+
+    async def _post_within(self, channel: Channel, group: list[_Send]) -> None:
+        """Post, but never past the group's lease budget: a send still running then is
+        cancelled (an email's socket is shut), so no other worker sends it meanwhile."""
+        try:
+            async with asyncio.timeout_at(min(send.expires for send in group)):
+                await self._post(channel, group)
+        except TimeoutError:
+            raise TransientDeliveryError(
+                channel.name, "the send did not finish within its lease"
+            ) from None
 
     @staticmethod
     async def _post(channel: Channel, group: list[_Send]) -> None:
@@ -604,7 +739,7 @@ class DeliveryWorker:
     async def _send_digest(self, name: str, digest: Digest, now: datetime) -> bool:
         channel = self.channels[name]
         bound = log.bind(channel=name, digest=digest.key, alerts=digest.count)
-        verdict = await self.queue.begin_send(digest.key, name, self.policy.send_lease)
+        verdict = await self.queue.begin_send(digest.key, name, self.policy.lease(name))
         if verdict != "go":
             if verdict == "done":
                 await self.digests.close(name, digest.closes)

@@ -123,6 +123,8 @@ async def run_until(
         report = await worker.run_once(block_ms=50)
         for name in ("read", "delivered", "failed", "dead", "throttled", "silenced", "digested"):
             setattr(total, name, getattr(total, name) + getattr(report, name))
+    # A daemon pass leaves slow sends running; they finish (and acknowledge) on their own.
+    assert await worker.settle(within), "background sends did not finish in time"
     return total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
@@ -79,14 +80,39 @@ async def test_a_refused_alert_releases_its_story(queue: AlertQueue) -> None:
 
 
 async def test_pace_lets_one_post_through_per_interval(queue: AlertQueue) -> None:
-    assert await queue.pace("slack", timedelta(seconds=1)) == 0
-    wait = await queue.pace("slack", timedelta(seconds=1))
+    """A Redis without the channel's pacing memory (first start, restart) makes everyone wait
+    one interval; then one caller per interval gets the slot, and a 429 hold only lengthens."""
+    second = timedelta(seconds=1)
+    assert await queue.pace("slack", second) == 1.0  # no memory: nobody assumes it is free
+    await queue.client.set(queue.keys.pace("slack"), "0:")  # the interval has passed
+    await queue.client.set(queue.keys.pace("email"), "0:")
+    assert await queue.pace("slack", second) == 0
+    wait = await queue.pace("slack", second)
     assert 0 < wait <= 1
-    assert await queue.pace("email", timedelta(seconds=1)) == 0
+    assert await queue.pace("email", second) == 0
     await queue.hold_channel("email", timedelta(seconds=5))  # a 429 said Retry-After: 5
-    assert 1 < await queue.pace("email", timedelta(seconds=1)) <= 5
-    await queue.hold_channel("email", timedelta(seconds=1))  # never shortens a hold
-    assert await queue.pace("email", timedelta(seconds=1)) > 1
+    assert 1 < await queue.pace("email", second) <= 5
+    await queue.hold_channel("email", second)  # never shortens a hold
+    assert await queue.pace("email", second) > 1
+
+
+async def test_a_slot_is_held_for_the_post_then_opens_one_interval_after_it(
+    queue: AlertQueue,
+) -> None:
+    """The taker holds the channel for its whole post (its deadline), so a slow post cannot
+    overlap the next one; when it ends, the next slot opens one interval later."""
+    second = timedelta(seconds=1)
+    await queue.client.set(queue.keys.pace("slack"), "0:")
+    assert await queue.pace("slack", second, hold=timedelta(seconds=30), token="a") == 0
+    assert await queue.pace("slack", second, token="b") == 1.0  # held: ask again in 1 s
+    await asyncio.sleep(1.1)
+    assert await queue.pace("slack", second, token="b") == 1.0  # still held for the post
+    await queue.paced("slack", second, "b")  # not the holder: no effect
+    assert await queue.pace("slack", second, token="b") == 1.0
+    await queue.paced("slack", second, "a")
+    assert 0 < await queue.pace("slack", second, token="b") <= 1
+    await asyncio.sleep(1.0)
+    assert await queue.pace("slack", second, token="b") == 0
 
 
 async def test_the_dead_stream_is_capped_but_the_matches_stream_never_is(

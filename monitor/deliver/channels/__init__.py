@@ -60,3 +60,9 @@ def min_interval(channel: Channel) -> timedelta:
     """The least time between two posts to this channel (its rate limit); 0 for none."""
     value = getattr(channel, "min_interval", timedelta(0))
     return value if isinstance(value, timedelta) else timedelta(0)
+
+
+def send_deadline(channel: Channel) -> timedelta | None:
+    """The total deadline of one send to this channel, when it has one."""
+    value = getattr(channel, "deadline", None)
+    return value if isinstance(value, timedelta) else None

@@ -1,4 +1,10 @@
-"""Email channel: one multipart alert per match over SMTP (stdlib smtplib, in a worker thread).
+"""Email channel: one multipart alert per match over SMTP (stdlib smtplib, in a thread pool).
+
+Each send has a total deadline (``timeout``): the whole conversation, not each read, so a
+server that answers every line just before the socket timeout cannot hold a send for
+minutes.  The threads are the channel's own bounded pool, never the event loop's default
+executor, so blocking work elsewhere (file reads, DNS) cannot starve email and a stuck mail
+server cannot starve anything else.
 
 SMTP replies map onto retry or not as RFC 5321 intends: 4xx and lost connections are
 transient, 5xx permanent.  smtplib's debug output is never enabled (it prints the AUTH
@@ -12,11 +18,16 @@ import base64
 import contextlib
 import ipaddress
 import smtplib
+import socket
 import ssl as tls
+import threading
+import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
+from typing import Any
 
 import structlog
 
@@ -34,6 +45,79 @@ TEMPLATE_HINT = "fix the template in the config folder's templates/, then 'monit
 TLS_HINT = "check that the port matches the mode: 465 is implicit TLS (ssl), 587 is STARTTLS"
 AUTH_HINT = "check the SMTP username and password"
 _REPLY_CHARS = 300
+SMTP_THREADS = 4
+"""Conversations in flight at once per email channel; more wait (their deadline running)."""
+ABORT_GRACE = 1.0
+"""Seconds past the deadline before the watchdog shuts the socket of a conversation that
+the socket timeouts did not end (a reply trickling in line by line)."""
+
+
+class _Deadline:
+    """One conversation's total deadline (``time.monotonic``), and the socket to shut down
+    when the watchdog abandons it.  Shared by the event loop and the conversation thread."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.abandoned = False
+        self._client: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+
+    def left(self) -> float:
+        """Seconds left; raises TimeoutError (which the conversation reports) when none are."""
+        left = self.at - time.monotonic()
+        if left <= 0 or self.abandoned:
+            raise TimeoutError("the SMTP conversation ran out of time")
+        return left
+
+    def attach(self, client: smtplib.SMTP) -> None:
+        with self._lock:
+            self._client = client
+
+    def abandon(self) -> None:
+        """Called on the event loop: end the conversation now by shutting its socket down;
+        the blocked thread's read or write then fails at once."""
+        with self._lock:
+            self.abandoned = True
+            sock = getattr(self._client, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Timed:
+    """smtplib with a total deadline: every command and reply waits at most until it."""
+
+    deadline: _Deadline
+    sock: socket.socket | None
+
+    def _arm(self) -> None:
+        left = self.deadline.left()
+        if self.sock is not None:
+            self.sock.settimeout(left)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(  # type: ignore[misc]
+            host, port, min(timeout, self.deadline.left())
+        )
+        return sock
+
+    def send(self, s: Any) -> None:
+        self._arm()
+        super().send(s)  # type: ignore[misc]
+
+    def getreply(self) -> tuple[int, bytes]:
+        self._arm()
+        reply: tuple[int, bytes] = super().getreply()  # type: ignore[misc]
+        return reply
+
+
+class _TimedSMTP(_Timed, smtplib.SMTP):
+    pass
+
+
+class _TimedSMTPSSL(_Timed, smtplib.SMTP_SSL):
+    pass
+
 
 # Which step of the conversation each smtplib error comes from, for the operator.
 _STAGES: tuple[tuple[type[smtplib.SMTPResponseException], str], ...] = (
@@ -69,8 +153,10 @@ def classify(channel: str, code: int, message: str, *, hint: str | None = None) 
 class EmailChannel:
     """Sends each alert as one email to a fixed list of recipients.
 
-    Each ``send`` opens a fresh SMTP connection in a worker thread: alerts are rare enough
-    that a pooled connection would mostly be a stale one.
+    Each ``send`` opens a fresh SMTP connection in one of the channel's own threads
+    (``executor``, else a pool of ``SMTP_THREADS``): alerts are rare enough that a pooled
+    connection would mostly be a stale one.  ``timeout`` is the whole conversation's
+    deadline, counted from the call (time waiting for a free thread included).
     """
 
     def __init__(
@@ -90,8 +176,11 @@ class EmailChannel:
         tls_context: tls.SSLContext | None = None,
         local_hostname: str | None = None,
         templates: Templates | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._templates = templates
+        self._executor = executor
+        self._own_pool: ThreadPoolExecutor | None = None
         if starttls and ssl:
             raise ValueError("choose starttls (usually port 587) or ssl (port 465), not both")
         if not recipients:
@@ -108,6 +197,8 @@ class EmailChannel:
         self._password = Secret(password or "")
         self.starttls, self.ssl = starttls, ssl
         self.timeout = timeout
+        self.deadline = timedelta(seconds=timeout)
+        """The whole SMTP conversation of one send ends within this."""
         self._clock = clock
         self._tls_context = tls_context
         self._local_hostname = local_hostname
@@ -159,27 +250,55 @@ class EmailChannel:
         await self._send_message(message, self.recipients)
 
     async def _send_message(self, message: EmailMessage, recipients: Sequence[str]) -> None:
-        failure = await asyncio.to_thread(self._deliver, message, tuple(recipients))
+        deadline = _Deadline(time.monotonic() + self.timeout)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._pool(), self._deliver, message, tuple(recipients), deadline
+        )
+        try:
+            async with asyncio.timeout(self.timeout + ABORT_GRACE):
+                failure = await asyncio.shield(future)
+        except TimeoutError:
+            deadline.abandon()
+            failure = self._timed_out()
+        except asyncio.CancelledError:
+            deadline.abandon()  # the caller gave up (its lease budget, a shutdown)
+            raise
         if failure is not None:
             # Raised outside any except block, so no smtplib exception is chained to it.
             raise failure
 
+    def _pool(self) -> Executor:
+        if self._executor is not None:
+            return self._executor
+        if self._own_pool is None:
+            self._own_pool = ThreadPoolExecutor(
+                SMTP_THREADS, thread_name_prefix=f"smtp-{self.name}"
+            )
+        return self._own_pool
+
     async def close(self) -> None:
-        """Nothing to release: every send uses its own connection."""
+        """Stop the channel's own thread pool (conversations still running end at their
+        deadline); every send uses its own connection, so there is nothing else to release."""
+        pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # --- the blocking part, run in a worker thread ---------------------------------------
 
-    def _deliver(self, message: EmailMessage, recipients: Sequence[str]) -> DeliveryError | None:
+    def _deliver(
+        self, message: EmailMessage, recipients: Sequence[str], deadline: _Deadline
+    ) -> DeliveryError | None:
         """Run one SMTP conversation; return the error instead of raising it (see ``send``)."""
         try:
-            refused = self._converse(message, recipients)
+            refused = self._converse(message, recipients, deadline)
         except smtplib.SMTPRecipientsRefused as exc:
             return self._all_refused(exc.recipients, recipients)
         except smtplib.SMTPResponseException as exc:
             return self._rejected(exc)
         except smtplib.SMTPServerDisconnected as exc:
             # smtplib reports a read timeout as a disconnection ("...closed: timed out").
-            if "timed out" in str(exc):
+            if "timed out" in str(exc) or deadline.abandoned:
                 return self._timed_out()
             return TransientDeliveryError(self.name, f"{self._where} closed the connection")
         except smtplib.SMTPNotSupportedError as exc:
@@ -204,6 +323,8 @@ class EmailChannel:
         except TimeoutError:
             return self._timed_out()
         except OSError as exc:
+            if deadline.abandoned:
+                return self._timed_out()
             reason = exc.strerror or type(exc).__name__
             return TransientDeliveryError(self.name, f"cannot connect to {self._where}: {reason}")
         if refused:
@@ -211,10 +332,12 @@ class EmailChannel:
         return None
 
     def _converse(
-        self, message: EmailMessage, recipients: Sequence[str]
+        self, message: EmailMessage, recipients: Sequence[str], deadline: _Deadline
     ) -> dict[str, tuple[int, bytes]]:
         """Connect, secure, authenticate, send; return the recipients refused (if some were)."""
-        client = self._client()
+        deadline.left()  # waited past the deadline for a thread: do not start
+        client = self._client(deadline)
+        deadline.attach(client)
         # smtplib takes the TLS server name (for the certificate check) from ``_host``, which
         # it sets only when its constructor connects; but a constructor that fails half way (a
         # greeting that times out) leaves its socket open, so we connect separately.
@@ -237,13 +360,17 @@ class EmailChannel:
         finally:
             client.close()
 
-    def _client(self) -> smtplib.SMTP:
+    def _client(self, deadline: _Deadline) -> smtplib.SMTP:
         """An unconnected client: connecting separately lets ``finally`` close every socket."""
+        client: _TimedSMTP | _TimedSMTPSSL
         if self.ssl:
-            return smtplib.SMTP_SSL(
+            client = _TimedSMTPSSL(
                 local_hostname=self._local_hostname, timeout=self.timeout, context=self._context()
             )
-        return smtplib.SMTP(local_hostname=self._local_hostname, timeout=self.timeout)
+        else:
+            client = _TimedSMTP(local_hostname=self._local_hostname, timeout=self.timeout)
+        client.deadline = deadline
+        return client
 
     @staticmethod
     def _quit(client: smtplib.SMTP) -> None:
@@ -253,7 +380,7 @@ class EmailChannel:
 
     def _timed_out(self) -> DeliveryError:
         return TransientDeliveryError(
-            self.name, f"no answer from {self._where} within {self.timeout:g}s"
+            self.name, f"{self._where} did not complete the exchange within {self.timeout:g}s"
         )
 
     def _context(self) -> tls.SSLContext:

@@ -7,6 +7,7 @@ full URL in their text, so none of them is ever chained to an error raised here.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ class SlackChannel:
         self.where = redact_webhook(webhook_url)
         self._sessions = SessionHolder(session)
         self._timeout = timeout
+        self.deadline = timedelta(seconds=timeout)
+        """The whole exchange of one post ends within this."""
 
     def __repr__(self) -> str:
         return f"SlackChannel(name={self.name!r}, webhook={self.where!r})"
@@ -235,12 +238,16 @@ class SlackChannel:
 
     async def _post(self, payload: dict[str, Any]) -> Reply | DeliveryError:
         try:
-            async with self._client().post(
-                self._webhook.reveal(),
-                json=payload,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as response:
+            # The whole exchange (connect, send, read the answer) has one deadline.
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client().post(
+                    self._webhook.reveal(),
+                    json=payload,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self._timeout),
+                ) as response,
+            ):
                 body = await response.content.read(BODY_LIMIT)
                 return Reply(
                     response.status,

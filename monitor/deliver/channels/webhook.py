@@ -8,6 +8,7 @@ duplicate a crash mid-send causes, and, with a secret configured, ``X-Monitor-Si
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -77,6 +78,8 @@ class WebhookChannel:
         self._headers = dict(headers or {})
         self._sessions = SessionHolder(session)
         self._timeout = timeout
+        self.deadline = timedelta(seconds=timeout)
+        """The whole exchange of one post ends within this."""
         self._clock = clock
 
     def __repr__(self) -> str:
@@ -120,13 +123,17 @@ class WebhookChannel:
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> Reply | DeliveryError:
         try:
-            async with self._client().post(
-                self._url.reveal(),
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as response:
+            # The whole exchange (connect, send, read the answer) has one deadline.
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client().post(
+                    self._url.reveal(),
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self._timeout),
+                ) as response,
+            ):
                 await response.content.read(BODY_LIMIT)
                 return Reply(response.status, "", response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
