@@ -4,6 +4,14 @@ change, Redis supervised, and a clean stop on SIGTERM/SIGINT (SIGHUP reloads).
 Everything that sleeps, schedules or handles signals lives here.  The parts come from the
 composition root (``wiring``), one pass from ``runner``, the probes from ``health`` and the
 reload decisions from ``reload``.
+
+Stopping has a hard bound, ``shutdown.grace`` after the signal: in-flight polls and
+deliveries get most of it (``stop_budget``), the parts are closed in the rest, parser
+processes are terminated, and threads that cannot be interrupted (a file read hung in
+``open``, an SMTP send waiting on a silent server) are left behind with ``os._exit`` once the
+logs are flushed.  A watchdog thread ends the process at the grace deadline whatever the event
+loop is doing.  Nothing acknowledged is lost: an alert is acknowledged only once sent, so an
+unsent one stays in the Redis stream for the next start.
 """
 
 from __future__ import annotations
@@ -13,12 +21,18 @@ import contextlib
 import os
 import random
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, NoReturn, Self
+from urllib.parse import urlsplit
 
+import aiohttp
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -34,13 +48,123 @@ from monitor.settings import Settings
 __all__ = ["Monitor", "PassSummary", "PollSlot", "rules_signature", "utcnow"]
 
 log = structlog.get_logger("monitor.app.daemon")
-SHUTDOWN_GRACE = 20.0
+CLOSE_RESERVE = 5.0
+"""Most of the grace period that closing the parts (Redis, channels, parsers) may take."""
+THREAD_JOIN = 0.5
+"""How long, after closing, threads get to finish before the process leaves them behind."""
+PING_TIMEOUT = 5.0
+"""The dead-man ping's whole exchange; well under ``HEARTBEAT_EVERY``."""
 RULES_CHECK_EVERY = 5.0
 HEARTBEAT_EVERY = 15.0
 LEASE_FACTOR = 1.25
 """A feed's poll lease lasts this many intervals: longer than one, so the holder's next
 (jittered) tick renews it before another replica can take it."""
 DIGEST_CHECK_EVERY = 15.0
+
+
+def stop_budget(grace: float) -> tuple[float, float]:
+    """Pure: split ``grace`` seconds into (draining in-flight work, closing the parts).
+
+    Closing gets a third of the grace, at most ``CLOSE_RESERVE``; draining the rest, so a
+    longer grace period is spent letting polls and sends finish, not waiting on a close."""
+    reserve = min(CLOSE_RESERVE, grace / 3)
+    return grace - reserve, reserve
+
+
+def _flush_logs() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+class ExitWatchdog:
+    """A daemon thread that ends the process ``grace`` seconds after ``arm`` unless the
+    process has ended first: the bound on SIGTERM holds even when the event loop itself is
+    stuck (a blocking call on it, a close that never returns).
+
+    ``arm`` only sets an event, so it is safe to call from a signal handler."""
+
+    def __init__(self, last_resort: Callable[[str, int], None]) -> None:
+        self._last_resort = last_resort
+        self._wake = threading.Event()
+        self._deadline: float | None = None
+        self._thread = threading.Thread(target=self._run, name="exit-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def arm(self, grace: float) -> None:
+        self._deadline = time.monotonic() + grace
+        self._wake.set()
+
+    def close(self) -> None:
+        """Let the thread end without acting (the daemon stopped without a signal)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        self._wake.wait()
+        if self._deadline is None:
+            return
+        time.sleep(max(0.0, self._deadline - time.monotonic()))
+        self._last_resort("shutdown grace period over; exiting now", 1)
+
+
+class DeadManPing:
+    """The dead-man switch (``ops.heartbeat_url``): a GET on every healthy heartbeat, so an
+    outside service (healthchecks.io, a watchdog route) alerts when the pings stop: when the
+    daemon is down, wedged or cut off, which it cannot report itself.
+
+    A ping never blocks anything: it runs as its own task with a short total timeout, and a
+    new one is skipped while the last still waits.  A failing ping is logged once per outage
+    (and its end once), never with the URL, which is the secret."""
+
+    def __init__(self, timeout: float = PING_TIMEOUT) -> None:
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[bool] | None = None
+        self._failing = False
+
+    def ping(self, url: str) -> asyncio.Task[bool] | None:
+        """Start a ping of ``url``; None when the previous one is still under way."""
+        if self._task is not None and not self._task.done():
+            return None
+        self._task = asyncio.create_task(self._get(url), name="dead-man-ping")
+        return self._task
+
+    async def _get(self, url: str) -> bool:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+        problem = ""
+        try:
+            async with self._session.get(url) as response:
+                await response.read()
+                if response.status >= 400:
+                    problem = f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            problem = type(exc).__name__
+        self._record(urlsplit(url).hostname or "", problem)
+        return not problem
+
+    def _record(self, host: str, problem: str) -> None:
+        if problem and not self._failing:
+            log.warning(
+                "dead-man ping failed; logged once until it succeeds again",
+                host=host,
+                error=problem,
+                hint="check ops.heartbeat_url and that this host can reach it",
+            )
+        elif not problem and self._failing:
+            log.info("dead-man ping succeeds again", host=host)
+        self._failing = bool(problem)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
 
 
 class Monitor(Runner):
@@ -61,18 +185,110 @@ class Monitor(Runner):
         self._redis_down_since: float | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._poll_slots = asyncio.Semaphore(settings.http.max_concurrency)
+        self._stop_deadline: float | None = None
+        self._signalled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog = ExitWatchdog(self._exit_now)
+        self._dead_man = DeadManPing()
+        # The loop's default executor, ours so that the shutdown can tell threads still
+        # blocked in it from idle ones (``_leave_blocked_threads``).
+        self._threads = ThreadPoolExecutor(thread_name_prefix="monitor-io")
 
-    # -- signals and reload --------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        asyncio.get_running_loop().set_default_executor(self._threads)
+        await super().__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the parts; after a stop signal, within what is left of the grace period,
+        and then end the process even if threads are still blocked."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dead_man.close(), max(min(1.0, self._time_left()), 0.1))
+        if not self._signalled:
+            await super().__aexit__(exc_type, exc, traceback)
+            return
+        try:
+            await asyncio.wait_for(
+                super().__aexit__(exc_type, exc, traceback), max(self._time_left(), 0.1)
+            )
+        except TimeoutError:
+            log.warning("closing took the rest of the grace period; some parts left open")
+        self._leave_blocked_threads()
+
+    # -- signals, stopping and reload ----------------------------------------------------------
+
+    @property
+    def grace(self) -> float:
+        return self.settings.shutdown.grace.total_seconds()
+
+    def _time_left(self) -> float:
+        if self._stop_deadline is None:
+            return self.grace
+        return self._stop_deadline - time.monotonic()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT, as a real signal handler rather than an event-loop callback, so it
+        runs even while something blocks the loop: it arms the watchdog and asks the loop to
+        stop."""
+        if self._signalled:
+            self._exit_now("second stop signal: exiting at once", 1)
+        self._signalled = True
+        self._watchdog.arm(self.grace)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.request_stop)
 
     def request_stop(self) -> None:
         if self._stopping.is_set():
-            log.warning("second stop signal: exiting at once")
-            server = self._parts.redis.server if self._parts is not None else None
-            if server is not None:
-                server.stop(timeout=2)
-            os._exit(1)
-        log.info("stopping: finishing in-flight polls and deliveries")
+            self._exit_now("second stop signal: exiting at once", 1)
+        self._stop_deadline = time.monotonic() + self.grace
+        log.info(
+            "stopping: finishing in-flight polls and deliveries",
+            grace_seconds=round(self.grace, 1),
+        )
         self._stopping.set()
+
+    def _exit_now(self, reason: str, code: int) -> NoReturn:
+        """End the process at once: parser processes terminated, the embedded Redis stopped
+        (it saves its append-only file), logs flushed.  Unsent alerts stay unacknowledged in
+        the stream, for the next start."""
+        with contextlib.suppress(Exception):
+            log.warning(reason)
+        parts = self._parts
+        if parts is not None:
+            with contextlib.suppress(Exception):
+                for pid in parts.pool.pids() if parts.pool is not None else []:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            if parts.redis.server is not None:
+                with contextlib.suppress(Exception):
+                    parts.redis.server.stop(timeout=2)
+        _flush_logs()
+        os._exit(code)
+
+    def _leave_blocked_threads(self) -> None:
+        """After the orderly part: threads that cannot be interrupted (a read hung in
+        ``open``, a send waiting on a silent server) would keep the interpreter from exiting,
+        since executor threads are joined at exit; give them a moment, then leave them."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        until = time.monotonic() + min(THREAD_JOIN, max(self._time_left(), 0.0))
+        current = threading.current_thread()
+        blocked = []
+        for thread in threading.enumerate():
+            if thread is current or thread.daemon:
+                continue
+            thread.join(max(0.0, until - time.monotonic()))
+            if thread.is_alive():
+                blocked.append(thread.name)
+        if blocked:
+            log.warning("monitor stopped; leaving threads that are still blocked", threads=blocked)
+            _flush_logs()
+            os._exit(0)
 
     def _apply_sources(self, sources: tuple[Source, ...]) -> None:
         """Poll these feeds from now on: added, removed or changed feeds are rescheduled at
@@ -101,8 +317,12 @@ class Monitor(Runner):
     async def run_forever(self) -> None:
         """Poll on schedule and deliver continuously until SIGTERM/SIGINT."""
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop)
+        self._loop = loop
+        self._watchdog.start()
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler = scheduler
@@ -139,9 +359,13 @@ class Monitor(Runner):
         finally:
             scheduler.shutdown(wait=False)
             await self._drain(background)
-            await health.stop()
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(signum)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(health.stop(), max(self._time_left(), 0.1))
+            loop.remove_signal_handler(signal.SIGHUP)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if not self._signalled:
+                self._watchdog.close()
         log.info("monitor stopped")
 
     def _schedule(self, scheduler: AsyncIOScheduler, source: Source) -> None:
@@ -221,6 +445,9 @@ class Monitor(Runner):
                 log.exception("delivery pass crashed; retrying")
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+        # Sends a pass left running in the background (a slow channel) finish within the
+        # shutdown's grace period (``_drain`` cancels this task after it).
+        await self.worker.settle()
 
     async def _watch_rules(self) -> None:
         """Pick up edits to the config file and the rule files within seconds."""
@@ -246,16 +473,26 @@ class Monitor(Runner):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _drain(self, background: list[asyncio.Task[Any]]) -> None:
-        """Let in-flight polls and the current delivery pass finish within the grace period."""
+        """Let in-flight polls and the current delivery pass finish within the draining part
+        of the grace period (``stop_budget``); cancel what is still running then.  A send
+        cancelled half-way is not acknowledged: it stays in the stream for the next start."""
+        drain, reserve = stop_budget(self.grace)
         pending = [*background, *self._inflight]
-        _done, still = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
-        with contextlib.suppress(StoreError):
-            await self.store.release_leases([s.name for s in self.sources], self.consumer)
+        _done, still = await asyncio.wait(pending, timeout=max(self._time_left() - reserve, 0))
         for task in still:
             task.cancel()
         if still:
-            log.warning("cancelled work still running after the grace period", tasks=len(still))
-            await asyncio.wait(still, timeout=2)
+            log.warning(
+                "cancelled work still running after the grace period",
+                tasks=len(still),
+                drain_seconds=round(drain, 1),
+            )
+            await asyncio.wait(still, timeout=min(1.0, reserve / 2))
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(
+                self.store.release_leases([s.name for s in self.sources], self.consumer),
+                max(min(1.0, self._time_left() - reserve / 2), 0.1),
+            )
 
     def _redis_failed(self, exc: StoreError) -> None:
         if self._redis_down_since is None:
@@ -273,11 +510,20 @@ class Monitor(Runner):
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                await self.store.beat(self.consumer, self.heartbeat_fields(), HEARTBEAT_TTL)
-            except StoreError as exc:
-                self._redis_failed(exc)
+            await self.heartbeat_once()
             await self._sleep(HEARTBEAT_EVERY)
+
+    async def heartbeat_once(self) -> asyncio.Task[bool] | None:
+        """Write this replica's heartbeat to Redis and, when that worked (a healthy cycle:
+        the loop runs and Redis answers), ping ``ops.heartbeat_url``.  Returns the ping's
+        task (None: no URL, unhealthy, or the last ping still under way)."""
+        try:
+            await self.store.beat(self.consumer, self.heartbeat_fields(), HEARTBEAT_TTL)
+        except StoreError as exc:
+            self._redis_failed(exc)
+            return None
+        url = self.settings.ops.heartbeat_url
+        return None if url is None else self._dead_man.ping(url.get_secret_value())
 
     def _redis_recovered(self) -> None:
         if self._redis_down_since is not None:

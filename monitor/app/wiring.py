@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 import structlog
+from pydantic import SecretStr
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from monitor.app.embedded_redis import EmbeddedRedis, running_url
@@ -34,7 +39,7 @@ from monitor.ingest.pool.parsers import ParserPool, worker_count
 from monitor.ingest.state import Store
 from monitor.redisio import Keys
 from monitor.rules import RuleSet
-from monitor.settings import OpsSettings, Settings
+from monitor.settings import OpsSettings, Settings, split_host_port
 from monitor.stories import source_metas
 from monitor.stories.cluster import Extractor
 from monitor.stories.store import StoryStore
@@ -61,24 +66,22 @@ async def daemon_redis(settings: Settings) -> AsyncIterator[RedisLink]:
     and supervises it) or the configured URL, with a client that retries brief outages."""
     url = settings.redis.url
     server: EmbeddedRedis | None = None
-    if url == "embedded":
+    if url == "embedded" and settings.redis.sentinel is None:
         server = EmbeddedRedis(
             settings.resolve_path(settings.redis.data_dir), binary=settings.redis.binary
         )
         await asyncio.to_thread(server.start)
         url = server.url
         log.info("embedded redis started", port=server.port)
-    client = aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
     try:
-        yield RedisLink(client, server)
+        async with _client(
+            settings,
+            url,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
+            health_check_interval=30,
+        ) as client:
+            yield RedisLink(client, server)
     finally:
-        await client.aclose()
         if server is not None:
             await asyncio.to_thread(server.stop)
             log.info("embedded redis stopped")
@@ -94,20 +97,71 @@ async def redis_for_command(settings: Settings) -> AsyncIterator[aioredis.Redis]
     """
     url = settings.redis.url
     embedded: EmbeddedRedis | None = None
-    if url == "embedded":
+    if url == "embedded" and settings.redis.sentinel is None:
         data_dir = settings.resolve_path(settings.redis.data_dir)
         url = running_url(data_dir) or ""
         if not url:
             embedded = EmbeddedRedis(data_dir, binary=settings.redis.binary)
             await asyncio.to_thread(embedded.start)
             url = embedded.url
-    client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        async with _client(settings, url) as client:
+            yield client
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+@contextlib.asynccontextmanager
+async def _client(settings: Settings, url: str, **options: Any) -> AsyncIterator[aioredis.Redis]:
+    """A client on ``url``, or, with ``redis.sentinel``, on whichever server the sentinels
+    name as master.
+
+    The Sentinel client asks the sentinels again whenever its connection to the master
+    fails or the old master answers READONLY (it was demoted), so after a failover the
+    next retry lands on the promoted replica; scripts are reloaded there by redis-py's
+    ``Script`` objects on NOSCRIPT.
+    """
+    sentinel = settings.redis.sentinel
+    if sentinel is None:
+        client = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, **options
+        )
+        try:
+            yield client
+        finally:
+            await client.aclose()
+        return
+    timeout = sentinel.socket_timeout.total_seconds()
+    connect = sentinel.connect_timeout.total_seconds()
+    sentinels = Sentinel(
+        [split_host_port(address) for address in sentinel.sentinels],
+        sentinel_kwargs={
+            "password": _secret(sentinel.sentinel_password),
+            "socket_timeout": timeout,
+            "socket_connect_timeout": connect,
+        },
+    )
+    client = sentinels.master_for(
+        sentinel.master,
+        redis_class=aioredis.Redis,
+        db=sentinel.db,
+        password=_secret(sentinel.password),
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect,
+        **options,
+    )
     try:
         yield client
     finally:
         await client.aclose()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        for each in sentinels.sentinels:
+            await each.aclose()
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 # -- stores -----------------------------------------------------------------------------------
@@ -185,11 +239,13 @@ def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[s
         raise MonitorError(f"channels: {exc}", hint="fix the channel settings") from None
 
 
-def parser_pool(workers: int, rules: RuleSet) -> ParserPool | None:
+def parser_pool(
+    workers: int, rules: RuleSet, parse_budget: float | None = None
+) -> ParserPool | None:
     """Worker processes for parsing and matching; none on a one-core machine or when
     switched off."""
     count = worker_count(workers)
-    return ParserPool(count, rules) if count > 1 else None
+    return ParserPool(count, rules, parse_budget=parse_budget) if count > 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,16 +304,18 @@ async def daemon_parts(
             secrets=settings.secrets(),
             clock=clock,
         )
-        pool = parser_pool(settings.ingest.workers, rules)
+        budget = settings.ingest.parse_budget.total_seconds()
+        pool = parser_pool(settings.ingest.workers, rules, budget)
         if pool is not None:
             pool.start()
-            stack.callback(pool.close)
+            stack.callback(close_parsers, pool)
         poll = PollContext(
             fetcher=Fetcher(
                 fetching,
                 user_agent=settings.http.user_agent,
                 host_gap=settings.http.host_gap.total_seconds(),
                 per_host=settings.http.per_host,
+                file_readers=settings.ingest.file_readers,
             ),
             store=stores.ingest,
             clock=clock,
@@ -269,6 +327,16 @@ async def daemon_parts(
             volume=stores.volume,
         )
         yield DaemonParts(link, stores, channels, worker, ops, pool, poll)
+
+
+def close_parsers(pool: ParserPool) -> None:
+    """Terminate the parser processes, then close the pool.  A parse may run for minutes
+    and nothing in one is worth waiting for when the daemon stops: the feed is polled again
+    at the next start.  (Closing the pool alone would wait for every parse to finish.)"""
+    for pid in pool.pids():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    pool.close()
 
 
 async def _close_channels(channels: Mapping[str, Channel]) -> None:

@@ -55,7 +55,7 @@ async def gather(settings: Settings, now: datetime) -> tuple[list[str], bool]:
     failing = [r.name for r in rows if r.health in ("failing", "stale")]
     lines = [
         f"monitor      {__version__}",
-        f"redis        {mask_url(settings.redis.url)} reachable",
+        f"redis        {_redis_where(settings)} reachable",
     ]
     lines += _daemon_lines(beats, now)
     lines.append(_rules_line(settings))
@@ -113,3 +113,12 @@ def _incident_since(state: str) -> datetime | None:
         return _parse(str(json.loads(state)["since"]))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _redis_where(settings: Settings) -> str:
+    """Which Redis the status speaks of: the master name and sentinels behind Sentinel, else
+    the URL (masked: it may hold a password)."""
+    sentinel = settings.redis.sentinel
+    if sentinel is not None:
+        return f"sentinel master {sentinel.master} via {', '.join(sentinel.sentinels)}"
+    return mask_url(settings.redis.url)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from monitor.rules.load import load_rules
-from monitor.settings import Settings, load_settings
+from monitor.settings import Settings, load_settings, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -338,3 +338,64 @@ def test_redis_persists_its_append_only_file_on_a_claim() -> None:
     mounts = {m["mountPath"]: m["name"] for m in redis["volumeMounts"]}
     assert mounts[data_dir] == claim["metadata"]["name"]
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+# --- (e) stopping and the daemon's absence ------------------------------------------------------
+
+
+def _seconds(duration: str) -> float:
+    return parse_duration(duration).total_seconds()
+
+
+def test_orchestrators_wait_longer_than_the_daemons_shutdown_grace(k8s_settings: Settings) -> None:
+    """The daemon ends itself within shutdown.grace; the orchestrator's SIGKILL must come
+    later, or it cuts the orderly part (unacknowledged sends, lease release) short."""
+    pod = _deployment()["spec"]["template"]["spec"]
+    assert k8s_settings.shutdown.grace.total_seconds() < pod["terminationGracePeriodSeconds"]
+    compose_config = load_settings(DEPLOY / "monitor.yaml", env={})
+    stop_after = _seconds(_compose()["services"]["monitor"]["stop_grace_period"])
+    assert compose_config.shutdown.grace.total_seconds() < stop_after
+    assert Settings().shutdown.grace.total_seconds() < 30  # Kubernetes' default
+
+
+def _alert_rules(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    rules = [rule for group in doc["groups"] for rule in group["rules"]]
+    assert all(set(rule) <= {"alert", "expr", "for", "labels", "annotations"} for rule in rules)
+    return {rule["alert"]: rule for rule in rules}
+
+
+def test_prometheus_loads_rules_that_alert_on_the_daemons_absence() -> None:
+    """absent(up{job=...}) fires when every replica is gone (no series at all), up == 0 when
+    one stops answering; both for the scrape job prometheus.yml defines, after 5 minutes."""
+    (prom_config,) = _docs(DEPLOY / "prometheus.yml")
+    (job,) = prom_config["scrape_configs"]
+    (rule_file,) = prom_config["rule_files"]
+    prometheus = _compose()["services"]["prometheus"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
+    assert mounted[rule_file] == "./prometheus-rules.yml"
+    (doc,) = _docs(DEPLOY / "prometheus-rules.yml")
+    rules = _alert_rules(doc)
+    selector = f'up{{job="{job["job_name"]}"}}'
+    assert rules["MonitorAbsent"]["expr"] == f"absent({selector})"
+    assert rules["MonitorDown"]["expr"] == f"{selector} == 0"
+    for rule in rules.values():
+        assert _seconds(rule["for"]) == 300
+        assert rule["labels"]["severity"] == "critical"
+        assert rule["annotations"]["summary"]
+
+
+def test_kubernetes_ships_the_same_prometheus_rules() -> None:
+    data = _one("ConfigMap", "monitor-prometheus-rules")["data"]
+    shipped = (DEPLOY / "prometheus-rules.yml").read_text(encoding="utf-8")
+    assert data["monitor.rules.yml"] == shipped
+
+
+def test_the_dead_man_url_comes_from_the_secret(k8s_settings: Settings) -> None:
+    """ops.heartbeat_url is wired in both deployments, empty (off) until set, and the
+    example Secret carries a placeholder for it."""
+    assert k8s_settings.ops.heartbeat_url is None
+    assert "HEARTBEAT_URL" in _example_secret_env()
+    env = {"HEARTBEAT_URL": "https://hc-ping.com/abc"}
+    compose_config = load_settings(DEPLOY / "monitor.yaml", env=env)
+    assert compose_config.ops.heartbeat_url is not None
+    assert compose_config.ops.heartbeat_url.get_secret_value() == env["HEARTBEAT_URL"]
