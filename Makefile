@@ -57,6 +57,11 @@ unit: $(BIN)/.installed
 test-fast: $(BIN)/.installed
 	$(BIN)/pytest -q -m "not integration and not slow and not corpus"
 
+## make simplified: regenerate monitor/rules/simplified.tsv from OpenCC (after an OpenCC upgrade)
+.PHONY: simplified
+simplified: $(BIN)/.installed
+	$(BIN)/python -c 'from monitor.rules.text import write_simplified_table as w; print(w(), "entries")'
+
 ## make lock: re-pin the container's runtime dependencies (needs network)
 lock: $(BIN)/.installed
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv

@@ -47,8 +47,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-
-import opencc
+from pathlib import Path
 
 # Scripts written without spaces between words.  A term in them matches as a substring,
 # and a Latin or Cyrillic word right next to them still counts as a separate word.
@@ -171,19 +170,37 @@ SIMPLIFY_CONFIGS = ("t2s.json", "hk2s.json", "tw2s.json")
 _IDEOGRAPHS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x20000, 0x323AF))
 
 
+SIMPLIFIED_FILE = Path(__file__).with_name("simplified.tsv")
+"""The Traditional -> Simplified character table, one ``traditional<TAB>simplified`` pair a
+line, generated from OpenCC by ``opencc_simplified_table`` (``make simplified``) and shipped
+with the package: building it at run time loaded OpenCC's dictionaries into every parser
+process, some 30 MB each, for a table of 30 KB.  A test holds the file to OpenCC."""
+
+
 @lru_cache(maxsize=1)
 def simplified_table() -> dict[int, str]:
     """Each Traditional character and the one Simplified character it folds to, as a
-    ``str.translate`` table; built once, on first use (some 80 ms).
+    ``str.translate`` table, read from the shipped file on first use."""
+    table: dict[int, str] = {}
+    for line in SIMPLIFIED_FILE.read_text(encoding="utf-8").splitlines():
+        traditional, simple = line.split("\t")
+        table[ord(traditional)] = simple
+    return table
 
-    The table is OpenCC's own, read through its converter: every ideograph goes through it on
-    a line of its own, so no phrase can apply and each line shows what the character table
-    gives.  Kept are the entries where one character becomes another single ideograph (all of
-    them, in OpenCC 1.4).  A later configuration only adds characters the earlier ones leave
-    alone and that are not themselves Simplified results (Taiwan's table turns 么, the
-    Simplified form of 麼, into 幺, which would turn 什么 into 什幺).  Chains are followed to
-    their end (薴 → 苧 → 苎), so that folding folded text changes nothing.
+
+def opencc_simplified_table() -> dict[int, str]:
+    """The table as OpenCC's own converter gives it (OpenCC is a development dependency).
+
+    Every ideograph goes through the converter on a line of its own, so no phrase can apply
+    and each line shows what the character table gives.  Kept are the entries where one
+    character becomes another single ideograph (all of them, in OpenCC 1.4).  A later
+    configuration only adds characters the earlier ones leave alone and that are not
+    themselves Simplified results (Taiwan's table turns 么, the Simplified form of 麼, into 幺,
+    which would turn 什么 into 什幺).  Chains are followed to their end (薴 → 苧 → 苎), so that
+    folding folded text changes nothing.
     """
+    import opencc  # only here: to regenerate or check the shipped table
+
     chars = [chr(point) for low, high in _IDEOGRAPHS for point in range(low, high + 1)]
     joined = "\n".join(chars)
     table: dict[str, str] = {}
@@ -196,6 +213,14 @@ def simplified_table() -> dict[int, str]:
             if number == 0 or char not in results:
                 table[char] = simple
     return {ord(char): _settled(char, table) for char in table}
+
+
+def write_simplified_table(path: Path = SIMPLIFIED_FILE) -> int:
+    """Regenerate the shipped table from OpenCC; returns its number of entries."""
+    table = opencc_simplified_table()
+    lines = [f"{chr(point)}\t{simple}\n" for point, simple in sorted(table.items())]
+    path.write_text("".join(lines), encoding="utf-8")
+    return len(table)
 
 
 def _simplifies(char: str, simple: str) -> bool:

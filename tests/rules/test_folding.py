@@ -14,7 +14,7 @@ from monitor.model import Item
 from monitor.rules import RuleSet, Term, load_rules
 from monitor.rules.match import ItemText, match_rule
 from monitor.rules.terms import KAZAKH_LETTERS, Word, latin_spellings, parse_term
-from monitor.rules.text import fold, fold_reference, simplified_table
+from monitor.rules.text import fold, fold_reference, opencc_simplified_table, simplified_table
 
 WHEN = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 TABLE = simplified_table()
@@ -312,3 +312,9 @@ def test_the_engine_equals_the_reference_on_kazakh_and_chinese_spellings(
 ) -> None:
     subject = item(title, summary)
     assert rules.match(subject) == rules.match_reference(subject)
+
+
+def test_the_shipped_table_is_what_opencc_gives() -> None:
+    """monitor/rules/simplified.tsv is generated from OpenCC (``make simplified``), so parser
+    processes need not load OpenCC's dictionaries; this holds the file to OpenCC."""
+    assert simplified_table() == opencc_simplified_table()
