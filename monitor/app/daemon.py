@@ -36,7 +36,7 @@ import aiohttp
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.app.health import HealthServer
+from monitor.app.health_server import HealthServer
 from monitor.app.reload import file_signature, rules_signature, source_changes
 from monitor.app.runner import HEARTBEAT_TTL, PassSummary, PollSlot, Runner, utcnow
 from monitor.deliver.ops_alerts import CHECK_EVERY as OPS_CHECK_EVERY

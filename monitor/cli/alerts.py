@@ -17,7 +17,7 @@ from monitor.cli.common import (
     load_settings_or_exit,
 )
 from monitor.deliver.queue import DeadLetter, entry_ms
-from monitor.deliver.render.text import clean_line, clip
+from monitor.deliver.render.strings import clean_line, clip
 from monitor.errors import StoreError
 
 

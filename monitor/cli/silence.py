@@ -17,7 +17,7 @@ from monitor.cli.common import (
     load_settings_or_exit,
 )
 from monitor.deliver.policy import Silence
-from monitor.deliver.render.text import clean_line
+from monitor.deliver.render.strings import clean_line
 from monitor.errors import StoreError
 from monitor.settings import parse_duration
 

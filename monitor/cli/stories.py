@@ -19,7 +19,7 @@ from monitor.cli.common import (
     load_settings_or_exit,
 )
 from monitor.cli.feeds import ago
-from monitor.deliver.render.text import clean_line, clip
+from monitor.deliver.render.strings import clean_line, clip
 from monitor.errors import StoreError
 from monitor.settings import parse_duration
 from monitor.stories.store import StoryStore

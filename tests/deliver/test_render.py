@@ -33,7 +33,7 @@ from monitor.deliver.render.slack_blocks import (
     slack_payload,
     slack_text,
 )
-from monitor.deliver.render.text import clean_line, clip, clip_bytes, format_time, safe_link
+from monitor.deliver.render.strings import clean_line, clip, clip_bytes, format_time, safe_link
 from monitor.model import Item, Match, Severity, TermHit
 
 PUBLISHED = datetime(2024, 5, 1, 12, 34, tzinfo=UTC)

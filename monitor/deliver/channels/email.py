@@ -35,7 +35,7 @@ from monitor.deliver.channels.secret import Secret
 from monitor.deliver.policy import story_key
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.email_mime import digest_email, email_message
-from monitor.deliver.render.text import clean_line, clip
+from monitor.deliver.render.strings import clean_line, clip
 from monitor.deliver.templates import TemplateError, Templates
 from monitor.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from monitor.model import Match

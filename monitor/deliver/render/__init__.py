@@ -2,7 +2,7 @@
 
 The modules, lowest first (each imports only those above it)::
 
-    text          one-line helpers every medium shares: clean_line, clip, format_time,
+    strings       one-line helpers every medium shares: clean_line, clip, format_time,
                   safe_link, provenance lines
     quote         the sentence around a hit, hits marked (Quote, find_sentence, quote)
     digest        the Digest record (one window's matches for one channel)

@@ -17,7 +17,7 @@ from typing import Any
 
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.quote import quote
-from monitor.deliver.render.text import (
+from monitor.deliver.render.strings import (
     PROVENANCE_SHOWN,
     TITLE_CHARS,
     clean_line,

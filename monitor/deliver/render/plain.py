@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.quote import Quote, quote
-from monitor.deliver.render.text import (
+from monitor.deliver.render.strings import (
     ELLIPSIS,
     TITLE_CHARS,
     clean_line,

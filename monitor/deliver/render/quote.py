@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from monitor.deliver.render.text import collapse_spaces
+from monitor.deliver.render.strings import collapse_spaces
 from monitor.model import Item, Match, TermHit
 
 QUOTE_CHARS = 300

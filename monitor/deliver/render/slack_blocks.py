@@ -11,7 +11,7 @@ from typing import Any
 
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.quote import Quote, quote
-from monitor.deliver.render.text import (
+from monitor.deliver.render.strings import (
     ELLIPSIS,
     TITLE_CHARS,
     clean_line,

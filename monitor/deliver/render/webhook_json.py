@@ -9,7 +9,7 @@ from typing import Any
 
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.quote import quote
-from monitor.deliver.render.text import clean_line, clip, safe_link
+from monitor.deliver.render.strings import clean_line, clip, safe_link
 from monitor.model import Match
 
 WEBHOOK_ALERT_SCHEMA = "monitor.alert.v1"

@@ -17,7 +17,7 @@ from monitor.deliver.queue import AlertQueue
 from monitor.errors import StoreError
 from monitor.settings import HealthSettings
 
-log = structlog.get_logger("monitor.app.health")
+log = structlog.get_logger("monitor.app.health_server")
 
 
 class HealthServer:
