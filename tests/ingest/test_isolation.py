@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from support.commands import REPO, run_monitor
 from support.feed_server import FeedServer, rss
 from support.samples import KZ_TUNGSTEN_RULES
 
@@ -277,3 +278,34 @@ def test_cut_entries_keeps_the_first_entries_of_a_well_formed_document(
 def test_truncated_ending_tells_a_cut_body(body: bytes, truncated: bool) -> None:
     entries = body.count(b"</item>")
     assert (truncated_ending(body, entries) is not None) is truncated
+
+
+@pytest.mark.slow
+def test_run_once_with_six_hung_file_feeds_finishes_and_alerts_the_good_ones(
+    tmp_path: Path,
+) -> None:
+    """`monitor run --once` beside six file: feeds whose reads block for ever (FIFOs nobody
+    writes, as a hung network mount behaves): the run ends, the sample feeds' alerts print,
+    and each hung feed is a failed poll, not a hung process."""
+    fifos = []
+    for number in range(6):
+        fifo = tmp_path / f"hung-{number}.xml"
+        os.mkfifo(fifo)
+        fifos.append(fifo)
+    offline = REPO / "examples" / "offline"
+    feeds = [f'{{name: sample-en, url: "file:{offline}/feeds/en.xml"}}']
+    feeds += [
+        f'{{name: hung-{number}, url: "file:{fifo}", timeout: 2s}}'
+        for number, fifo in enumerate(fifos)
+    ]
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f'redis: {{url: embedded, data_dir: "{tmp_path / "redis"}"}}\n'
+        f"feeds: [{', '.join(feeds)}]\n"
+        f'rules: {{paths: ["{REPO / "rules"}"]}}\n'
+        "channels: {console: {}}\nroutes: [{channels: [console]}]\n"
+        'health: {port: 0}\ningest: {backfill: "off"}\n'
+    )
+    result = run_monitor("run", "--once", "-c", str(config), timeout=120)
+    assert "Upper Kairakty" in result.stdout, result.stderr[-2000:]
+    assert result.stderr.count("timed out reading file:") >= 6
