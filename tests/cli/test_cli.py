@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,21 @@ def test_make_run_uses_the_config_and_arguments_given() -> None:
         check=True,
     )
     assert re.search(r"monitor run -c examples/offline/monitor.yaml --once", result.stdout)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`monitor rules match --explain ... | head -1`: the command ends quietly when its
+    reader closes the pipe, instead of printing a BrokenPipeError traceback."""
+    command = [
+        sys.executable, "-m", "monitor", "rules", "match", "--explain",
+        "--rules", str(REPO / "rules"), str(OFFLINE_FEEDS / "en.xml"),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()  # as head does after its first line
+    _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr
