@@ -7,6 +7,7 @@ before they reached the replica)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import subprocess
@@ -25,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
+from support.waiting import wait_until
 
 from monitor.app.embedded_redis import free_port
 from monitor.app.runner import Runner
@@ -208,9 +210,9 @@ class SentinelSet:
             )
             self._spawn(f"sentinel{number}", [str(conf), "--sentinel"], first=True)
         for name in self.processes:
-            wait_for(lambda name=name: self._pings(name), within=20, what=f"{name} answers")
-        wait_for(self._replica_in_sync, within=30, what="the replica syncs")
-        wait_for(self._sentinels_agree, within=30, what="every sentinel sees the others")
+            wait_until(functools.partial(self._pings, name), 20, f"{name} answers")
+        wait_until(self._replica_in_sync, 30, "the replica syncs")
+        wait_until(self._sentinels_agree, 30, "every sentinel sees the others")
 
     def _spawn(self, name: str, args: list[str], *, first: bool = False) -> None:
         folder = self.root / name
@@ -273,16 +275,6 @@ class SentinelSet:
             f"    password: {PASSWORD}\n    sentinel_password: {SENTINEL_PASSWORD}\n"
             "    socket_timeout: 2s\n    connect_timeout: 1s\n"
         )
-
-
-def wait_for(condition: object, *, within: float, what: str) -> None:
-    """Poll ``condition`` until true; generous budgets, since the machine may be busy."""
-    assert callable(condition)
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within} s: {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from support.commands import kill_daemon
 from support.feed_server import FeedServer, rss
 from support.samples import KZ_TUNGSTEN_RULES
 from support.servers import bound_socket
+from support.waiting import wait_until
 
 from monitor.app.daemon import CLOSE_RESERVE, stop_budget
 from monitor.app.embedded_redis import EmbeddedRedis
@@ -86,13 +87,6 @@ def session_processes(session: int) -> dict[int, float]:
             continue
         found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return found
-
-
-def wait_until(condition: Callable[[], object], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def big_feed(items: int = 60_000) -> bytes:

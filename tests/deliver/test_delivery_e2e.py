@@ -24,6 +24,7 @@ from support.commands import kill_daemon
 from support.feed_server import FeedServer, rss
 from support.samples import KZ_TUNGSTEN_RULES
 from support.servers import HttpReply, SlackServer, SmtpServer
+from support.waiting import wait_until
 
 from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
@@ -142,13 +143,6 @@ def env(slack_server: SlackServer) -> dict[str, str]:
 
 def accepted_texts(slack: SlackServer) -> list[str]:
     return [str(r.payload["text"]) for r in slack.requests if r.reply.status == 200]
-
-
-def wait_until(condition: object, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def assert_each_once(slack: SlackServer, smtp: SmtpServer, count: int) -> None:
