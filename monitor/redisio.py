@@ -46,6 +46,7 @@ Every key monitor uses is named here, so no two modules can disagree.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -60,13 +61,34 @@ T = TypeVar("T")
 
 async def guarded(operation: Callable[[], Awaitable[T]]) -> T:
     """Run one Redis operation, turning every Redis or socket failure into ``StoreError``,
-    so callers handle one kind of outage whatever the client library raised."""
+    so callers handle one kind of outage whatever the client library raised.
+
+    It also gives back a cancellation the client library lost: on Python 3.11 redis-py
+    writes each command under ``asyncio.wait_for``, which returns normally when the write
+    finishes just as the task is cancelled.  The command then goes on, its error is
+    caught as an outage, and a loop that retries outages never ends (a shutdown, or a
+    test's teardown, waits on it for ever).  A cancel request that arrived during the
+    operation is therefore raised here, whatever the operation did.
+    """
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
     try:
-        return await operation()
+        result = await operation()
     except RedisError as exc:
+        _raise_lost_cancel(task, cancels)
         raise StoreError(f"Redis: {type(exc).__name__}: {exc}") from None
     except OSError as exc:
+        _raise_lost_cancel(task, cancels)
         raise StoreError(f"Redis: {exc}") from None
+    _raise_lost_cancel(task, cancels)
+    return result
+
+
+def _raise_lost_cancel(task: asyncio.Task[object] | None, cancels_before: int) -> None:
+    """Raise ``CancelledError`` when the task was asked to cancel during an operation that
+    then carried on as if it had not been (see ``guarded``)."""
+    if task is not None and task.cancelling() > cancels_before:
+        raise asyncio.CancelledError("cancelled during a Redis command")
 
 
 @dataclass(frozen=True, slots=True)
