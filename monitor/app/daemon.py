@@ -208,14 +208,14 @@ class Monitor(Runner):
         """Close the parts; after a stop signal, within what is left of the grace period,
         and then end the process even if threads are still blocked."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._dead_man.close(), max(min(1.0, self._time_left()), 0.1))
+            async with asyncio.timeout(max(min(1.0, self._time_left()), 0.1)):
+                await self._dead_man.close()
         if not self._signalled:
             await super().__aexit__(exc_type, exc, traceback)
             return
         try:
-            await asyncio.wait_for(
-                super().__aexit__(exc_type, exc, traceback), max(self._time_left(), 0.1)
-            )
+            async with asyncio.timeout(max(self._time_left(), 0.1)):
+                await super().__aexit__(exc_type, exc, traceback)
         except TimeoutError:
             log.warning("closing took the rest of the grace period; some parts left open")
         self._leave_blocked_threads()
@@ -360,7 +360,8 @@ class Monitor(Runner):
             scheduler.shutdown(wait=False)
             await self._drain(background)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(health.stop(), max(self._time_left(), 0.1))
+                async with asyncio.timeout(max(self._time_left(), 0.1)):
+                    await health.stop()
             loop.remove_signal_handler(signal.SIGHUP)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -470,7 +471,8 @@ class Monitor(Runner):
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _drain(self, background: list[asyncio.Task[Any]]) -> None:
         """Let in-flight polls and the current delivery pass finish within the draining part
@@ -489,10 +491,8 @@ class Monitor(Runner):
             )
             await asyncio.wait(still, timeout=min(1.0, reserve / 2))
         with contextlib.suppress(StoreError, TimeoutError):
-            await asyncio.wait_for(
-                self.store.release_leases([s.name for s in self.sources], self.consumer),
-                max(min(1.0, self._time_left() - reserve / 2), 0.1),
-            )
+            async with asyncio.timeout(max(min(1.0, self._time_left() - reserve / 2), 0.1)):
+                await self.store.release_leases([s.name for s in self.sources], self.consumer)
 
     def _redis_failed(self, exc: StoreError) -> None:
         if self._redis_down_since is None:
