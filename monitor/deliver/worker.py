@@ -302,11 +302,16 @@ class DeliveryWorker:
             return
         late = DeliveryReport()
         flight = asyncio.create_task(self._send_and_finish(sends, progress, late))
-        done, _ = await asyncio.wait({flight}, timeout=background)
+        ids = {state.entry.entry_id for state in progress}
+        try:
+            done, _ = await asyncio.wait({flight}, timeout=background)
+        except asyncio.CancelledError:  # the pass is cancelled, not its sends: keep them known
+            self._fly(flight, ids)
+            raise
         if done:
             report.merge(flight.result())
             return
-        self._fly(flight, {state.entry.entry_id for state in progress})
+        self._fly(flight, ids)
 
     async def _send_and_finish(
         self,
