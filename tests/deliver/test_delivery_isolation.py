@@ -275,11 +275,6 @@ async def test_smtp_deadline_is_for_the_whole_exchange_not_each_read(
             await mail.close()
 
 
-@pytest.mark.skip(
-    reason="hangs in teardown in about half the runs under load and once on an idle machine: "
-    "a delivery flight (DeliveryWorker._send_and_finish) does not end when the event loop "
-    "cancels it; kept out of the suite until that is fixed, so that CI cannot hang on it"
-)
 async def test_a_slow_mail_server_and_two_workers_send_the_alert_exactly_once(
     client: aioredis.Redis, smtp_server: SmtpServer
 ) -> None:
