@@ -234,6 +234,7 @@ class Runner:
             total.dead += report.dead
             total.throttled += report.throttled
             total.silenced += report.silenced
+            total.folded += report.folded
             total.digested += report.digested
             for name, count in report.channels.items():
                 total.channels[name] = total.channels.get(name, 0) + count

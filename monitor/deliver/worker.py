@@ -35,6 +35,7 @@ from monitor.deliver.channels import (
 )
 from monitor.deliver.channels.email import RecipientsRefused
 from monitor.deliver.digest_store import RETRY_DIGEST, DigestStore, parse_matches
+from monitor.deliver.fold import fold_story_updates
 from monitor.deliver.ops_alerts import ops_routed
 from monitor.deliver.policy import (
     DigestSchedule,
@@ -82,6 +83,8 @@ class DeliveryReport:
     dead: int = 0
     throttled: int = 0
     silenced: int = 0
+    folded: int = 0
+    """Entries told by another message of their story and rule in the same pass (``fold``)."""
     digested: int = 0
     digests: int = 0
     channels: dict[str, int] = field(default_factory=dict)
@@ -99,7 +102,7 @@ class DeliveryReport:
 
     def merge(self, other: DeliveryReport) -> None:
         """Add what a pass that finished in the background did."""
-        for name in ("read", "delivered", "failed", "dead", "throttled", "silenced"):
+        for name in ("read", "delivered", "failed", "dead", "throttled", "silenced", "folded"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.digested += other.digested
         self.digests += other.digests
@@ -293,7 +296,10 @@ class DeliveryWorker:
         silences = await self.silences.active(now)
         progress: list[_Progress] = []
         sends: dict[str, list[_Send]] = {}
-        for entry in entries:
+        folded = fold_story_updates(entries)
+        for entry, carrier in folded.folded:
+            await self._fold(entry, carrier, report)
+        for entry in folded.send:
             state = await self._prepare(entry, silences, now, sends, report)
             if state is not None:
                 progress.append(state)
@@ -333,6 +339,21 @@ class DeliveryWorker:
         return report
 
     # -- deciding what to send ------------------------------------------------------------------
+
+    async def _fold(self, entry: QueuedMatch, carrier: str, report: DeliveryReport) -> None:
+        """An entry whose story and rule another entry of this pass tells (``fold``): kept
+        in the suppressed log with the message that carries it, then acknowledged."""
+        assert entry.match is not None
+        await self.queue.record_suppressed(entry.match, "*", f"folded into alert {carrier}")
+        await self.queue.acknowledge(entry.entry_id)
+        log.info(
+            "alert folded into its story's message",
+            rule=entry.match.rule_id,
+            item=entry.match.item.id,
+            alert=entry.origin or entry.entry_id,
+            into=carrier,
+        )
+        report.folded += 1
 
     async def _prepare(
         self,

@@ -242,9 +242,16 @@ def test_offline_example_prints_alerts_without_network(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Upper Kairakty" in out
-    assert "稀土" in out
-    assert "Верхнее Кайракты" in out
     assert "darts" not in out
+    # Each of its two events in three languages is one story and one message per rule
+    # (issue 15): the tungsten bids (two rules), the rare-earth licences (one rule).
+    messages = [m for m in out.split("\n\n") if m.strip()]
+    headlines = [m.splitlines()[0] for m in messages]
+    assert len(messages) == 4, headlines
+    assert not [h for h in headlines if "Follow-up" in h]
+    every_language = "Sources: steppe-wire (news, en); kuangchan (news, zh); nedra (news, ru)"
+    assert sum(every_language in m for m in messages) == 3, messages
+    assert sum("Rare-earth export controls" in h for h in headlines) == 1
     assert "Wheat harvest" not in out
     again = run_monitor("run", "--once", "-c", "examples/offline/monitor.yaml", env=env)
     assert again.returncode == 0, again.stderr

@@ -7,7 +7,7 @@ Real local feed server, private Redis, real Slack look-alike; nothing is mocked.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -111,7 +111,13 @@ async def context(redis_client: aioredis.Redis) -> AsyncIterator[PollContext]:
         )
 
 
-async def poll_arrivals(feed_server: FeedServer, context: PollContext, rules: RuleSet) -> None:
+async def poll_arrivals(
+    feed_server: FeedServer,
+    context: PollContext,
+    rules: RuleSet,
+    after_each: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Poll the five outlets in turn (each ``after_each``, e.g. a delivery pass)."""
     for number, (outlet, lang, title, summary) in enumerate(ARRIVALS):
         item = {
             "title": title,
@@ -124,6 +130,8 @@ async def poll_arrivals(feed_server: FeedServer, context: PollContext, rules: Ru
         source = Source(name=outlet, url=feed_server.url(f"/{outlet}.xml"))
         result = await poll_once(source, rules, context)
         assert (result.status, result.new_items, result.matches) == ("ok", 1, 1), result
+        if after_each is not None:
+            await after_each()
 
 
 async def queued(redis_client: aioredis.Redis) -> list[dict[str, Any]]:
@@ -138,8 +146,14 @@ async def test_five_outlets_in_three_languages_are_one_story_with_follow_ups_tha
     redis_client: aioredis.Redis,
     slack_server: SlackServer,
 ) -> None:
-    await poll_arrivals(feed_server, context, rules)
-    matches = await queued(redis_client)
+    """The outlets report one after another, each delivered before the next arrives."""
+    reports, matches = [], []
+
+    async def deliver() -> None:
+        matches.extend(await queued(redis_client))  # a delivered entry leaves the stream
+        reports.append(await deliver_once_to_slack(redis_client, "s", slack_server.url, NOW))
+
+    await poll_arrivals(feed_server, context, rules, after_each=deliver)
     assert len({m["story"] for m in matches}) == 1, "one event, one story"
     assert [m.get("follow_up") for m in matches] == [
         None,  # the first item: the alert
@@ -148,13 +162,36 @@ async def test_five_outlets_in_three_languages_are_one_story_with_follow_ups_tha
         None,  # a second Russian outlet
         "new language",  # Chinese state media
     ]
-
-    report = await deliver_once_to_slack(redis_client, "s", slack_server.url, NOW)
     texts = [str(payload["text"]) for payload in slack_server.payloads]
     assert len(texts) == 3, texts  # one alert and two follow-ups
-    assert report.throttled == 2  # the two items that added nothing were kept quiet
+    assert sum(report.throttled for report in reports) == 2  # the two that added nothing
     assert sum("Follow-up (corroborated by 3 independent sources)" in t for t in texts) == 1
     assert sum("Follow-up (new language)" in t for t in texts) == 1
+
+
+async def test_five_outlets_delivered_in_one_pass_are_one_message(
+    feed_server: FeedServer,
+    context: PollContext,
+    rules: RuleSet,
+    redis_client: aioredis.Redis,
+    slack_server: SlackServer,
+) -> None:
+    """All five queued before a delivery pass (a first poll, a catch-up): the story's alert
+    goes out once, listing every outlet; the follow-ups and quiet updates are folded into it."""
+    await poll_arrivals(feed_server, context, rules)
+    assert len(await queued(redis_client)) == 5
+    report = await deliver_once_to_slack(redis_client, "s", slack_server.url, NOW)
+    texts = [str(payload["text"]) for payload in slack_server.payloads]
+    assert len(texts) == 1, texts
+    assert "Follow-up" not in texts[0]
+    blocks = json.dumps(slack_server.payloads[0]["blocks"], ensure_ascii=False)
+    for outlet, *_ in ARRIVALS:
+        assert outlet in blocks, outlet
+    assert (report.delivered, report.folded, report.throttled) == (1, 4, 0)
+    suppressed: Any = await redis_client.xrange("s:suppressed")
+    reasons = [str(fields["reason"]) for _, fields in suppressed]
+    assert len(reasons) == 4
+    assert all(r.startswith("folded into alert ") for r in reasons)
 
 
 async def test_a_poll_retried_after_a_crash_keeps_the_story(
