@@ -69,8 +69,11 @@ NAMED_TOGETHER = timedelta(hours=36)
 company and the same commodity, and disagree on no figure or date, are one event (see
 ``Extractor.named_together``).  A day and a half covers a wire, its translation the next
 morning, and the time zones between them; a tender and its award, weeks apart, stay two."""
-NAMING_KINDS = frozenset({"deposit", "company", "project"})
-"""Entity kinds specific enough to tie two short cross-language reports to one event."""
+NAMING_KINDS = frozenset({"deposit", "company", "project", "ministry"})
+"""Entity kinds specific enough, with the commodity, to tie two short cross-language reports
+to one event.  A ministry counts: "商务部" and "Министерство коммерции" on rare earths within a
+day and a half announce one measure; its next measure comes weeks later (the time keeps it
+apart).  Agencies and places do not: too many reports name them."""
 
 
 # --- text fingerprints ---------------------------------------------------------------------
@@ -495,10 +498,11 @@ class Extractor:
         A translated headline often keeps only the deposit or the company and the commodity
         ("США и Китай борются за Верхнее Кайракты", "中美竞逐上凯拉克特钨矿"): no figure, no
         date to match.  Published within ``NAMED_TOGETHER`` of each other, naming the same
-        deposit or company and the same commodity, and naming no date the other lacks when
-        both name dates, they are one event.  One language is left to text similarity and the
-        full evidence score, since an outlet writing twice about a deposit in a day writes
-        about two things.  Events weeks apart (a tender, its award) stay apart by the time.
+        deposit, company or ministry (``NAMING_KINDS``) and the same commodity, and naming no
+        date the other lacks when both name dates, they are one event.  One language is left
+        to text similarity and the full evidence score, since an outlet writing twice about a
+        deposit in a day writes about two things.  Events weeks apart (a tender, its award)
+        stay apart by the time.
         """
         if not a.lang or not b.lang or a.lang == b.lang:
             return False

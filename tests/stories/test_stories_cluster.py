@@ -301,12 +301,26 @@ def test_the_strongest_link_wins_and_ties_go_to_the_smaller_id() -> None:
 BIDS_EN = "Kazakhstan weighs US and Chinese bids for Upper Kairakty tungsten deposit"
 BIDS_RU = "США и Китай борются за вольфрамовое месторождение Верхнее Кайракты"
 BIDS_ZH = "中美竞逐哈萨克斯坦上凯拉克特钨矿开采权"
+PERMIT_EN = (
+    "China requires export licences for products containing Chinese-origin rare earths, "
+    "Ministry of Commerce says"
+)
+PERMIT_ZH = "商务部：含中国原产稀土的产品出口须申领许可"
+PERMIT_RU = (
+    "Министерство коммерции КНР ввело лицензирование экспорта товаров с редкоземельными металлами"
+)
 
 
 @pytest.mark.parametrize(
     ("first", "second", "hours_apart", "joins"),
     [
         ((BIDS_EN, "en"), (BIDS_RU, "ru"), 7, True),
+        # a ministry names the event as a deposit or a company does (the offline example)
+        ((PERMIT_EN, "en"), (PERMIT_ZH, "zh"), -10, True),
+        ((PERMIT_ZH, "zh"), (PERMIT_RU, "ru"), 3, True),
+        ((PERMIT_EN, "en"), (PERMIT_RU, "ru"), -24 * 21, False),  # the ministry's next move
+        # a ministry and a country, no commodity: the ministry is busy with many things
+        ((PERMIT_EN, "en"), ("商务部就中美经贸磋商答记者问", "zh"), 2, False),
         ((BIDS_RU, "ru"), (BIDS_ZH, "zh"), 0, True),
         ((BIDS_EN, "en"), (BIDS_ZH, "zh"), -30, True),
         ((BIDS_EN, "en"), (BIDS_RU, "ru"), 40, False),  # days apart: another event
