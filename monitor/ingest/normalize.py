@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
 from datetime import datetime, timedelta
 from urllib.parse import quote, unquote_plus, urljoin, urlsplit, urlunsplit
 
@@ -133,8 +132,13 @@ def clamp_published(published: datetime | None, now: datetime) -> datetime:
 
 
 def clean_text(text: str) -> str:
-    """NFKC, invisible characters removed, spaces collapsed, at most one blank line in a row."""
-    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    """Invisible characters removed, spaces collapsed, at most one blank line in a row.
+
+    No Unicode normalisation: an alert shows the publisher's words as written (``商务部：``
+    keeps its full-width colon, ``ｔｏｎｎｅｓ`` its width).  Matching, dedup and stories
+    fold their own copy (NFKC, case, scripts), with offsets back into this text.
+    """
+    text = _INVISIBLE.sub("", text)
     text = _SPACES.sub(" ", _CONTROL.sub(" ", text))
     return _paragraphs(text) if "\n" in text else text.strip(" ")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
 
@@ -26,6 +25,8 @@ from monitor.ingest.normalize import (
 )
 from monitor.ingest.parse import RawEntry
 from monitor.model import Source
+from monitor.rules import Term
+from monitor.rules.match import ItemText
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SOURCE = Source(name="wire", url="https://wire.example/feed.xml", tags=("kz",))
@@ -51,7 +52,8 @@ def test_html_to_text(markup: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("ｆｕｌｌ　ｗｉｄｔｈ", "full width"),
+        ("ｆｕｌｌ　ｗｉｄｔｈ", "ｆｕｌｌ ｗｉｄｔｈ"),  # verbatim, the ideographic space a space
+        ("商务部：含中国原产稀土", "商务部：含中国原产稀土"),  # full-width colon kept
         ("soft\u00adhyphen zero\u200bwidth", "softhyphen zerowidth"),
         ("  many   spaces\t\there ", "many spaces here"),
         ("a\n\n\n\nb", "a\n\nb"),
@@ -64,7 +66,6 @@ def test_clean_text(text: str, expected: str) -> None:
 
 def reference_clean_text(text: str) -> str:
     """The plain regex version ``clean_text`` was optimised from, kept as its oracle."""
-    text = unicodedata.normalize("NFKC", text)
     text = re.sub("[\u00ad\u200b\u200c\u200d\u2060\ufeff]", "", text)
     text = CONTROL.sub(" ", text)
     text = re.sub(r"[^\S\n]+", " ", text)
@@ -333,3 +334,14 @@ def test_clean_query_keeps_every_other_parameter_byte_for_byte(
     """Whatever the publisher wrote, only tracking parameters go; nothing is re-encoded."""
     plain = [part for part in parts if not part.lower().startswith(("utm_", "fbclid", "gclid"))]
     assert clean_query("&".join(plain + tracking)) == "&".join(plain)
+
+
+def test_a_title_reaches_the_alert_as_written_and_still_matches() -> None:
+    """Issue 16: folding is for matching only.  The publisher's full-width colon and
+    full-width letters stay in the item; a rule's term finds them, quoting them as written."""
+    title = "商务部：含中国原产稀土 ｔｕｎｇｓｔｅｎ"
+    item = normalize_entry(entry(title=title), SOURCE, NOW)
+    assert item.title == title
+    found = ItemText(item).hits(Term.parse("tungsten"), "title")
+    assert [hit.text for hit in found] == ["ｔｕｎｇｓｔｅｎ"]
+    assert [hit.text for hit in ItemText(item).hits(Term.parse("商务部"), "title")] == ["商务部"]
