@@ -32,7 +32,7 @@ from monitor.app.reload import (
 )
 from monitor.deliver.queue import AlertQueue
 from monitor.deliver.worker import DeliveryReport, DeliveryWorker
-from monitor.errors import ConfigError, RuleSetError
+from monitor.errors import ConfigError, RuleSetError, StoreError
 from monitor.ingest.fetch import hard_deadline, stepping_out
 from monitor.ingest.poll import poll_once, summarize
 from monitor.ingest.schedule import busy_hosts
@@ -169,7 +169,17 @@ class Runner:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        await self._forget_beat()
         await self._closing.aclose()
+
+    async def _forget_beat(self) -> None:
+        """Stopped (a signal, Ctrl-C, ``run --once`` done): no longer listed as up.  Best
+        effort within a second; with Redis away the heartbeat expires on its own."""
+        if self._parts is None:
+            return
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.store.forget_beat(self.consumer)
 
     @property
     def parts(self) -> wiring.DaemonParts:

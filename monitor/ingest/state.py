@@ -357,6 +357,12 @@ class Store:
 
         await guarded(write)
 
+    async def forget_beat(self, consumer: str) -> None:
+        """A daemon that stops says so: ``monitor status`` no longer lists it as up (without
+        this it would for the heartbeat's lifetime, two minutes)."""
+        key = self.keys.heartbeat(consumer)
+        await guarded(lambda: self.client.delete(key))
+
     async def heartbeats(self) -> dict[str, dict[str, str]]:
         """Every live daemon's heartbeat, by consumer name."""
 

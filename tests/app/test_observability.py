@@ -199,3 +199,17 @@ def test_metrics_readyz_and_status_of_a_running_daemon(
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, stderr
+    # Stopped: no longer listed as up, and status says something is wrong (issue 16).
+    assert main(["status", "-c", str(config)]) == 1
+    assert "daemons      none running" in capsys.readouterr().out
+    once = subprocess.run(
+        [sys.executable, "-m", "monitor", "run", "--once", "-c", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert once.returncode == 0, once.stderr
+    assert main(["status", "-c", str(config)]) == 1  # a finished pass is no daemon either
+    assert "daemons      none running" in capsys.readouterr().out
