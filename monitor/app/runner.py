@@ -256,6 +256,10 @@ class Runner:
         summary = PassSummary()
         summary.polls = await self.poll_all()
         summary.delivery = await self.deliver_due()
+        # The daemon's operational checks, once: a cron-driven setup hears of dead letters
+        # too (the check queues its alert; the second delivery sends it).
+        await self.parts.ops.tick()
+        summary.delivery.merge(await self.deliver_due())
         summary.queue = await self.queue.stream_counts()
         self._last_cycle = self.clock()
         await self.store.beat(self.consumer, self.heartbeat_fields(), HEARTBEAT_TTL)

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from support.channel_fixtures import enqueue, make_match
+from support.commands import run_monitor
 from support.servers import SlackServer
 
 from monitor.app.embedded_redis import EmbeddedRedis
@@ -310,3 +311,30 @@ def wait_for_heartbeat(url: str, *, within: float) -> None:
             time.sleep(0.05)
     finally:
         client.close()
+
+
+async def test_run_once_sends_the_dead_letter_alert_too(
+    tmp_path: Path, own_redis: EmbeddedRedis
+) -> None:
+    """A cron-driven ``monitor run --once`` runs the daemon's ops checks once (issue 16):
+    with a dead letter waiting, its pass prints the dead-letter alert."""
+    client = client_for(own_redis.url)
+    try:
+        queue = AlertQueue(client, Keys("monitor"))
+        await enqueue(client, "monitor", make_match())
+        await queue.ensure_group()
+        [entry] = await queue.read_matches("w1", 10, None)
+        await queue.dead_letter(entry, "console", "refused for the test", ttl=timedelta(days=1))
+    finally:
+        await client.aclose()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: r, title: R, severity: low, match: {any: [nothing]}}\n")
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f'redis: {{url: "{own_redis.url}"}}\nfeeds: []\nrules: {{paths: ["{rules}"]}}\n'
+        "channels: {console: {}}\nroutes: [{channels: [console]}]\n"
+        "health: {port: 0}\nlog: {format: json}\n"
+    )
+    once = run_monitor("run", "--once", "-c", str(config))
+    assert once.returncode == 0, once.stderr
+    assert "1 alert(s) could not be delivered; see 'monitor alerts dead'" in once.stdout
