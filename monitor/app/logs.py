@@ -6,6 +6,7 @@ Called once by the command line; nothing configures logging at import time.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
@@ -49,6 +50,11 @@ class SecretMasker:
         return event
 
 
+def no_color() -> bool:
+    """The user asked for no colours (https://no-color.org: ``NO_COLOR`` set and not empty)."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -62,7 +68,7 @@ def configure_logging(
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty() and not no_color())
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -116,3 +116,23 @@ def test_credentials_nobody_listed_are_masked_by_shape() -> None:
         assert secret not in text
     assert "f.example/rss?apikey=***&page=2" in text
     assert "redis://default:***@10.0.0.2:6379/0" in text
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as stderr in a shell does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("no_color", "coloured"), [("", True), ("1", False)])
+def test_no_color_turns_the_terminal_colours_off(
+    monkeypatch: pytest.MonkeyPatch, no_color: str, coloured: bool
+) -> None:
+    """https://no-color.org: ``NO_COLOR`` set and not empty means plain text."""
+    monkeypatch.setenv("NO_COLOR", no_color)
+    out = Terminal()
+    configure_logging(stream=out)
+    structlog.get_logger("t").warning("disk almost full", free="2%")
+    assert ("\x1b[" in out.getvalue()) is coloured
+    assert "disk almost full" in out.getvalue()
