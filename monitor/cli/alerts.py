@@ -62,7 +62,7 @@ def dead_row(letter: DeadLetter) -> dict[str, object]:
     when = datetime.fromtimestamp(entry_ms(letter.id) / 1000, UTC)
     return {
         "id": letter.id,
-        "at": when.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "at": when.isoformat(),
         "channel": letter.channel,
         "recipients": list(letter.recipients),
         "rule": match.rule_id if match else "-",
@@ -96,7 +96,8 @@ def cmd_alerts_dead(args: argparse.Namespace) -> int:
             continue
         recipients = ", ".join(letter_recipients(row))
         to = f" → {recipients}" if recipients else ""
-        print(f"{row['id']}  {row['at']}  {row['channel']}{to}  {row['rule']}  {row['title']}")
+        at = datetime.fromisoformat(str(row["at"])).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(f"{row['id']}  {at}  {row['channel']}{to}  {row['rule']}  {row['title']}")
         print(f"    {row['attempts']} attempt(s): {row['reason']}")
     if not args.json:
         print(f"{len(rows)} dead letter(s)", file=sys.stderr)

@@ -71,6 +71,20 @@ def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
     )
 
 
+def feed_json(source: Source, state: FeedState, now: datetime) -> dict[str, object]:
+    """Pure: a feed's row for ``--json``: the table's fields, times as ISO-8601 UTC (or
+    null), so a script reads them without parsing "3m ago"."""
+    row: dict[str, object] = asdict(feed_row(source, state, now))
+    row["last_success"] = iso_utc(state.last_success)
+    row["next_poll"] = iso_utc(state.next_poll_at)
+    return row
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """Every ``--json`` time: ISO-8601 in UTC, or None."""
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
 def ago(moment: datetime | None, now: datetime) -> str:
     return "-" if moment is None else f"{span(now - moment)} ago"
 
@@ -120,8 +134,8 @@ def cmd_feeds_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     rows = [feed_row(source, states[source.name], now) for source in sources]
     if args.json:
-        for row in rows:
-            print(json.dumps(asdict(row), ensure_ascii=False))
+        for source in sources:
+            print(json.dumps(feed_json(source, states[source.name], now), ensure_ascii=False))
     else:
         print(render_table(rows))
     unhealthy = [row for row in rows if row.health in ("failing", "stale")]

@@ -18,7 +18,7 @@ from monitor.cli.common import (
     Subcommands,
     load_settings_or_exit,
 )
-from monitor.cli.feeds import ago
+from monitor.cli.feeds import ago, iso_utc
 from monitor.deliver.render.strings import clean_line, clip
 from monitor.errors import StoreError
 from monitor.settings import parse_duration
@@ -51,8 +51,8 @@ def story_summary(story: Story) -> dict[str, Any]:
     return {
         "id": story.id,
         "title": story.title,
-        "first_seen": story.first_seen.isoformat(),
-        "last_seen": story.last_seen.isoformat(),
+        "first_seen": iso_utc(story.first_seen),
+        "last_seen": iso_utc(story.last_seen),
         "items": len(story.items),
         "sources": list(story.sources),
         "independent_sources": len(story.owners),

@@ -11,8 +11,10 @@ Redis, and every alert Slack and email received.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,9 @@ from support.servers import HttpReply, SlackServer, SmtpServer
 
 from monitor.app.embedded_redis import EmbeddedRedis
 
-pytestmark = pytest.mark.slow
+# Each test runs eight to ten `monitor` commands (a Python start-up each): about 45 s on an
+# idle machine, twice that with both cores busy; the suite's 60 s hang guard is too tight.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 PASSWORD = "Smtp-Pa55word-4f9c1e"
 RULES = """\
 rules:
@@ -104,6 +108,8 @@ def test_webhook_urls_and_smtp_passwords_never_reach_logs_errors_records_or_aler
     dead = run_monitor("alerts", "dead", "--json", "-c", str(config), env=wrong)
     assert dead.returncode == 0, dead.stderr
     assert "no_service" in dead.stdout  # the dead letters say why, without the secrets
+    for line in dead.stdout.splitlines():  # --json times are ISO-8601 UTC in every command
+        assert datetime.fromisoformat(json.loads(line)["at"]).utcoffset() == timedelta(0)
     assert "alerts" in dead.stdout or "authentication" in dead.stdout.lower()
 
     stored_after_refusals = redis_values(own_redis.url)

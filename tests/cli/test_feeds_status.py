@@ -82,3 +82,8 @@ def test_status_command_reads_the_daemons_redis(
     assert (rows["good"]["health"], rows["good"]["items_seen"]) == ("ok", 4)
     assert rows["bad"]["health"] == "failing"
     assert rows["bad"]["note"] == "cannot connect to b.example"
+    # --json times are ISO-8601 UTC, as in every command (issue 16)
+    last = datetime.fromisoformat(str(rows["good"]["last_success"]))
+    assert last.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - last) < timedelta(minutes=10)
+    assert rows["bad"]["last_success"] is None
