@@ -110,7 +110,7 @@ def test_a_live_blogs_anchored_entries_are_distinct_items(
     first = run_once(monitor)
     assert (first["new_items"], first["matches"]) == (3, 3)
     assert sorted(texts(slack_server)) == sorted(
-        f"[HIGH] Kazakhstan tungsten: {live_update(n, '')['title']}" for n in (1, 2, 3)
+        f"{live_update(n, '')['title']} — [HIGH] Kazakhstan tungsten" for n in (1, 2, 3)
     )
     copy = {**live_update(2, "wire-copy"), "title": "Kazakhstan tungsten: bidder 2 named"}
     feed_server.put("/b.xml", rss([copy]))
@@ -137,7 +137,7 @@ def test_a_feed_reusing_one_guid_yields_each_entry(
     feed_server.put("/a.xml", rss([entries[2], *entries[:2]]))
     assert (run_once(monitor)["new_items"], run_once(monitor)["new_items"]) == (1, 0)
     assert sorted(texts(slack_server)) == sorted(
-        f"[HIGH] Kazakhstan tungsten: {entry['title']}" for entry in entries
+        f"{entry['title']} — [HIGH] Kazakhstan tungsten" for entry in entries
     )
 
 
@@ -159,6 +159,6 @@ def test_an_edited_item_alerts_once_for_a_rule_it_newly_matches(
     assert publish("Kazakhstan opens tungsten tender; export permits needed")["matches"] == 1
     assert publish("Kazakhstan opens tungsten tender: export permits needed")["matches"] == 0
     assert texts(slack_server) == [
-        "[HIGH] Kazakhstan tungsten: Kazakhstan opens tungsten tender",
-        "[MEDIUM] Updated: Export permits: Kazakhstan opens tungsten tender; export permits needed",
+        "Kazakhstan opens tungsten tender — [HIGH] Kazakhstan tungsten",
+        "Kazakhstan opens tungsten tender; export permits needed — [MEDIUM] Updated: Export permits",
     ]

@@ -91,11 +91,40 @@ def test_200_ok_means_delivered_and_the_payload_carries_the_alert(
     assert request.headers["Content-Type"].startswith("application/json")
     assert request.reply.status == 200
     body = str(request.payload)
-    assert request.payload["text"] == "[HIGH] Sanctions on Russia: Troops mass at the border"
+    assert request.payload["text"] == "Troops mass at the border — [HIGH] Sanctions on Russia"
     assert "<https://example.com/news/1|Troops mass at the border>" in body
     assert "*sanctions*" in body
     assert "ru-sanctions" in body
     assert "rv-7" in body
+
+
+def test_feed_markup_is_delivered_as_literal_text(slack_server: SlackServer) -> None:
+    """A title and summary full of mrkdwn markers reach Slack as look-alikes: accepted, and
+    the only bold in the quote is the hit the renderer marked."""
+    deliver(
+        slack_server.url,
+        make_match(
+            title="*URGENT* _read_ ~now~ `x`",
+            summary="Officials said. The *army* said new sanctions_ would follow soon!",
+            source="wire_feed",
+        ),
+    )
+    [request] = slack_server.requests
+    assert request.reply.status == 200
+    payload = request.payload
+    assert payload["text"] == (
+        "\u2217URGENT\u2217 \u02cdread\u02cd \u223cnow\u223c \u02cbx\u02cb"
+        " — [HIGH] Sanctions on Russia"
+    )
+    texts = [
+        t["text"]
+        for block in payload["blocks"]
+        for t in [block.get("text"), *block.get("elements", [])]
+        if isinstance(t, dict) and t.get("type") == "mrkdwn"
+    ]
+    assert not any(set(text) & set("_~") for text in texts)
+    assert "*wire\u02cdfeed* · 2024-05-01 12:34 UTC" in texts[1]
+    assert "> The \u2217army\u2217 said new *sanctions*\u200b\u02cd would follow soon!" in texts
 
 
 def test_429_is_transient_with_slacks_retry_after(slack_server: SlackServer) -> None:

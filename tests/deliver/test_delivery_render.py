@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def test_a_grouped_slack_message_lists_every_alert_within_slacks_limits() -> Non
     assert "<!channel>" not in text
     assert "<https://evil.example|click>" not in text
     assert payload["blocks"][0]["text"]["text"].endswith("10 alerts")
+
+
+def test_a_grouped_slack_message_leads_each_notification_line_with_the_headline() -> None:
+    matches = [make_match(f"r{n}", item=f"w:{n}", title=f"*Story* {n}") for n in range(2)]
+    payload = slack_group_payload(matches)
+    assert payload["text"] == (
+        "\u2217Story\u2217 0 — [HIGH] Rule r0; \u2217Story\u2217 1 — [HIGH] Rule r1"
+    )
+    sections = [b["text"]["text"] for b in payload["blocks"] if b["type"] == "section"]
+    assert sections[0].startswith("*<https://wire.example/w/0|\u2217Story\u2217 0>*")
+    assert slack_problems(payload) == []
 
 
 def test_a_slack_digest_groups_by_topic_and_cuts_visibly() -> None:
@@ -131,6 +143,25 @@ def test_an_overriding_slack_template_escapes_feed_text(tmp_path: Path) -> None:
     assert "*<https://wire.example/wire/1|Tender &lt;!channel&gt;" in text  # the Markup link
 
 
+def test_an_overriding_slack_template_gets_feed_text_without_formatting_markers(
+    tmp_path: Path,
+) -> None:
+    """``finalize`` escapes only ``&<>``; the feed variables arrive with their markers
+    already swapped for look-alikes, so a template's own bold is the only bold."""
+    templates = write(
+        tmp_path / "t",
+        "slack_alert.j2",
+        "#section\n*{{ alert.title }}* from {{ alert.source }} ({{ alert.rule_title }})\n",
+    )
+    match = make_match(title="*Big* _news_ ~x~ `y`")
+    payload = slack_payload(replace(match, item=replace(match.item, source="wire_*1*")), templates)
+    [block] = payload["blocks"]
+    assert block["text"]["text"] == (
+        "*\u2217Big\u2217 \u02cdnews\u02cd \u223cx\u223c \u02cby\u02cb* from "
+        "wire\u02cd\u22171\u2217 (Rule kz-tungsten)"
+    )
+
+
 def test_an_overriding_email_template_is_autoescaped(tmp_path: Path) -> None:
     templates = write(
         tmp_path / "t", "email_alert.html.j2", "<p>{{ alert.title }}</p><p>{{ alert.link }}</p>"
@@ -151,8 +182,9 @@ def test_an_overriding_email_template_is_autoescaped(tmp_path: Path) -> None:
 def test_feed_text_is_never_compiled_as_a_template() -> None:
     match = make_match(title="{{ 7 * 7 }} {% for x in range(3) %}x{% endfor %}")
     payload = slack_payload(match)
-    assert "{{ 7 * 7 }}" in json.dumps(payload)
-    assert "49" not in json.dumps(payload)
+    dumped = json.dumps(payload, ensure_ascii=False)
+    assert "{{ 7 \u2217 7 }} {% for x in range(3) %}x{% endfor %}" in dumped  # `*` escaped
+    assert "49" not in dumped
 
 
 def test_a_broken_override_is_reported_with_file_and_line(tmp_path: Path) -> None:

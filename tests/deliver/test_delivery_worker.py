@@ -331,7 +331,7 @@ async def test_routes_choose_channels_and_add_recipients(
         make_match("misc", item="3", title="Three", tags=()),
     )
     await make_worker(queue, channels, routes=routes).run_once()
-    assert [p["text"] for p in accepted(slack_server)] == ["[HIGH] Rule kz-tungsten: One"]
+    assert [p["text"] for p in accepted(slack_server)] == ["One — [HIGH] Rule kz-tungsten"]
     by_subject = {str(m.message["Subject"]): m.rcpt_tos for m in smtp_server.wait_for(2)}
     assert by_subject == {
         "[HIGH] Rule ru-oil: Two": ("desk@example.org", "sanctions@example.org"),
@@ -361,9 +361,9 @@ async def test_a_story_is_throttled_per_rule_unless_it_escalates(
     await worker.run_once()
     texts = [str(p["text"]) for p in accepted(slack_server)]
     assert texts == [
-        f"[HIGH] Rule kz-tungsten: {same}",
-        f"[HIGH] Rule rare-earth: {same}",
-        f"[CRITICAL] Rule kz-tungsten: {same}",
+        f"{same} — [HIGH] Rule kz-tungsten",
+        f"{same} — [HIGH] Rule rare-earth",
+        f"{same} — [CRITICAL] Rule kz-tungsten",
     ]
     assert await suppressed(queue, "reason") == ["throttled", "throttled"]
     assert await queue.stream_counts() == {"queued": 0, "pending": 0, "dead": 0}
@@ -388,7 +388,7 @@ async def test_silenced_matches_are_recorded_not_sent(
     )
     report = await worker.run_once()
     assert report.silenced == 2
-    assert [p["text"] for p in accepted(slack_server)] == ["[HIGH] Rule other: C"]
+    assert [p["text"] for p in accepted(slack_server)] == ["C — [HIGH] Rule other"]
     assert await suppressed(queue, "item") == ["1", "2"]
     assert len(await silences.active(clock.now)) == 2
     assert await silences.remove(quiet.id)

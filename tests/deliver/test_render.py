@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
@@ -29,12 +31,14 @@ from monitor.deliver.render.slack_blocks import (
     SLACK_MAX_BLOCKS,
     SLACK_SECTION_CHARS,
     SLACK_TEXT_CHARS,
+    ZERO_WIDTH_SPACE,
+    mrkdwn_escape,
     slack_escape,
     slack_payload,
     slack_text,
 )
 from monitor.deliver.render.strings import clean_line, clip, clip_bytes, format_time, safe_link
-from monitor.model import Item, Match, Severity, TermHit
+from monitor.model import Item, Match, Severity, SourceNote, TermHit
 
 PUBLISHED = datetime(2024, 5, 1, 12, 34, tzinfo=UTC)
 NOW = datetime(2024, 5, 1, 12, 40, tzinfo=UTC)
@@ -289,9 +293,8 @@ def test_slack_payload_carries_headline_link_source_rule_and_terms() -> None:
     assert "*reuters-world* · 2024-05-01 12:34 UTC · severity *high*" in body
     assert "> The army said new *sanctions* on *Russia* would follow soon!" in body
     assert "Matched: *sanctions*, *russia*" in body
-    assert "ru-sanctions" in body
-    assert "rv-2024-05-01" in body
-    assert payload["text"] == "[HIGH] Sanctions on Russia: Troops mass at the border"
+    assert "Rule `ru-sanctions` (Sanctions on Russia) · rule set `rv-2024-05-01`" in body
+    assert payload["text"] == "Troops mass at the border — [HIGH] Sanctions on Russia"
     assert payload["unfurl_links"] is False
 
 
@@ -408,6 +411,251 @@ def test_slack_payload_always_fits_slack_limits(
         else:
             assert 1 <= len(block["elements"]) <= 10
             assert all(0 < len(e["text"]) <= SLACK_CONTEXT_CHARS for e in block["elements"])
+
+
+# --- Slack: mrkdwn escaping, layout of the notification text and follow-ups ------------------
+
+MARKERS = "*_~`\uff0a\uff3f\uff40"
+"""The formatting markers Slack reads (ASCII and fullwidth): none may come from a feed."""
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("*bold*", "\u2217bold\u2217"),
+        ("_italic_", "\u02cditalic\u02cd"),
+        ("~strike~", "\u223cstrike\u223c"),
+        ("`code`", "\u02cbcode\u02cb"),
+        (
+            "\uff0abold\uff0a \uff3fit\uff3f \uff40c\uff40",
+            "\ufe61bold\ufe61 \u2e0fit\u2e0f \u02cbc\u02cb",
+        ),
+        ("a & <b> *c*", "a &amp; &lt;b&gt; \u2217c\u2217"),
+        ("plain text, 100% ok!", "plain text, 100% ok!"),
+    ],
+)
+def test_mrkdwn_escape_swaps_markers_for_look_alikes_and_keeps_the_entities(
+    text: str, escaped: str
+) -> None:
+    assert mrkdwn_escape(text) == escaped
+
+
+@settings(deadline=None)
+@given(text=st.text())
+def test_mrkdwn_escape_leaves_no_marker_and_no_bare_control_character(text: str) -> None:
+    escaped = mrkdwn_escape(text)
+    assert not set(escaped) & set(MARKERS + "<>")
+    assert re.sub("&(amp|lt|gt);", "", escaped).count("&") == 0
+    assert len(re.sub("&(amp|lt|gt);", "x", escaped)) == len(text)  # one character each
+
+
+def test_slack_text_keeps_a_leading_quote_mark_from_starting_a_block_quote() -> None:
+    assert slack_text("> not a quote", 100) == "\u00ad&gt; not a quote"
+    assert slack_text("\uff1e nor this", 100) == "\u00ad\uff1e nor this"
+    assert slack_text("a > b", 100) == "a &gt; b"
+    assert slack_text(">" * 100, 22) == "\u00ad" + "&gt;" * 5 + "…"
+
+
+def test_feed_text_with_markers_is_shown_literally_everywhere() -> None:
+    item = make_item(
+        title="*Breaking* _news_ ~old~ `code`",
+        summary="Markets were calm. The *army* said new sanctions_ on ~Russia~ would follow.",
+        source="wire_*feed*",
+    )
+    payload = slack_payload(make_match(item))
+    texts = mrkdwn_texts(payload)
+    body = "\n".join(texts)
+    assert "|\u2217Breaking\u2217 \u02cdnews\u02cd \u223cold\u223c \u02cbcode\u02cb>*" in body
+    assert "*wire\u02cd\u2217feed\u2217* · 2024-05-01" in body
+    assert (
+        f"> The \u2217army\u2217 said new *sanctions*{ZERO_WIDTH_SPACE}\u02cd on \u223cRussia\u223c"
+        in body
+    )
+    assert payload["text"].startswith("\u2217Breaking\u2217 \u02cdnews\u02cd")
+    assert not any(set(text) & set("_~") for text in texts)
+
+
+def test_rule_terms_with_wildcards_and_prefixes_are_not_formatting() -> None:
+    item = make_item(summary="Talks in Kazakhstan on sanctions.")
+    start = item.summary.index("Kazakhstan")
+    hits = (
+        TermHit("@kazakhstan:Kazakh*", "summary", start, start + 10, "Kazakhstan"),
+        TermHit("sanction_s~", "summary", start + 14, start + 23, "sanctions"),
+    )
+    payload = slack_payload(make_match(item, terms=(), hits=hits))
+    terms_text = payload["blocks"][-1]["elements"][0]["text"]
+    assert terms_text == "Matched: *@kazakhstan:Kazakh\u2217*, *sanction\u02cds\u223c*"
+
+
+@pytest.mark.parametrize(
+    ("summary", "term", "expected"),
+    [
+        ("New sanctions.", "sanctions", "> New *sanctions*\u200b."),
+        ("New sanctions now", "sanctions", "> New *sanctions* now"),
+        ("Big *sanctions* now", "sanctions", "> Big \u2217\u200b*sanctions*\u200b\u2217 now"),
+        ("A&sanctions now", "sanctions", "> A&amp;\u200b*sanctions* now"),
+        ("Sanctions_now", "Sanctions", "> *Sanctions*\u200b\u02cdnow"),
+    ],
+)
+def test_a_hit_next_to_escaped_text_still_renders_bold(
+    summary: str, term: str, expected: str
+) -> None:
+    """Slack honours ``*`` only at a word boundary; a look-alike or an entity next to a hit is
+    not one, so the renderer puts a zero-width space between them."""
+    payload = slack_payload(make_match(make_item(summary=summary), terms=(term,)))
+    assert expected in mrkdwn_texts(payload)
+
+
+marked = st.text(
+    alphabet=st.sampled_from(list(MARKERS + "<>&!|:@.? \n") + list("abcXYZ\u200b")), max_size=120
+)
+
+
+def _marked_match(
+    title: str, summary: str, source: str, terms: list[str], start: int, size: int
+) -> Match:
+    """A story's follow-up whose every feed text and term is ``title`` ... ``terms``."""
+    end = min(len(summary), start + size)
+    start = min(start, end)
+    hits = tuple(TermHit(term, "summary", start, end, summary[start:end]) for term in terms)
+    notes = (
+        SourceNote(source, "state_media", title[:2], summary[:2]),
+        SourceNote(f"{source}-2", "wire", "kz", "ru", new=True),
+    )
+    return make_match(
+        make_item(title=title, summary=summary, source=source),
+        terms=(),
+        hits=hits,
+        follow_up="new language",
+        story_title=summary,
+        provenance=notes,
+        explanation=f"first mention of {title}",
+    )
+
+
+def _markers_in(payload: dict[str, Any]) -> Counter[str]:
+    return Counter(char for text in mrkdwn_texts(payload) for char in text if char in MARKERS)
+
+
+_NEUTRAL = str.maketrans({marker: str(digit) for digit, marker in enumerate(MARKERS)})
+"""Each marker to its own digit (no digit is in the alphabet): same length, nothing merges."""
+
+
+@settings(deadline=None)
+@given(
+    title=marked,
+    summary=marked,
+    source=marked,
+    terms=st.lists(marked.filter(bool), min_size=1, max_size=4),
+    start=st.integers(0, 120),
+    size=st.integers(0, 20),
+)
+def test_no_formatting_marker_from_a_feed_or_a_term_survives_into_slack(
+    title: str, summary: str, source: str, terms: list[str], start: int, size: int
+) -> None:
+    """Every marker in the payload is one the renderer wrote: the same text with its markers
+    swapped for digits renders exactly the same markers (bold pairs, the rule's code spans,
+    the config keyword ``state_media``)."""
+    payload = slack_payload(_marked_match(title, summary, source, terms, start, size))
+    neutral = _marked_match(
+        title.translate(_NEUTRAL),
+        summary.translate(_NEUTRAL),
+        source.translate(_NEUTRAL),
+        [term.translate(_NEUTRAL) for term in terms],
+        start,
+        size,
+    )
+    found = _markers_in(payload)
+    assert found == _markers_in(slack_payload(neutral))
+    assert found["~"] == 0
+    assert found["`"] == 4  # the rule id and the rule set version, as code
+    assert set(found) <= set("*_`")
+
+
+@settings(deadline=None)
+@given(summary=marked, data=st.data())
+def test_every_hit_in_a_quote_is_bold_at_word_boundaries(summary: str, data: st.DataObject) -> None:
+    spans = data.draw(st.lists(st.tuples(st.integers(0, 120), st.integers(1, 15)), max_size=4))
+    hits = tuple(
+        TermHit("t", "summary", min(s, len(summary)), min(s + n, len(summary)), "")
+        for s, n in spans
+    )
+    hits = tuple(replace(h, text=summary[h.start : h.end]) for h in hits if h.start < h.end)
+    match = make_match(make_item(summary=summary), terms=(), hits=hits)
+    found = quote(match)
+    quoted = [t for t in mrkdwn_texts(slack_payload(match)) if t.startswith("> ")]
+    if found is None:
+        assert quoted == []
+        return
+    [text] = quoted
+    bold = list(re.finditer(r"\*([^*]+)\*", text))
+    expected = [mrkdwn_escape(s.text).strip() for s in found.segments if s.hit and s.text.strip()]
+    assert [b.group(1) for b in bold] == expected
+    assert text.count("*") == 2 * len(expected)
+    for b in bold:
+        assert text[b.start() - 1] in (" ", ZERO_WIDTH_SPACE)
+        assert text[b.end() : b.end() + 1] in ("", " ", ZERO_WIDTH_SPACE)
+
+
+def test_the_notification_text_starts_with_the_headline_then_the_rule() -> None:
+    payload = slack_payload(make_match(make_item(title="> *Troops* mass")))
+    assert payload["text"] == "\u00ad&gt; \u2217Troops\u2217 mass — [HIGH] Sanctions on Russia"
+    untitled = slack_payload(make_match(make_item(title="  ")))
+    assert untitled["text"] == "(untitled) — [HIGH] Sanctions on Russia"
+    updated = slack_payload(make_match(update=True))
+    assert updated["text"] == "Troops mass at the border — [HIGH] Updated: Sanctions on Russia"
+
+
+def test_a_follow_up_says_why_and_which_story_in_one_line() -> None:
+    notes = (
+        SourceNote("reuters", "wire", "gb", "en"),
+        SourceNote("xinhua", "state_media", "cn", "zh", new=True),
+    )
+    match = make_match(
+        follow_up="new language",
+        story_title="Russia *faces* new sanctions",
+        provenance=notes,
+        rule_id="ru_sanctions",
+    )
+    payload = slack_payload(match)
+    blocks = payload["blocks"]
+    assert (
+        blocks[0]["text"]["text"] == "\N{LARGE ORANGE CIRCLE} HIGH · Follow-up: Sanctions on Russia"
+    )
+    story = next(t for t in mrkdwn_texts(payload) if "Sources (2)" in t)
+    assert story.splitlines() == [
+        "Follow-up (new language) · Story: *Russia \u2217faces\u2217 new sanctions*",
+        "Sources (2): reuters (wire, gb, en); xinhua (state_media, cn, zh)",
+        "New since the last message: *xinhua (state_media, cn, zh)*",
+    ]
+    rule = blocks[-1]["elements"][1]["text"]
+    assert rule == "Rule `ru_sanctions` (Sanctions on Russia) · rule set `rv-2024-05-01`"
+    assert "\n".join(mrkdwn_texts(payload)[1:]).count("new language") == 1
+    assert payload["text"].startswith("Troops mass at the border — [HIGH] Follow-up (new language)")
+
+
+def test_a_follow_up_without_a_story_title_still_gets_its_line() -> None:
+    payload = slack_payload(make_match(follow_up="corroborated by 3 independent sources"))
+    assert "Follow-up (corroborated by 3 independent sources)" in mrkdwn_texts(payload)
+
+
+def test_source_names_are_escaped_but_source_kinds_read_as_configured() -> None:
+    notes = (
+        SourceNote("wire_*one*", "state_media", "k_z", "r~u"),
+        SourceNote("two", "_odd_ kind", "", "", new=True),
+    )
+    match = make_match(follow_up="new language", provenance=notes)
+    story = next(t for t in mrkdwn_texts(slack_payload(match)) if "Sources (2)" in t)
+    assert (
+        "Sources (2): wire\u02cd\u2217one\u2217 (state_media, k\u02cdz, r\u223cu); "
+        "two (\u02cdodd\u02cd kind, ?)"
+    ) in story
+
+
+def test_a_rule_id_that_is_not_an_identifier_is_escaped_not_put_in_code() -> None:
+    payload = slack_payload(make_match(rule_id="odd `id` *x*", rule_version=""))
+    rule = payload["blocks"][-1]["elements"][1]["text"]
+    assert rule == "Rule odd \u02cbid\u02cb \u2217x\u2217 (Sanctions on Russia) · rule set unknown"
 
 
 # --- email ------------------------------------------------------------------------------------

@@ -1,29 +1,32 @@
 """Slack Block Kit payloads: one alert, a burst of alerts in one post, and a digest.
 
-Every text is escaped for mrkdwn (no ``<!channel>``, no spoofed ``<url|label>``) and clipped
-to the limit Slack enforces for its place, so a post is never refused for its size.
+Every text from a feed or a rule is escaped for mrkdwn (no ``<!channel>``, no spoofed
+``<url|label>``, no bold, italics, strike-through or code it did not ask the renderer for) and
+clipped to the limit Slack enforces for its place, so a post is never refused for its size.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.quote import Quote, quote
 from monitor.deliver.render.strings import (
     ELLIPSIS,
+    PROVENANCE_SHOWN,
     TITLE_CHARS,
     clean_line,
     clip,
     format_time,
-    new_sources_text,
-    provenance_text,
     safe_link,
+    source_label,
     story_text,
 )
 from monitor.deliver.templates import Templates, safe, shipped
-from monitor.model import Item, Match, Severity
+from monitor.model import Item, Match, Severity, SourceNote
 
 # Limits Slack enforces on Block Kit; a payload over any of them is refused with 400.
 SLACK_HEADER_CHARS = 150
@@ -41,31 +44,94 @@ SEVERITY_EMOJI = {
     Severity.CRITICAL: "\N{LARGE RED CIRCLE}",
 }
 
+ZERO_WIDTH_SPACE = "\u200b"
+SOFT_HYPHEN = "\u00ad"
+
+MRKDWN_LOOKALIKES = {
+    "*": "\u2217",  # ASTERISK OPERATOR
+    "_": "\u02cd",  # MODIFIER LETTER LOW MACRON
+    "~": "\u223c",  # TILDE OPERATOR
+    "`": "\u02cb",  # MODIFIER LETTER GRAVE ACCENT
+    "\uff0a": "\ufe61",  # FULLWIDTH ASTERISK -> SMALL ASTERISK
+    "\uff3f": "\u2e0f",  # FULLWIDTH LOW LINE -> PARAGRAPHOS
+    "\uff40": "\u02cb",  # FULLWIDTH GRAVE ACCENT -> MODIFIER LETTER GRAVE ACCENT
+}
+"""Each character Slack reads as a formatting marker, and the look-alike shown instead.
+
+Slack's mrkdwn has no escape for ``*``, ``_``, ``~`` or a backtick (a backslash is shown as
+it is), so text that is not ours must not contain them at all.  Two ways are in use: insert
+an invisible character next to the marker, or swap the marker for a character that looks like
+it.  A zero-width character is unsound: Slack treats a zero-width space as a word boundary,
+so it *enables* a marker next to it rather than stopping it (``_slack_bold`` relies on exactly
+that to bold half a word).  A look-alike is a different code point, so no version of Slack's
+parser can take it for a marker; it keeps the length (clipping stays exact); and the reader
+sees the same text.  The price is that copying the text copies the look-alike; the alert links
+to the article for the original.  The table is the one jsx-slack uses for the same purpose;
+the fullwidth forms East Asian keyboards type are swapped too, which costs nothing.
+"""
+
+_MARKERS = re.compile("[" + re.escape("".join(MRKDWN_LOOKALIKES)) + "]")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A rule id or rule set version as the rule files allow them: safe inside a code span."""
+_KEYWORD = re.compile(r"[a-z]+(?:_[a-z]+)*")
+"""A config keyword such as ``state_media``: each underscore sits between two letters."""
+
 
 def slack_escape(text: str) -> str:
-    """Escape the three characters Slack treats as markup, so text cannot mention or link."""
+    """Escape the three characters Slack treats as control characters (``&``, ``<``, ``>``).
+
+    Enough for a link target, which must keep its ``_`` and ``~``; any text a reader sees goes
+    through ``mrkdwn_escape`` instead.
+    """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mrkdwn_escape(text: str) -> str:
+    """Make text literal in mrkdwn: entities for ``&<>``, look-alikes for the formatting markers.
+
+    Neither can start a mention, a link, bold, italics, strike-through or code, so the only
+    formatting in a message is the formatting the renderer wraps around escaped text.  See
+    ``MRKDWN_LOOKALIKES`` for why look-alikes rather than zero-width characters.
+    """
+    swapped = _MARKERS.sub(lambda found: MRKDWN_LOOKALIKES[found.group()], text)
+    return "".join(_ENTITIES.get(char, char) for char in swapped)
 
 
 def slack_text(raw: str, limit: int) -> str:
     """Clean, escape and clip untrusted text so the *escaped* result fits ``limit``.
 
     Clipping happens before escaping is complete, so a cut never splits an entity like
-    ``&lt;`` or leaves half of one behind.
+    ``&lt;`` or leaves half of one behind.  Text starting with ``>`` gets an invisible soft
+    hyphen first: at the start of a line Slack would show even ``&gt;`` as a block quote.
     """
     text = clean_line(raw)
-    escaped = slack_escape(text)
+    lead = SOFT_HYPHEN if text.startswith((">", "\uff1e")) else ""
+    escaped = lead + mrkdwn_escape(text)
     if len(escaped) <= limit:
         return escaped
-    out: list[str] = []
-    used = 0
+    out: list[str] = [lead]
+    used = len(lead)
     for char in text:
-        piece = slack_escape(char)
+        piece = mrkdwn_escape(char)
         if used + len(piece) > limit - 1:
             break
         out.append(piece)
         used += len(piece)
     return "".join(out).rstrip() + ELLIPSIS
+
+
+def _slack_identifier(raw: str, limit: int) -> str:
+    """A rule id or version in a code span, so it reads and copies exactly as written.
+
+    The rule files allow ``_`` in ids; a look-alike would make an id that ``monitor`` commands
+    do not know.  Inside a code span Slack formats nothing, and an identifier holds no
+    backtick to end it early.  Anything else is escaped as text.
+    """
+    text = clean_line(raw)
+    if _IDENTIFIER.fullmatch(text) and len(text) + 2 <= limit:
+        return f"`{text}`"
+    return slack_text(text, limit)
 
 
 def _slack_headline(item: Item) -> str:
@@ -77,32 +143,42 @@ def _slack_headline(item: Item) -> str:
     return f"*<{target}|{title}>*"
 
 
-def _slack_bold(text: str, before: str, after: str) -> str:
-    """Bold a run of text in mrkdwn, even in the middle of a word.
+def _is_boundary(char: str) -> bool:
+    """Whether Slack sees a word boundary here: nothing, a space, or a zero-width space."""
+    return not char or char.isspace() or char == ZERO_WIDTH_SPACE
 
-    Slack only honours ``*`` next to a non-word character; a zero-width space supplies one
-    when the hit touches letters (a term "sanction" inside "sanctions").
+
+def _slack_bold(text: str, before: str, after: str) -> str:
+    """Bold a run of escaped text in mrkdwn, even in the middle of a word.
+
+    Slack only honours ``*`` at a word boundary; a zero-width space supplies one whenever the
+    hit touches anything but a space (a term "sanction" inside "sanctions", a hit after an
+    escaped ``&amp;`` or a look-alike).  ``before`` is the text already written and ``after``
+    the escaped text that follows, so the check sees what Slack will see.
     """
     core = text.strip()
     if not core:
         return text
-    lead = text[: len(text) - len(text.lstrip())] or ("\u200b" if before[-1:].isalnum() else "")
-    tail = text[len(text.rstrip()) :] or ("\u200b" if after[:1].isalnum() else "")
+    lead = text[: len(text) - len(text.lstrip())]
+    tail = text[len(text.rstrip()) :]
+    lead = lead or ("" if _is_boundary(before[-1:]) else ZERO_WIDTH_SPACE)
+    tail = tail or ("" if _is_boundary(after[:1]) else ZERO_WIDTH_SPACE)
     return f"{lead}*{core}*{tail}"
 
 
 def _slack_quote(found: Quote) -> str:
-    parts = [ELLIPSIS if found.clipped_start else ""]
+    """The quote as a mrkdwn block quote, every hit bold and every other character literal."""
     runs = found.segments
+    escaped = [mrkdwn_escape(segment.text) for segment in runs]
+    end = ELLIPSIS if found.clipped_end else ""
+    out = "> " + (ELLIPSIS if found.clipped_start else "")
     for index, segment in enumerate(runs):
-        escaped = slack_escape(segment.text)
         if segment.hit:
-            before = runs[index - 1].text if index > 0 else ""
-            after = runs[index + 1].text if index + 1 < len(runs) else ""
-            escaped = _slack_bold(escaped, before, after)
-        parts.append(escaped)
-    parts.append(ELLIPSIS if found.clipped_end else "")
-    return clip("> " + "".join(parts), SLACK_SECTION_CHARS)
+            after = escaped[index + 1] if index + 1 < len(runs) else end
+            out += _slack_bold(escaped[index], out, after)
+        else:
+            out += escaped[index]
+    return clip(out + end, SLACK_SECTION_CHARS)
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
@@ -110,11 +186,16 @@ def _mrkdwn(text: str) -> dict[str, Any]:
 
 
 def _slack_terms(match: Match) -> str:
-    """The matched terms, as many as fit, then how many more there were."""
+    """The matched terms, as many as fit, then how many more there were.
+
+    Terms are escaped like feed text: a term such as ``@kazakhstan:Kazakh*`` is shown with its
+    asterisk, not as the start of bold.
+    """
     text = "Matched:"
     terms = match.terms
     for shown, term in enumerate(terms):
-        piece = f" *{slack_text(term, 200)}*" + ("," if shown + 1 < len(terms) else "")
+        label = slack_text(term, 200) or "(blank)"
+        piece = f" *{label}*" + ("," if shown + 1 < len(terms) else "")
         if len(text) + len(piece) > SLACK_CONTEXT_CHARS - 30:
             return f"{text} {ELLIPSIS} (+{len(terms) - shown} more)"
         text += piece
@@ -122,9 +203,13 @@ def _slack_terms(match: Match) -> str:
 
 
 def _slack_rule(match: Match) -> str:
-    rule = slack_text(match.rule_id, 200)
-    title = slack_text(match.headline, 300)
-    version = slack_text(match.rule_version, 100) or "unknown"
+    """Which rule and rule set made the alert: ids as code, the rule's own title as text.
+
+    The title is the rule's, not the headline: a follow-up says why on its own line.
+    """
+    rule = _slack_identifier(match.rule_id, 200)
+    title = slack_text(match.rule_title, 300) or rule
+    version = _slack_identifier(match.rule_version, 100) or "unknown"
     return clip(f"Rule {rule} ({title}) · rule set {version}", SLACK_CONTEXT_CHARS)
 
 
@@ -135,36 +220,89 @@ def _slack_origin(match: Match) -> str:
 
 
 def _slack_fallback(match: Match) -> str:
-    """The notification text: what a phone or a screen reader shows instead of the blocks."""
+    """The notification text: what a phone or a screen reader shows instead of the blocks.
+
+    The article's title comes first, then severity and rule: a notification shows only its
+    first words, and the title is what tells a reader whether to open it.
+    """
     title = clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)"
-    raw = f"[{match.severity.name}] {clean_line(match.headline)}: {title}"
-    return slack_text(raw, SLACK_TEXT_CHARS)
+    rule = clean_line(match.headline) or clean_line(match.rule_id) or "alert"
+    return slack_text(f"{title} — [{match.severity.name}] {rule}", SLACK_TEXT_CHARS)
 
 
 def slack_header(match: Match) -> str:
-    """The header line: plain text (Slack parses no markup there), so it is only cleaned."""
-    rule = clean_line(match.headline) or clean_line(match.rule_id) or "alert"
+    """The header line: plain text (Slack parses no markup there), so it is only cleaned.
+
+    It names the rule and marks a follow-up or an update; why a story is followed up is the
+    first line of the story section, so it is said once.
+    """
+    rule = clean_line(match.rule_title) or clean_line(match.rule_id) or "alert"
+    marker = ("Updated: " if match.update else "") + ("Follow-up: " if match.follow_up else "")
     emoji = SEVERITY_EMOJI.get(match.severity, "")
-    return clip(f"{emoji} {match.severity.name} · {rule}".strip(), SLACK_HEADER_CHARS)
+    return clip(f"{emoji} {match.severity.name} · {marker}{rule}".strip(), SLACK_HEADER_CHARS)
+
+
+def _slack_keyword(word: str) -> str:
+    """A source kind as the config spells it (``state_media``), else escaped as text.
+
+    An underscore between two letters is inside a word, where Slack never starts or ends
+    italics, so a keyword is shown as typed; anything else is escaped like feed text.
+    """
+    cleaned = clean_line(word)
+    return cleaned if _KEYWORD.fullmatch(cleaned) else mrkdwn_escape(cleaned)
+
+
+def _escaped_note(note: SourceNote) -> SourceNote:
+    return replace(
+        note,
+        source=mrkdwn_escape(clean_line(note.source)),
+        kind=_slack_keyword(note.kind),
+        country=mrkdwn_escape(clean_line(note.country)),
+        lang=mrkdwn_escape(clean_line(note.lang)),
+    )
+
+
+def _clip_escaped(text: str, limit: int) -> str:
+    """Clip escaped text visibly without leaving half an entity (``&am…``) behind."""
+    if len(text) <= limit:
+        return text
+    cut = re.sub(r"&[a-z]*$", "", text[: max(limit - 1, 0)])
+    return cut.rstrip() + ELLIPSIS
+
+
+def _slack_sources(notes: Sequence[SourceNote], limit: int) -> str:
+    """Sources in one line as ``source_label`` writes them, escaped, cut visibly after 20."""
+    shown = [source_label(_escaped_note(note)) for note in notes[:PROVENANCE_SHOWN]]
+    more = f" (+{len(notes) - PROVENANCE_SHOWN} more)" if len(notes) > PROVENANCE_SHOWN else ""
+    return _clip_escaped("; ".join(shown) + more, limit)
+
+
+def _slack_follow_up(match: Match) -> str:
+    """One line for a follow-up: why it was sent, then which story it follows."""
+    line = f"Follow-up ({slack_text(match.follow_up or '', 300)})"
+    story = slack_text(story_text(match), 4 * TITLE_CHARS)
+    return f"{line} · Story: *{story}*" if story else line
 
 
 def _slack_story(match: Match) -> str | None:
-    """The story and its provenance, for a story's alert and follow-ups."""
-    if not match.provenance:
-        return None
-    lines = []
-    if match.follow_up and match.story_title:
-        lines.append(f"Story: *{slack_text(story_text(match), 4 * TITLE_CHARS)}*")
-    independent = len(match.provenance)
-    lines.append(f"Sources ({independent}): {slack_text(provenance_text(match), 1500)}")
-    new = new_sources_text(match)
-    if match.follow_up and new:
-        lines.append(f"New since the last message: *{slack_text(new, 800)}*")
-    return clip("\n".join(lines), SLACK_SECTION_CHARS)
+    """The follow-up line and the story's provenance, for a story's alert and follow-ups."""
+    lines = [_slack_follow_up(match)] if match.follow_up else []
+    if match.provenance:
+        lines.append(f"Sources ({len(match.provenance)}): {_slack_sources(match.provenance, 1500)}")
+        new = [note for note in match.provenance if note.new]
+        if match.follow_up and new:
+            lines.append(f"New since the last message: *{_slack_sources(new, 800)}*")
+    return clip("\n".join(lines), SLACK_SECTION_CHARS) if lines else None
 
 
 def slack_alert_context(match: Match) -> dict[str, Any]:
-    """What ``slack_alert.j2`` sees: pieces already escaped for Slack are ``Markup``."""
+    """What ``slack_alert.j2`` sees: pieces already escaped for mrkdwn are ``Markup``.
+
+    The template's own escaping (``finalize``) only knows ``&<>``, so the feed's text handed
+    to a template (``title``, ``source``, and ``rule_title``) is escaped here, markers included:
+    an edited template cannot let a feed bold or strike text either.  ``severity``,
+    ``rule_id`` and ``link`` stay plain values for ``finalize`` (a link must keep its ``_``).
+    """
     found = quote(match)
     story = _slack_story(match)
     return {
@@ -178,11 +316,11 @@ def slack_alert_context(match: Match) -> dict[str, Any]:
         "quote": safe(_slack_quote(found)) if found is not None else None,
         "terms": safe(_slack_terms(match)),
         "rule": safe(_slack_rule(match)),
-        "title": clean_line(match.item.title),
-        "source": clean_line(match.item.source),
+        "title": safe(slack_text(clip(clean_line(match.item.title), TITLE_CHARS), 4 * TITLE_CHARS)),
+        "source": safe(slack_text(match.item.source, 300)),
         "severity": match.severity.name,
         "rule_id": match.rule_id,
-        "rule_title": clean_line(match.headline),
+        "rule_title": safe(slack_text(match.headline, 300)),
         "link": safe_link(match.item.link),
     }
 
