@@ -278,6 +278,34 @@ def test_header_injection_through_the_title_is_neutralised(smtp_server: SmtpServ
     assert b"\r\nBcc:" not in received.raw
 
 
+LONG_TITLES = [
+    "Казахстан объявил тендер на разработку вольфрамового месторождения Верхнее Кайракты, "
+    "заявки принимаются до конца марта, сообщает министерство промышленности",
+    "哈萨克斯坦宣布上凯拉克特钨矿开发招标，投标截止日期为三月底，工业和建设部表示，"
+    "多家中国企业已表达参与意向，专家认为该项目将改变全球钨市场格局",
+]
+
+
+@pytest.mark.parametrize("title", LONG_TITLES)
+def test_a_long_non_english_alert_arrives_in_short_lines_with_its_subject_intact(
+    smtp_server: SmtpServer, title: str
+) -> None:
+    """On the wire (CRLF lines, as the server got them): lines of at most 78 characters,
+    encoded-words of at most 75, and the subject and body read back exactly."""
+    deliver(channel_for(smtp_server), make_match(title=title))
+    [received] = smtp_server.messages
+    lines = received.raw.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 78
+    words = re.findall(rb"=\?[^?]+\?[QBqb]\?[^?]*\?=", received.raw)
+    assert len(words) > 2
+    assert max(len(word) for word in words) <= 75
+    assert received.message["Subject"] == f"[HIGH] Sanctions on Russia: {title}"
+    text_part = received.message.get_body(preferencelist=("plain",))
+    assert text_part is not None
+    assert text_part["Content-Transfer-Encoding"] == "base64"
+    assert f"  Title:   {title}\n" in text_part.get_content()
+
+
 def test_starttls_then_auth(smtp_server_factory: SMTP_SERVERS) -> None:
     server = smtp_server_factory(auth=("alerts", PASSWORD), tls="starttls")
     channel = channel_for(
