@@ -27,6 +27,9 @@ from monitor.stories.story import RuleState, Story
 
 T = TypeVar("T")
 TITLE_WIDTH = 70
+LIST_LIMIT = 200
+PAGE = 200
+"""Stories read from Redis at a time by ``stories list --all``."""
 
 
 def register(commands: Subcommands) -> None:
@@ -34,6 +37,11 @@ def register(commands: Subcommands) -> None:
     actions = stories.add_subparsers(dest="stories_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="stories with items seen recently")
     listing.add_argument("--since", default="24h", help="e.g. 30m, 24h, 3d (default 24h)")
+    shown = listing.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--limit", type=int, default=LIST_LIMIT, help=f"at most N stories (default {LIST_LIMIT})"
+    )
+    shown.add_argument("--all", action="store_true", help="every story in the window")
     show = actions.add_parser("show", help="one story: items, sources, languages, timeline")
     show.add_argument("id", help="story id from 'stories list'")
     for action in (listing, show):
@@ -139,9 +147,13 @@ def cmd_stories_list(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"monitor: --since: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.limit < 1:
+        print("monitor: --limit: at least 1", file=sys.stderr)
+        return EXIT_USAGE
     now = datetime.now(UTC)
+    limit = None if args.all else args.limit
     try:
-        stories = _with_store(args, lambda store: store.recent(now - since))
+        stories, total = _with_store(args, lambda store: _listed(store, now - since, limit))
     except StoreError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -150,7 +162,23 @@ def cmd_stories_list(args: argparse.Namespace) -> int:
             print(json.dumps(story_summary(story), ensure_ascii=False))
     else:
         print(render_list(stories, now))
+    if total > len(stories):  # never cut the list silently
+        print(
+            f"{len(stories)} of {total} stories shown; --limit N or --all for more",
+            file=sys.stderr,
+        )
     return EXIT_OK
+
+
+async def _listed(store: StoryStore, since: datetime, limit: int | None) -> tuple[list[Story], int]:
+    """Up to ``limit`` recent stories (None: all, read a page at a time), and how many the
+    window holds."""
+    total = await store.count_recent(since)
+    wanted = total if limit is None else min(limit, total)
+    stories: list[Story] = []
+    for offset in range(0, wanted, PAGE):  # a story that expired meanwhile is left out
+        stories.extend(await store.recent(since, min(PAGE, wanted - offset), offset=offset))
+    return stories, total
 
 
 async def _story_and_rules(

@@ -634,17 +634,23 @@ class StoryStore:
         stories = await self._stories([story_id])
         return stories[0] if stories else None
 
-    async def recent(self, since: datetime, limit: int = 200) -> list[Story]:
-        """Stories with an item seen since ``since``, most recently active first."""
+    async def recent(self, since: datetime, limit: int = 200, offset: int = 0) -> list[Story]:
+        """Stories with an item seen since ``since``, most recently active first: ``limit``
+        of them from the ``offset``-th (a page of ``count_recent``)."""
         low = int(since.timestamp() * 1000)
 
         async def ids() -> list[str]:
             found = await self.client.zrevrangebyscore(
-                self.keys.stories, "+inf", low, start=0, num=limit
+                self.keys.stories, "+inf", low, start=offset, num=limit
             )
             return [str(sid) for sid in found]
 
         return await self._stories(await guarded(ids))
+
+    async def count_recent(self, since: datetime) -> int:
+        """How many stories had an item seen since ``since`` (what ``recent`` pages through)."""
+        low = int(since.timestamp() * 1000)
+        return int(await guarded(lambda: self.client.zcount(self.keys.stories, low, "+inf")))
 
     async def story_of(self, item_id: str) -> str | None:
         """The story an item joined, while the window lasts."""

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.cli import main
+from monitor.cli import stories as stories_cli
 from monitor.cli.stories import render_list, render_story
 from monitor.model import Item
 from monitor.redisio import Keys
@@ -109,3 +110,38 @@ def test_show_of_an_unknown_story_fails_and_a_bad_duration_is_a_usage_error(
     assert "--since" in capsys.readouterr().err
     assert main(["stories", "list", "-c", config]) == 0
     assert capsys.readouterr().out.strip() == "no stories in this window"
+
+
+async def _unrelated_stories(url: str, count: int) -> None:
+    """``count`` stories of one item each, on nothing two of them share."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    store = StoryStore(client, Keys())
+    now = datetime.now(UTC)
+    topics = ["wheat harvest", "darts final", "rail strike", "flood warning", "chess open"]
+    for number in range(count):
+        title = f"{topics[number % len(topics)]} report {number}"
+        item = Item(f"feed:{number}", "feed", title, "", f"https://f.example/{number}", now, "en")
+        await store.assign(item, now - timedelta(minutes=number))
+    await client.aclose()
+
+
+def test_list_pages_and_says_when_it_shows_only_some(
+    tmp_path: Path,
+    own_redis: EmbeddedRedis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: the list used to stop at 200 without a word.  Pages of two, so ``--all``
+    reads three of them."""
+    monkeypatch.setattr(stories_cli, "PAGE", 2)
+    asyncio.run(_unrelated_stories(own_redis.url, 5))
+    config = _config(tmp_path, own_redis)
+    assert main(["stories", "list", "-c", config, "--json", "--limit", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2
+    assert "2 of 5 stories shown; --limit N or --all for more" in err
+    assert main(["stories", "list", "-c", config, "--json", "--all"]) == 0
+    out, err = capsys.readouterr()
+    assert len({json.loads(line)["id"] for line in out.splitlines()}) == 5
+    assert err == ""
+    assert main(["stories", "list", "-c", config, "--limit", "0"]) == 2
