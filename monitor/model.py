@@ -153,6 +153,17 @@ class TermHit:
     text: str
 
 
+def span_text(delta: timedelta) -> str:
+    """A duration as people read it in an alert title: 45 s, 3.2 min, 1.5 h (never "0.0 h"
+    for four minutes)."""
+    seconds = max(0.0, delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceNote:
     """One source of a story as an alert lists it (its provenance).

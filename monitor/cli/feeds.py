@@ -51,7 +51,7 @@ def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
         health = "never polled"
     elif state.failures:
         health = "failing"
-    elif is_stale(state.last_success, source.interval, now):
+    elif is_stale(state.last_success, source.interval, now, state.next_poll_at):
         health = "stale"
     else:
         health = "ok"

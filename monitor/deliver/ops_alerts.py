@@ -37,7 +37,7 @@ from monitor.deliver.channels import Channel, EmailChannel
 from monitor.deliver.policy import Route, route_plan
 from monitor.deliver.queue import AlertQueue
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
-from monitor.model import Item, Match, Severity
+from monitor.model import Item, Match, Severity, span_text
 
 log = structlog.get_logger("monitor.deliver.ops_alerts")
 
@@ -104,16 +104,6 @@ def redis_change(
     if alerted or after is None:
         return None
     return "unreachable" if now - down_since >= after else None
-
-
-def span_text(delta: timedelta) -> str:
-    """A duration as people read it in an alert title: 45 s, 3.2 min, 1.5 h."""
-    seconds = max(0.0, delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def clip(text: str, limit: int) -> str:

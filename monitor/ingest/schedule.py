@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from monitor.model import Item, Match, Severity, Source
+from monitor.model import Item, Match, Severity, Source, span_text
 from monitor.redact import mask_text, url_host
 
 BACKOFF_CAP = timedelta(hours=6)
@@ -116,14 +116,14 @@ def health_match(
     a feed URL may carry ``user:pass@`` or an ``?apikey=``, and an alert is read (and kept)
     by many more people than the config; the link goes to the host's front page.
     """
-    hours = (now - failing_since).total_seconds() / 3600
+    lasted = span_text(now - failing_since)
     host = url_host(source.url)
     where = f" ({host})" if host else ""
     if change == "failing":
-        title = f"Feed {source.name} has been failing for {hours:.1f} h{where}"
+        title = f"Feed {source.name} has been failing for {lasted}{where}"
         summary = f"Last error: {mask_text(error)}" if error else ""
     else:
-        title = f"Feed {source.name} recovered after {hours:.1f} h{where}"
+        title = f"Feed {source.name} recovered after {lasted}{where}"
         summary = "Polls succeed again; items missed while it failed arrive now."
     incident = f"ops:{source.name}:{failing_since.isoformat()}:{change}"
     item = Item(
@@ -139,11 +139,22 @@ def health_match(
     return Match("feed-health", "Feed health", severity, "ops", item, tags=("ops", change))
 
 
-def is_stale(last_success: datetime | None, interval: timedelta, now: datetime) -> bool:
-    """No complete poll for several intervals: the feed is silently broken or hanging."""
+def is_stale(
+    last_success: datetime | None,
+    interval: timedelta,
+    now: datetime,
+    next_poll: datetime | None = None,
+) -> bool:
+    """No complete poll for several intervals: the feed is silently broken or hanging.
+
+    Measured from when the next poll was due (``next_poll``, which a publisher's TTL or
+    ``max-age`` may set hours after the last success), so a feed that waits as its
+    publisher asked is not stale; without it, from the last success plus one interval.
+    """
     if last_success is None:
         return False
-    return now - last_success > interval * STALE_AFTER_INTERVALS
+    due = max(next_poll or last_success + interval, last_success + interval)
+    return now - due > interval * (STALE_AFTER_INTERVALS - 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,12 @@ from monitor.ingest.schedule import (
     cache_lifetime,
     failure_backoff,
     health_alert,
+    health_match,
     is_due,
     is_stale,
     next_poll_at,
 )
+from monitor.model import Source
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TEN = timedelta(minutes=10)
@@ -78,6 +80,19 @@ def test_staleness_after_three_missed_intervals() -> None:
     assert not is_stale(None, TEN, NOW)
     assert not is_stale(NOW - 3 * TEN, TEN, NOW)
     assert is_stale(NOW - 3 * TEN - timedelta(seconds=1), TEN, NOW)
+
+
+def test_a_feed_waiting_for_its_publishers_ttl_is_not_stale() -> None:
+    """Issue 16: a 6-hour TTL set the next poll far ahead; three 10-minute intervals after
+    the last success the feed is waiting as asked, not stale.  Once that poll is three
+    intervals overdue, it is."""
+    last = NOW - timedelta(hours=2)
+    next_poll = last + timedelta(hours=6)
+    assert not is_stale(last, TEN, NOW, next_poll)
+    assert not is_stale(last, TEN, next_poll + 2 * TEN, next_poll)
+    assert is_stale(last, TEN, next_poll + 2 * TEN + timedelta(seconds=1), next_poll)
+    # a next poll earlier than one interval (a retry) does not make it stale sooner
+    assert not is_stale(NOW - 3 * TEN, TEN, NOW, NOW - 3 * TEN + timedelta(minutes=1))
 
 
 @pytest.mark.parametrize(
@@ -149,3 +164,22 @@ def test_hosts_whose_feeds_need_more_turns_than_the_gap_gives(
 def test_a_busy_host_reports_turns_needed_and_allowed_per_minute() -> None:
     (found,) = busy_hosts(feeds_on("a.example", 3, timedelta(seconds=10)), timedelta(seconds=5))
     assert (found.needed_per_minute, found.allowed_per_minute) == (18.0, 12.0)
+
+
+@pytest.mark.parametrize(
+    ("failing_for", "said"),
+    [
+        (timedelta(minutes=4), "has been failing for 4.0 min"),  # was "0.1 h"
+        (timedelta(seconds=30), "has been failing for 30 s"),
+        (timedelta(hours=5), "has been failing for 5.0 h"),
+    ],
+)
+def test_the_feed_health_alert_says_how_long_in_units_people_read(
+    failing_for: timedelta, said: str
+) -> None:
+    source = Source(name="wire", url="https://wire.example/feed.xml")
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    match = health_match(source, "failing", now - failing_for, "HTTP 503", now)
+    assert said in match.item.title
+    recovered = health_match(source, "recovered", now - failing_for, None, now)
+    assert said.replace("has been failing for", "recovered after") in recovered.item.title
