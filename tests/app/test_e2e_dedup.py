@@ -160,5 +160,6 @@ def test_an_edited_item_alerts_once_for_a_rule_it_newly_matches(
     assert publish("Kazakhstan opens tungsten tender: export permits needed")["matches"] == 0
     assert texts(slack_server) == [
         "Kazakhstan opens tungsten tender — [HIGH] Kazakhstan tungsten",
-        "Kazakhstan opens tungsten tender; export permits needed — [MEDIUM] Updated: Export permits",
+        "Kazakhstan opens tungsten tender; export permits needed"
+        " — [MEDIUM] Updated: Export permits",
     ]

@@ -18,10 +18,9 @@ from monitor.deliver.ops_alerts import (
     redis_change,
     redis_match,
     scrub,
-    span_text,
 )
 from monitor.deliver.policy import Route
-from monitor.model import Severity
+from monitor.model import Severity, span_text
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
