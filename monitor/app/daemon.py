@@ -425,7 +425,7 @@ class Monitor(Runner):
         if self._stopping.is_set():
             return
         try:
-            await self.worker.flush_digests()
+            await self.worker.flush_digests(self.metrics.digest_sent)
         except StoreError as exc:
             self._redis_failed(exc)
         except Exception:

@@ -6,11 +6,21 @@ tests and several daemons in one process never share counts.
 
 from __future__ import annotations
 
+import platform
 from collections import Counter as Tally
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
+from monitor import __version__
 from monitor.model import PollResult
 
 if TYPE_CHECKING:
@@ -25,6 +35,17 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # The standard process_* (CPU, memory, open files, start time) and python_info series
+        # every Prometheus dashboard expects of a process.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Gauge(
+            "monitor_build_info",
+            "Always 1; the labels say which monitor and Python run",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(version=__version__, python=platform.python_version()).set(1)
         self.polls = Counter(
             "monitor_polls", "Feed polls by feed and outcome", ["feed", "outcome"], registry=r
         )
@@ -90,6 +111,10 @@ class Metrics:
         self.matches.inc(result.matches)
         for rule, count in Tally(result.matched_rules).items():
             self.rule_matches.labels(rule=rule).inc(count)
+
+    def digest_sent(self, channel: str) -> None:
+        """A digest is one message a channel accepted: counted as an alert sent."""
+        self.alerts_sent.labels(channel=channel).inc()
 
     def observe_queue(self, counts: dict[str, int]) -> None:
         self.stream_length.set(counts.get("queued", 0))

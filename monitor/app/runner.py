@@ -232,7 +232,7 @@ class Runner:
         """Deliver everything deliverable now, pass after pass, until a pass reads nothing;
         then send the digests whose window has closed."""
         total = DeliveryReport()
-        total.digests = await self.worker.flush_digests()
+        total.digests = await self.worker.flush_digests(self.metrics.digest_sent)
         while True:
             report = await self.worker.run_once()
             self._observe_delivery(report)

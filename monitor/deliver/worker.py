@@ -734,13 +734,16 @@ class DeliveryWorker:
 
     # -- digests --------------------------------------------------------------------------------
 
-    async def flush_digests(self) -> int:
-        """Send the digest of every channel whose window closed; returns how many were sent."""
+    async def flush_digests(self, on_sent: Callable[[str], None] | None = None) -> int:
+        """Send the digest of every channel whose window closed; returns how many were sent
+        and calls ``on_sent(channel)`` for each (the metrics count it as an alert sent)."""
         sent = 0
         await self._replay_backlog()
         for name, schedule in self.policy.digests.items():
             if name in self.channels and await self._flush_digest(name, schedule):
                 sent += 1
+                if on_sent is not None:
+                    on_sent(name)
         return sent
 
     async def _flush_digest(self, name: str, schedule: DigestSchedule) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from support.channel_fixtures import enqueue, make_match
 from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
+from monitor import __version__
 from monitor.app.embedded_redis import EmbeddedRedis, free_port
 from monitor.app.metrics import Metrics
 from monitor.cli import main
@@ -39,6 +41,18 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
+
+
+def test_the_standard_process_series_build_info_and_digests_sent() -> None:
+    """Issue 16: process_* and a build info series, and a digest counted as an alert sent."""
+    metrics = Metrics()
+    metrics.digest_sent("email")
+    found = samples(metrics.render().decode())
+    assert found[("process_cpu_seconds_total", ())] > 0
+    assert found[("process_resident_memory_bytes", ())] > 0
+    build = (("python", platform.python_version()), ("version", __version__))
+    assert found[("monitor_build_info", build)] == 1
+    assert found[("monitor_alerts_sent_total", (("channel", "email"),))] == 1
 
 
 def test_poll_results_are_counted_by_feed_and_outcome() -> None:
