@@ -8,15 +8,16 @@ Read in one pass, they are folded: the earliest entry of each (story, rule) carr
 message, with the sources of every folded entry and the highest severity among them; the
 others are recorded as suppressed and acknowledged, as a throttled reprint is.
 
-Pure: entries in, entries out.  Retries (entries limited to some channels) and matches
-without a story are never folded.
+Pure: entries in, entries out.  Retries (entries limited to some channels), entries a dead
+worker left behind (``claimed``: it may have sent them already, so they can carry nothing
+new) and matches without a story are never folded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from monitor.deliver.queue import QueuedMatch
@@ -32,11 +33,12 @@ class Folded:
     folded: tuple[tuple[QueuedMatch, str], ...] = ()
 
 
-def fold_story_updates(entries: Sequence[QueuedMatch]) -> Folded:
-    """Fold the entries of one (story, rule) into the earliest of them, keeping order."""
+def fold_story_updates(entries: Sequence[QueuedMatch], claimed: Collection[str] = ()) -> Folded:
+    """Fold the entries of one (story, rule) into the earliest of them, keeping order;
+    entries whose id is in ``claimed`` are sent as they are."""
     groups: dict[tuple[str, str], list[QueuedMatch]] = {}
     for entry in entries:
-        key = _fold_key(entry)
+        key = None if entry.entry_id in claimed else _fold_key(entry)
         if key is not None:
             groups.setdefault(key, []).append(entry)
     carriers: dict[str, QueuedMatch] = {}

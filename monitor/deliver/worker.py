@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -237,7 +237,8 @@ class DeliveryWorker:
         report.read = len(entries)
         if entries:
             background = None if block_ms is None else block_ms / 1000
-            await self._deliver(entries, report, background)
+            claimed = {entry.entry_id for entry in stale}
+            await self._deliver(entries, report, background, claimed)
         return report
 
     async def settle(self, within: float | None = None) -> bool:
@@ -289,14 +290,16 @@ class DeliveryWorker:
         entries: Sequence[QueuedMatch],
         report: DeliveryReport,
         background: float | None = None,
+        claimed: Collection[str] = (),
     ) -> None:
         """Claim and send ``entries``; wait for every send, or with ``background`` (seconds)
-        only that long, leaving the rest to finish their entries on their own."""
+        only that long, leaving the rest to finish their entries on their own.  ``claimed``:
+        entries taken over from a dead worker, never folded (``fold``)."""
         now = self.clock()
         silences = await self.silences.active(now)
         progress: list[_Progress] = []
         sends: dict[str, list[_Send]] = {}
-        folded = fold_story_updates(entries)
+        folded = fold_story_updates(entries, claimed)
         for entry, carrier in folded.folded:
             await self._fold(entry, carrier, report)
         for entry in folded.send:

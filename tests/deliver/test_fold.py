@@ -99,6 +99,16 @@ def test_retries_other_rules_and_matches_without_a_story_are_not_folded() -> Non
     assert folded.folded == ()
 
 
+def test_entries_taken_over_from_a_dead_worker_are_not_folded() -> None:
+    """A dead worker may have sent its alert before it could acknowledge it: folding a new
+    follow-up into it would lose the follow-up (the carrier's send is already done)."""
+    alert = entry("1-0", story_match("a:1"))
+    follow_up = entry("2-0", story_match("b:1", follow_up="new language"))
+    folded = fold_story_updates([alert, follow_up], claimed={"1-0"})
+    assert folded.send == (alert, follow_up)
+    assert folded.folded == ()
+
+
 def test_sources_keep_their_first_seen_order_and_appear_once() -> None:
     merged = merge_provenance([(WIRE, ZH), (RU, WIRE), (ZH,)], keep_new=True)
     assert [n.source for n in merged] == ["reuters", "xinhua", "interfax-kz"]
