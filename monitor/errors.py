@@ -16,7 +16,9 @@ The tree::
     │   ├── TransientDeliveryError    worth retrying later (timeouts, 5xx, 429, SMTP 4xx)
     │   ├── PermanentDeliveryError    retrying will not help (bad webhook, SMTP 5xx)
     │   └── RecipientsRefused         (deliver.email) some recipients refused, others accepted
-    └── TemplateError                 (templates) a template does not compile or render
+    ├── TemplateError                 (templates) a template does not compile or render
+    └── OnboardError                  (ingest.onboard) a page advertises no feed
+        └── OpmlError                 an OPML file that is unreadable or not OPML
 
 
 Every error carries the context an operator needs (file and line, feed and URL, channel) and,
