@@ -210,9 +210,15 @@ class FileReaders:
             try:
                 result = _read_file(source)
             except BaseException as exc:  # handed to the event loop, never lost
-                loop.call_soon_threadsafe(settle, None, exc)
+                hand_back(None, exc)
             else:
-                loop.call_soon_threadsafe(settle, result, None)
+                hand_back(result, None)
+
+        def hand_back(result: FetchResult | None, error: BaseException | None) -> None:
+            """A read that ends after its loop closed (a hung mount released once
+            ``run --once`` or the daemon is gone) has nobody left to tell: end quietly."""
+            with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+                loop.call_soon_threadsafe(settle, result, error)
 
         try:
             threading.Thread(target=run, name="file-read", daemon=True).start()

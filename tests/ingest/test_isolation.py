@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -20,8 +21,10 @@ import redis.asyncio as aioredis
 from support.commands import REPO, run_monitor
 from support.feed_server import FeedServer, rss
 from support.samples import KZ_TUNGSTEN_RULES
+from support.waiting import wait_until
 
-from monitor.ingest.fetch import Fetcher, FetchResult
+from monitor.errors import FetchError
+from monitor.ingest.fetch import Fetcher, FetchResult, FileReaders
 from monitor.ingest.parse import cut_entries, truncated_ending
 from monitor.ingest.poll import PollContext, poll_once
 from monitor.ingest.pool.parsers import ParserPool
@@ -309,3 +312,32 @@ def test_run_once_with_six_hung_file_feeds_finishes_and_alerts_the_good_ones(
     result = run_monitor("run", "--once", "-c", str(config), timeout=120)
     assert "Upper Kairakty" in result.stdout, result.stderr[-2000:]
     assert result.stderr.count("timed out reading file:") >= 6
+
+
+def test_a_hung_read_released_after_its_loop_closed_ends_quietly(tmp_path: Path) -> None:
+    """``run --once`` ends (its loop closes) while a ``file:`` read still hangs; when the
+    mount comes back the thread has nobody to tell, and must end without an error (seen
+    under load as "Event loop is closed" raised in the reader thread)."""
+    fifo = tmp_path / "hung.xml"
+    os.mkfifo(fifo)
+    readers = FileReaders(1)
+    hung = Source(name="hung", url=f"file://{fifo}", timeout=timedelta(milliseconds=200))
+
+    async def read_once() -> None:
+        with pytest.raises(FetchError, match="timed out reading"):
+            await readers.read(hung)
+
+    asyncio.run(read_once())  # the loop is closed now; the reader thread still blocks
+    failures: list[threading.ExceptHookArgs] = []
+    previous = threading.excepthook
+    threading.excepthook = failures.append
+    try:
+        _release(fifo)
+        wait_until(
+            lambda: not any(t.name == "file-read" for t in threading.enumerate()),
+            within=30,
+            what="the reader thread to end",
+        )
+    finally:
+        threading.excepthook = previous
+    assert [f.exc_value for f in failures] == []
