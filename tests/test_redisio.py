@@ -13,10 +13,13 @@ from monitor.errors import StoreError
 from monitor.redisio import guarded
 
 
-async def swallows_cancel(outcome: str) -> str:
-    """What the client library did on 3.11: catch the task's cancellation and carry on."""
+async def swallows_cancel(outcome: str, started: asyncio.Event | None = None) -> str:
+    """What the client library did on 3.11: catch the task's cancellation and carry on.
+    ``started`` is set once it waits (for a reply that never comes)."""
     try:
-        await asyncio.sleep(3600)
+        if started is not None:
+            started.set()
+        await asyncio.Event().wait()
     except asyncio.CancelledError:
         if outcome == "error":
             raise RedisConnectionError("Timeout reading from 127.0.0.1:1") from None
@@ -25,8 +28,9 @@ async def swallows_cancel(outcome: str) -> str:
 
 @pytest.mark.parametrize("outcome", ["value", "error"])
 async def test_a_cancellation_the_client_swallowed_is_raised(outcome: str) -> None:
-    task = asyncio.create_task(guarded(lambda: swallows_cancel(outcome)))
-    await asyncio.sleep(0)  # the operation is now waiting
+    started = asyncio.Event()
+    task = asyncio.create_task(guarded(lambda: swallows_cancel(outcome, started)))
+    await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -37,9 +41,11 @@ async def test_a_retry_loop_around_guarded_ends_when_cancelled() -> None:
     command.  Without ``guarded`` raising it again, the loop runs out its 50 attempts."""
     attempts = 0
 
+    started = asyncio.Event()
+
     async def command() -> str:
         if attempts == 1:
-            return await swallows_cancel("error")
+            return await swallows_cancel("error", started)
         raise RedisConnectionError("Timeout reading from 127.0.0.1:1")
 
     async def retrying() -> None:
@@ -49,10 +55,10 @@ async def test_a_retry_loop_around_guarded_ends_when_cancelled() -> None:
             try:
                 await guarded(command)
             except StoreError:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # a yield between retries, not a wait
 
     task = asyncio.create_task(retrying())
-    await asyncio.sleep(0)
+    await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
