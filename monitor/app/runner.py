@@ -238,16 +238,7 @@ class Runner:
             self._observe_delivery(report)
             if report.read == 0:
                 return total
-            total.read += report.read
-            total.delivered += report.delivered
-            total.failed += report.failed
-            total.dead += report.dead
-            total.throttled += report.throttled
-            total.silenced += report.silenced
-            total.folded += report.folded
-            total.digested += report.digested
-            for name, count in report.channels.items():
-                total.channels[name] = total.channels.get(name, 0) + count
+            total.merge(report)
             if report.delivered == 0 and report.dead == 0:
                 return total  # only retries left; they wait for the retry interval
 
