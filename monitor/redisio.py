@@ -32,6 +32,7 @@ Every key monitor uses is named here, so no two modules can disagree.
     P:story:<id>:rules           each rule's state in the story: its kept match (m:), the item
                                  that made it alert (a:) or escalate (e:), the item count at
                                  its last message (t:) (hash, expires with the story)
+    P:story:<id>:merged          the story this one was merged into (string, same expiry)
     P:stories                    story ids by last item time, for listing (sorted set)
     P:stories:ix:<bucket>        candidate index of one 12-hour bucket: LSH band, entity, figure
                                  or date -> recent story ids (hash, expires after the window)
@@ -174,6 +175,9 @@ class Keys:
 
     def story_rules(self, story_id: str) -> str:
         return f"{self.prefix}:story:{story_id}:rules"
+
+    def story_merged(self, story_id: str) -> str:
+        return f"{self.prefix}:story:{story_id}:merged"
 
     @property
     def stories(self) -> str:

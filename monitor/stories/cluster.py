@@ -550,6 +550,21 @@ def choose_story(
     return decide(extractor, item, candidates, window_seconds)[0]
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one item does to the stories (see ``plan``).
+
+    It joins ``story`` (None: it opens its own) on a link of strength ``score``.  When that
+    link is strong or there is none, it also ``absorbs`` the other stories it links strongly
+    and ``adopts`` the weak members of other stories it links strongly (story id, member).
+    """
+
+    story: str | None
+    score: float
+    absorbs: tuple[str, ...] = ()
+    adopts: tuple[tuple[str, Features], ...] = ()
+
+
 def decide(
     extractor: Extractor,
     item: Features,
@@ -569,24 +584,71 @@ def decide(
     A member that joined on a weak link (below ``STRONG_LINK``) is never linked through:
     single linkage chains, and when items arrive out of order an ambiguous item (an analysis
     naming one event's deposit and another's date) can reach a story first; linking through
-    it would then pull its own event's reports into the wrong story.  Kept out, the
-    ambiguity costs that one item, not the whole event.
+    it would then pull its own event's reports into the wrong story.  ``plan`` moves such a
+    member to its own event's story once a report of that event links it strongly.
     """
     best: tuple[float, str] | None = None
     for candidate in candidates:
-        score = max(
-            (
-                extractor.same_event(item, m)
-                for m in candidate.members
-                if m.item_id not in candidate.weak and within_window(item, m, window_seconds)
-            ),
-            default=0.0,
-        )
+        score = _link(extractor, item, candidate, window_seconds)
         if score <= 0:
             continue
         if best is None or score > best[0] or (score == best[0] and candidate.story_id < best[1]):
             best = (score, candidate.story_id)
     return (best[1], best[0]) if best else (None, 0.0)
+
+
+def plan(
+    extractor: Extractor,
+    item: Features,
+    candidates: Sequence[Candidate],
+    window_seconds: float,
+) -> Decision:
+    """``decide``, plus the corrections an item that arrived late makes to the stories.
+
+    Greedy clustering depends on arrival order, and a poll, a catch-up or a new outlet hands
+    items over in any order.  Two corrections make the stories the same as if every item had
+    arrived alone at its publication time:
+
+    * an item that links strongly to two stories bridges reports of one event that arrived
+      before the report tying them (a paraphrase published first, its translations later):
+      it joins the strongest and ``absorbs`` the others;
+    * an item that links strongly to a weak member of another story (an analysis that
+      reached the wrong event's story first, being the only story there) ``adopts`` it.
+
+    A weak link makes no correction: it is too little evidence to move other items.
+    """
+    story, score = decide(extractor, item, candidates, window_seconds)
+    if 0 < score < STRONG_LINK:
+        return Decision(story, score)
+    absorbs = tuple(
+        c.story_id
+        for c in candidates
+        if c.story_id != story and _link(extractor, item, c, window_seconds) >= STRONG_LINK
+    )
+    adopts = tuple(
+        (c.story_id, member)
+        for c in candidates
+        if c.story_id != story and c.story_id not in absorbs
+        for member in c.members
+        if member.item_id in c.weak
+        and within_window(item, member, window_seconds)
+        and extractor.same_event(item, member) >= STRONG_LINK
+    )
+    return Decision(story, score, absorbs, adopts)
+
+
+def _link(
+    extractor: Extractor, item: Features, candidate: Candidate, window_seconds: float
+) -> float:
+    """The strongest link from ``item`` to a member of the story it may link through."""
+    return max(
+        (
+            extractor.same_event(item, m)
+            for m in candidate.members
+            if m.item_id not in candidate.weak and within_window(item, m, window_seconds)
+        ),
+        default=0.0,
+    )
 
 
 def rank_candidates(found: Iterable[tuple[str, str]], limit: int = MAX_CANDIDATES) -> list[str]:
@@ -678,21 +740,53 @@ class MemoryStories:
             Candidate(sid, tuple(self.members[sid]), frozenset(self.weak[sid]))
             for sid in rank_candidates(found)
         ]
-        story, score = decide(self.extractor, features, candidates, self.window_seconds)
+        decision = plan(self.extractor, features, candidates, self.window_seconds)
+        story = decision.story
         if story is None:
             story = story_id_for(features.item_id)
             self.members[story] = []
             self.weak[story] = set()
+        for absorbed in decision.absorbs:
+            self._absorb(absorbed, story)
+        for source, member in decision.adopts:
+            self._adopt(source, member, story)
+        self._join(features, story, weak=0 < decision.score < STRONG_LINK)
+        return story
+
+    def _join(self, features: Features, story: str, *, weak: bool) -> None:
         if len(self.members[story]) < self.max_members:
             self.members[story].append(features)
-            if 0 < score < STRONG_LINK:
+            if weak:
                 self.weak[story].add(features.item_id)
+        assert features.published is not None
         write = bucket_of(features.published)
-        for key in keys:
+        for key in features.index_keys():
             listed = self.index.setdefault((write, key), [])
             if story in listed:
                 listed.remove(story)
             listed.append(story)
             del listed[:-KEY_STORIES]
         self.assignment[features.item_id] = story
-        return story
+
+    def _absorb(self, source: str, target: str) -> None:
+        """Every member and item of ``source`` moves to ``target``; the index follows."""
+        for member in self.members.pop(source):
+            if len(self.members[target]) < self.max_members:
+                self.members[target].append(member)
+        self.weak[target] |= self.weak.pop(source)
+        for item_id, story in self.assignment.items():
+            if story == source:
+                self.assignment[item_id] = target
+        for listed in self.index.values():
+            if source in listed:
+                listed[:] = [s for s in listed if s != source]
+                if target not in listed:
+                    listed.append(target)
+
+    def _adopt(self, source: str, member: Features, target: str) -> None:
+        """A weak member of ``source`` moves to ``target``, where it links strongly."""
+        if self.assignment.get(member.item_id) != source:
+            return
+        self.members[source] = [m for m in self.members[source] if m.item_id != member.item_id]
+        self.weak[source].discard(member.item_id)
+        self._join(member, target, weak=False)

@@ -49,12 +49,13 @@ from monitor.stories.cluster import (
     MAX_MEMBERS,
     STRONG_LINK,
     Candidate,
+    Decision,
     Extractor,
     Features,
     bucket_of,
     buckets_around,
-    decide,
     encode_signature,
+    plan,
     rank_candidates,
     story_id_for,
 )
@@ -108,14 +109,151 @@ return found
 _READ_STORIES = """
 local out = {}
 for s = 1, #ARGV do
-  local times = redis.call('HMGET', KEYS[2 * s - 1], 'first_seen', 'last_seen')
+  local times = redis.call('HMGET', KEYS[3 * s - 2], 'first_seen', 'last_seen', 'rev')
   if times[1] then
-    out[s] = {times[1], times[2], redis.call('LRANGE', KEYS[2 * s], tonumber(ARGV[s]), -1)}
+    out[s] = {times[1] .. ':' .. (times[3] or '0'), times[2],
+              redis.call('LRANGE', KEYS[3 * s - 1], tonumber(ARGV[s]), -1)}
   else
-    out[s] = {}
+    out[s] = {'merged', redis.call('GET', KEYS[3 * s]) or ''}
   end
 end
 return out
+"""
+
+# Merges one story (src) into another (dst): the item that linked both strongly showed they
+# report one event.  Everything of src moves: its items and members (appended), its flags
+# (the earlier time wins), its rules' states (dst's own win; 't:' the larger count), its
+# items' story keys and the index fields of its members; src is deleted and remembers dst.
+# KEYS: src hash, items, members, rules; dst hash, items, members, rules; stories zset; src
+#       merged key; then m item keys (src's items), then p index buckets (one per field).
+# ARGV: src id, dst id, ttl s, member cap, m, item key ttl s, p, then p index fields.
+# Returns 'ok', 'gone' (src or dst no longer exists: another replica merged it) or 'retry'
+# (src gained an item since its items were read).
+_ABSORB = """
+local src, dst, ttl, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local m, item_ttl, p = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[5]) == 0 then
+  return 'gone'
+end
+if redis.call('LLEN', KEYS[2]) ~= m then return 'retry' end
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local field, value = fields[i], fields[i + 1]
+  if field == 'items' then
+    redis.call('HINCRBY', KEYS[5], 'items', tonumber(value))
+  elseif field == 'last_seen' then
+    local mine = tonumber(redis.call('HGET', KEYS[5], field) or '0')
+    if tonumber(value) > mine then redis.call('HSET', KEYS[5], field, value) end
+  elseif field ~= 'id' and field ~= 'owners' and field ~= 'rev' then
+    local mine = redis.call('HGET', KEYS[5], field)
+    if not mine or tonumber(value) < tonumber(mine) then
+      redis.call('HSET', KEYS[5], field, value)
+    end
+  end
+end
+local owners = 0
+for _, field in ipairs(redis.call('HKEYS', KEYS[5])) do
+  if string.sub(field, 1, 6) == 'owner:' then owners = owners + 1 end
+end
+redis.call('HSET', KEYS[5], 'owners', owners)
+for _, entry in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  redis.call('RPUSH', KEYS[6], entry)
+end
+for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  if redis.call('LLEN', KEYS[7]) < cap then redis.call('RPUSH', KEYS[7], entry) end
+end
+local rules = redis.call('HGETALL', KEYS[4])
+for i = 1, #rules, 2 do
+  local field, value = rules[i], rules[i + 1]
+  if string.sub(field, 1, 2) == 't:' then
+    local mine = tonumber(redis.call('HGET', KEYS[8], field) or '-1')
+    if tonumber(value) > mine then redis.call('HSET', KEYS[8], field, value) end
+  else
+    redis.call('HSETNX', KEYS[8], field, value)
+  end
+end
+for i = 1, m do
+  local key = KEYS[10 + i]
+  if redis.call('GET', key) == src then redis.call('SET', key, dst, 'EX', item_ttl) end
+end
+for i = 1, p do
+  local bucket, field = KEYS[10 + m + i], ARGV[7 + i]
+  local current = redis.call('HGET', bucket, field)
+  if current then
+    local kept, seen = {}, {}
+    for id in string.gmatch(current, '%S+') do
+      if id == src then id = dst end
+      if not seen[id] then kept[#kept + 1] = id; seen[id] = true end
+    end
+    redis.call('HSET', bucket, field, table.concat(kept, ' '))
+  end
+end
+redis.call('ZREM', KEYS[9], src)
+redis.call('ZADD', KEYS[9], redis.call('HGET', KEYS[5], 'last_seen'), dst)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('SET', KEYS[10], dst, 'EX', ttl)
+for i = 5, 8 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 'ok'
+"""
+
+# Moves one item that joined a story (src) on a weak link to the story (dst) of a report
+# that links it strongly.  Its item entry and member leave src (whose 'rev' changes, so
+# replicas decode src's members again), join dst with dst's flags set from the item, and
+# the item's story key and its index fields now name dst.
+# KEYS: src hash, items, members; dst hash, items, members; stories zset; item key; the
+#       item's index bucket.
+# ARGV: item id, src id, dst id, member JSON, ttl s, member cap, item key ttl s, key cap,
+#       then the item's index fields.
+# Returns 'ok', or 'gone' when the item is no longer in src (another replica moved it).
+_ADOPT = """
+local item, src, dst, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl, cap, item_ttl, key_cap = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+if redis.call('GET', KEYS[8]) ~= src or redis.call('EXISTS', KEYS[4]) == 0 then
+  return 'gone'
+end
+local entry = nil
+for _, value in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if cjson.decode(value)['id'] == item then entry = value; break end
+end
+if not entry then return 'gone' end
+redis.call('LREM', KEYS[2], 1, entry)
+redis.call('HINCRBY', KEYS[1], 'items', -1)
+for _, value in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  if cjson.decode(value)['id'] == item then redis.call('LREM', KEYS[3], 1, value); break end
+end
+redis.call('HINCRBY', KEYS[1], 'rev', 1)
+local data = cjson.decode(entry)
+local now = redis.call('HGET', KEYS[4], 'last_seen')
+redis.call('RPUSH', KEYS[5], entry)
+redis.call('HINCRBY', KEYS[4], 'items', 1)
+if redis.call('LLEN', KEYS[6]) < cap then redis.call('RPUSH', KEYS[6], member) end
+if data['lang'] and data['lang'] ~= '' then
+  redis.call('HSETNX', KEYS[4], 'lang:' .. data['lang'], now)
+end
+redis.call('HSETNX', KEYS[4], 'src:' .. data['source'], now)
+redis.call('HSETNX', KEYS[4], 'kind:' .. (data['kind'] or 'news'), now)
+local owner = data['owner']
+if not owner or owner == cjson.null or owner == '' then owner = data['source'] end
+if redis.call('HSETNX', KEYS[4], 'owner:' .. owner, now) == 1 then
+  redis.call('HINCRBY', KEYS[4], 'owners', 1)
+end
+redis.call('SET', KEYS[8], dst, 'EX', item_ttl)
+for i = 9, #ARGV do
+  local kept = {}
+  local current = redis.call('HGET', KEYS[9], ARGV[i])
+  if current then
+    for id in string.gmatch(current, '%S+') do
+      if id ~= dst then kept[#kept + 1] = id end
+    end
+  end
+  kept[#kept + 1] = dst
+  while #kept > key_cap do table.remove(kept, 1) end
+  redis.call('HSET', KEYS[9], ARGV[i], table.concat(kept, ' '))
+end
+for i = 4, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
+return 'ok'
 """
 
 # KEYS: index buckets read (n), then: write bucket, story hash, items list, members list,
@@ -325,6 +463,18 @@ class _Snapshot:
     candidates: tuple[Candidate, ...]
 
 
+def _member_record(features: Features) -> dict[str, Any]:
+    """What the store keeps of a member to compare later items with (``_member`` reads it)."""
+    assert features.published is not None, "ingestion gives every item a publication time"
+    return {
+        "id": features.item_id,
+        "lang": features.lang,
+        "sig": encode_signature(features.signature),
+        "ev": sorted(features.evidence),
+        "pub": int(features.published.timestamp() * 1000),
+    }
+
+
 def _backoff(attempt: int) -> float:
     """Seconds to pause after refused commit number ``attempt`` (from 0): jittered, growing."""
     ceiling = min(BACKOFF_CAP, BACKOFF_SECONDS * 2**attempt)
@@ -359,6 +509,8 @@ class StoryStore:
         self._read_index = client.register_script(_READ_INDEX)
         self._read_stories = client.register_script(_READ_STORIES)
         self._settle = client.register_script(_SETTLE)
+        self._absorb = client.register_script(_ABSORB)
+        self._adopt = client.register_script(_ADOPT)
         self._cache: dict[str, _Cached] = {}
 
     # -- assignment -----------------------------------------------------------------------
@@ -376,12 +528,14 @@ class StoryStore:
         window = self.window.total_seconds()
         for attempt in range(MAX_ATTEMPTS):
             snapshot = await self._read(features)
-            story, score = decide(self.extractor, features, snapshot.candidates, window)
-            created = story is None
-            story_id = story or story_id_for(item.id)
-            weak = 0 < score < STRONG_LINK
+            decision = plan(self.extractor, features, snapshot.candidates, window)
+            created = decision.story is None
+            story_id = decision.story or story_id_for(item.id)
+            weak = 0 < decision.score < STRONG_LINK
             result = await self._commit(item, features, snapshot, story_id, created, now, weak=weak)
             if result is not None:
+                if not result.duplicate:
+                    await self._correct(decision, result.story_id)
                 return result
             await asyncio.sleep(_backoff(attempt))
         log.warning(
@@ -395,6 +549,89 @@ class StoryStore:
         )
         assert result is not None, "a forced commit is never refused"
         return result
+
+    async def _correct(self, decision: Decision, story_id: str) -> None:
+        """Apply what the item showed about other stories (``cluster.plan``): stories that
+        report its event merge into its story, weak members of other stories that it links
+        strongly move to it.  Each step is one atomic script; a step another replica made
+        first is skipped.  A merge that keeps losing to new items of the other story is left
+        undone (logged): the two stories stay apart, and every item in them still alerts."""
+        for absorbed in decision.absorbs:
+            await self._merge(absorbed, story_id, decision)
+        for source, member in decision.adopts:
+            await self._move(member, source, story_id)
+
+    async def _merge(self, source: str, target: str, decision: Decision) -> None:
+        cached = self._cache.get(source)
+        fields = [
+            (self.keys.story_index(bucket_of(m.published)), key)
+            for m in (cached.members if cached is not None else ())
+            if m.published is not None
+            for key in m.index_keys()
+        ]
+        for attempt in range(MAX_ATTEMPTS):
+            status = await self._absorb_once(source, target, fields)
+            if status != "retry":
+                if status == "ok":
+                    self._cache.pop(source, None)
+                    log.info("stories merged", story=target, merged=source, by=decision.story)
+                return
+            await asyncio.sleep(_backoff(attempt))
+        log.warning("story merge kept conflicting; left apart", story=target, merged=source)
+
+    async def _absorb_once(
+        self, source: str, target: str, fields: Sequence[tuple[str, str]]
+    ) -> str:
+        """One try of ``_ABSORB``: 'ok', 'gone' or 'retry' (see the script)."""
+        keep = max(1, int(self.retention.total_seconds()))
+        item_ids = await self._item_ids(source)
+        keys = [
+            self.keys.story(source),
+            self.keys.story_items(source),
+            self.keys.story_members(source),
+            self.keys.story_rules(source),
+            self.keys.story(target),
+            self.keys.story_items(target),
+            self.keys.story_members(target),
+            self.keys.story_rules(target),
+            self.keys.stories,
+            self.keys.story_merged(source),
+            *(self.keys.story_item(i) for i in item_ids),
+            *(bucket for bucket, _ in fields),
+        ]
+        args: list[str | int] = [source, target, keep, MAX_MEMBERS, len(item_ids), keep]
+        args += [len(fields), *(field for _, field in fields)]
+        return str(await guarded(lambda: self._absorb(keys=keys, args=args)))
+
+    async def _item_ids(self, story_id: str) -> list[str]:
+        key = self.keys.story_items(story_id)
+
+        async def read() -> list[str]:
+            return [str(json.loads(i)["id"]) for i in await self.client.lrange(key, 0, -1)]
+
+        return await guarded(read)
+
+    async def _move(self, member: Features, source: str, target: str) -> None:
+        assert member.published is not None
+        keep = max(1, int(self.retention.total_seconds()))
+        keys = [
+            self.keys.story(source),
+            self.keys.story_items(source),
+            self.keys.story_members(source),
+            self.keys.story(target),
+            self.keys.story_items(target),
+            self.keys.story_members(target),
+            self.keys.stories,
+            self.keys.story_item(member.item_id),
+            self.keys.story_index(bucket_of(member.published)),
+        ]
+        record = json.dumps(_member_record(member), ensure_ascii=False)
+        args: list[str | int] = [member.item_id, source, target, record, keep, MAX_MEMBERS]
+        args += [keep, KEY_STORIES, *member.index_keys()]
+        status = await guarded(lambda: self._adopt(keys=keys, args=args))
+        if status == "ok":
+            self._cache.pop(source, None)
+            log.info("story item moved", item=member.item_id, story=target, left=source)
 
     async def _read(self, features: Features) -> _Snapshot:
         assert features.published is not None, "ingestion gives every item a publication time"
@@ -413,21 +650,34 @@ class StoryStore:
         candidates = await self._candidates(found)
         return _Snapshot(buckets, index_keys, str(raw[0]), candidates)
 
-    async def _candidates(self, story_ids: Sequence[str]) -> tuple[Candidate, ...]:
-        """The stories' last-seen times and members, reading only members not yet cached."""
+    async def _candidates(
+        self, story_ids: Sequence[str], _follow: bool = False
+    ) -> tuple[Candidate, ...]:
+        """The stories' last-seen times and members, reading only members not yet cached.
+        A story merged into another is read as that one (one step: ``_follow``)."""
         if not story_ids:
             return ()
         keys: list[str] = []
         known: list[int] = []
         for sid in story_ids:
-            keys += [self.keys.story(sid), self.keys.story_members(sid)]
+            keys += [
+                self.keys.story(sid),
+                self.keys.story_members(sid),
+                self.keys.story_merged(sid),
+            ]
             known.append(len(self._cache[sid].members) if sid in self._cache else 0)
         raw = await guarded(lambda: self._read_stories(keys=keys, args=known))
         candidates: list[Candidate] = []
+        merged: list[str] = []
         for sid, count, entry in zip(story_ids, known, raw, strict=True):
-            if not entry:
+            if entry[0] == "merged":
+                # Gone: merged into another story (read that one instead, once), or
+                # expired (the index outlives the story by up to one bucket).
                 self._cache.pop(sid, None)
-                continue  # expired: the index outlives the story by up to one bucket
+                target = str(entry[1])
+                if target and target not in story_ids and not _follow:
+                    merged.append(target)
+                continue
             first_seen, fresh = str(entry[0]), entry[2]
             cached = self._cache.get(sid)
             if cached is None or cached.first_seen != first_seen or len(cached.members) != count:
@@ -444,6 +694,8 @@ class StoryStore:
             )
             self._remember(sid, entry_now)
             candidates.append(Candidate(sid, entry_now.members, entry_now.weak))
+        if merged:
+            candidates += await self._candidates(list(dict.fromkeys(merged)), _follow=True)
         return tuple(candidates)
 
     async def _all_members(self, story_id: str) -> list[str]:
@@ -488,13 +740,7 @@ class StoryStore:
         # on the bucket's own time: an item published months ago must stay findable by the
         # other reports of its event arriving after it.
         keep = max(1, int(self.retention.total_seconds()))
-        member = {
-            "id": item.id,
-            "lang": features.lang,
-            "sig": encode_signature(features.signature),
-            "ev": sorted(features.evidence),
-            "pub": int(item.published.timestamp() * 1000),
-        }
+        member = _member_record(features)
         if weak:
             member["weak"] = 1
         story_item = StoryItem(
@@ -630,8 +876,17 @@ class StoryStore:
     # -- reading ----------------------------------------------------------------------------
 
     async def story(self, story_id: str) -> Story | None:
-        """The story with its items, or None when there is none (or it expired)."""
+        """The story with its items, or None when there is none (or it expired).  A story
+        merged into another (see ``_ABSORB``) is that other story: alerts sent before the
+        merge name the old id."""
         stories = await self._stories([story_id])
+        if stories:
+            return stories[0]
+        key = self.keys.story_merged(story_id)
+        target = await guarded(lambda: self.client.get(key))
+        if not target:
+            return None
+        stories = await self._stories([str(target)])
         return stories[0] if stories else None
 
     async def recent(self, since: datetime, limit: int = 200, offset: int = 0) -> list[Story]:

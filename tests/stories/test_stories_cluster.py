@@ -14,8 +14,11 @@ from monitor.rules.text import fold
 from monitor.stories.cluster import (
     SHORT_TEXT,
     SLOTS,
+    STRONG_LINK,
     Candidate,
+    Decision,
     Extractor,
+    Features,
     MemoryStories,
     band_keys,
     choose_story,
@@ -24,6 +27,7 @@ from monitor.stories.cluster import (
     encode_signature,
     figures,
     minhash,
+    plan,
     shingles,
     similarity,
     story_id_for,
@@ -456,3 +460,61 @@ def test_features_survive_the_store_round_trip(summary: str, title: str) -> None
         features.published,
     )
     assert rebuilt == features
+
+
+# --- corrections for items that arrive out of order (cluster.plan) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def labelled_features() -> dict[str, Features]:
+    from test_stories_quality import load_labelled
+
+    return {one.id: EXTRACTOR.features(one) for one in load_labelled().items}
+
+
+def test_an_item_linking_two_stories_strongly_merges_them(
+    labelled_features: dict[str, Features],
+) -> None:
+    """mq-en-2 arrived before the reports that tie it to its event and opened a story; mq-en-3
+    links both that story (4.0) and the event's (5.5) strongly: it joins the stronger and
+    absorbs the other."""
+    f = labelled_features
+    candidates = [Candidate("s-event", (f["mq-ru-2"],)), Candidate("s-early", (f["mq-en-2"],))]
+    decision = plan(EXTRACTOR, f["mq-en-3"], candidates, 72 * 3600.0)
+    assert decision == Decision("s-event", decision.score, absorbs=("s-early",))
+    assert decision.score >= STRONG_LINK
+
+
+def test_an_item_linking_a_weak_member_strongly_adopts_it(
+    labelled_features: dict[str, Features],
+) -> None:
+    """ck-en-4 (Cove Kaz, which also names the Kairakty auction's deposit) reached the auction's
+    story first, on a weak link; the first Cove Kaz report opens its own story and takes it."""
+    f = labelled_features
+    auction = Candidate("s-auction", (f["ka-en-4"], f["ck-en-4"]), weak=frozenset({"ck-en-4"}))
+    decision = plan(EXTRACTOR, f["ck-en-1"], [auction], 72 * 3600.0)
+    assert decision == Decision(None, 0.0, adopts=(("s-auction", f["ck-en-4"]),))
+
+
+def test_a_weak_link_corrects_nothing(labelled_features: dict[str, Features]) -> None:
+    """An item that joins on a weak link is too little evidence to move other items, even
+    one it links strongly."""
+    f = labelled_features
+    auction = Candidate("s-auction", (f["ka-en-4"],))
+    holding = Candidate("s-other", (f["ka-en-1"], f["ck-en-1"]), weak=frozenset({"ck-en-1"}))
+    decision = plan(EXTRACTOR, f["ck-en-4"], [auction, holding], 72 * 3600.0)
+    assert decision.story == "s-auction"
+    assert 0 < decision.score < STRONG_LINK
+    assert decision.absorbs == ()
+    assert decision.adopts == ()
+
+
+def test_memory_stories_apply_the_corrections(labelled_features: dict[str, Features]) -> None:
+    f = labelled_features
+    stories = MemoryStories(EXTRACTOR)
+    early = stories.add_features(f["mq-en-2"])
+    event = stories.add_features(f["mq-ru-2"])
+    assert early != event
+    assert stories.add_features(f["mq-en-3"]) == event
+    assert stories.assignment["mq-en-2"] == event
+    assert early not in stories.members

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from test_stories_quality import PRECISION_FLOOR, RECALL_FLOOR, load_labelled, pairwise
+from test_stories_quality import (
+    PRECISION_FLOOR,
+    RECALL_FLOOR,
+    load_labelled,
+    pairwise,
+    partition,
+)
 
 from monitor.app.embedded_redis import EmbeddedRedis
 from monitor.errors import ConfigError
@@ -231,24 +237,39 @@ async def test_redis_clusters_the_labelled_set_as_memory_does(
         assert update.story_id == memory.add(one), one.id
 
 
+@pytest.mark.parametrize("seed", [0, 3, 10])
 async def test_redis_clusters_the_labelled_set_arriving_all_at_once_as_memory_does(
-    redis_client: aioredis.Redis,
+    redis_client: aioredis.Redis, seed: int
 ) -> None:
     """Every labelled item arriving at one moment (one ``now``), shuffled: the store reads
     only publication times, so it forms the stories the in-memory clusterer forms for the
-    same order, and those meet the quality floors."""
+    same order, those meet the quality floors, and they are the stories of the items
+    arriving one by one.  Orders 0 and 10 need the corrections: a story merged into
+    another by the report that bridges them, a weak member moved to its own event's story."""
     labelled = load_labelled()
     items = list(labelled.items)
-    random.Random(3).shuffle(items)
+    random.Random(seed).shuffle(items)
     stories = store(redis_client)
     memory = MemoryStories(EXTRACTOR)
     arrival = labelled.items[-1].published + timedelta(days=30)
     for one in items:
         update = await stories.assign(one, arrival)
         assert update.story_id == memory.add(one), one.id
+    final = {one.id: await stories.story_of(one.id) for one in labelled.items}
+    assert final == memory.assignment
+    alone = MemoryStories(EXTRACTOR)
+    for one in labelled.items:
+        alone.add(one)
+    assert partition(final) == partition(alone.assignment)
     scores = pairwise(labelled.story, memory.assignment, [one.id for one in labelled.items])
     assert scores.precision >= PRECISION_FLOOR
     assert scores.recall >= RECALL_FLOOR
+    for story_id in set(memory.assignment.values()):
+        story = await stories.story(story_id)
+        assert story is not None
+        assert {i.item_id for i in story.items} == {
+            item for item, sid in memory.assignment.items() if sid == story_id
+        }
 
 
 def test_the_config_gives_sources_their_provenance(tmp_path: Path) -> None:
@@ -394,3 +415,57 @@ async def test_a_rule_first_matching_a_corroborated_story_alerts_on_that_item(
     last = updates[3]
     settled = await stories.settle(last.story_id, last.item_id, [("r", gate_for(3, False), "{}")])
     assert [(v.rule_id, v.status) for v in settled.verdicts] == [("r", "alert")]
+
+
+def labelled_item(item_id: str) -> Item:
+    (found,) = [one for one in load_labelled().items if one.id == item_id]
+    return found
+
+
+async def test_a_merged_story_keeps_what_its_rules_did_and_answers_by_its_old_id(
+    redis_client: aioredis.Redis,
+) -> None:
+    """mq-en-2 arrives first and alerts in a story of its own; mq-en-3 then bridges it to
+    its event's story.  The merged story has both stories' items, every item's story key
+    names it, the rule that alerted in the absorbed story stays quiet, and the old id
+    (named by the alert already sent) reads as the merged story."""
+    stories = store(redis_client)
+    early = await stories.assign(labelled_item("mq-en-2"), NOW)
+    first = await stories.settle(early.story_id, early.item_id, [("r", Gate(), "{}")])
+    assert [v.status for v in first.verdicts] == ["alert"]
+    event = await stories.assign(labelled_item("mq-ru-2"), NOW)
+    assert event.story_id != early.story_id
+    bridge = await stories.assign(labelled_item("mq-en-3"), NOW)
+    assert bridge.story_id == event.story_id
+    for item_id in ("mq-en-2", "mq-ru-2", "mq-en-3"):
+        assert await stories.story_of(item_id) == event.story_id
+    after = await stories.settle(bridge.story_id, bridge.item_id, [("r", Gate(), "{}")])
+    assert [v.status for v in after.verdicts] == ["quiet"]
+    merged = await stories.story(early.story_id)
+    assert merged is not None
+    assert merged.id == event.story_id
+    assert {i.item_id for i in merged.items} == {"mq-en-2", "mq-ru-2", "mq-en-3"}
+    assert [s.id for s in await stories.recent(NOW - timedelta(days=1))] == [event.story_id]
+    later = await stories.assign(labelled_item("mq-zh-1"), NOW)
+    assert later.story_id == event.story_id
+
+
+async def test_a_weak_member_moves_to_the_story_of_its_own_event(
+    redis_client: aioredis.Redis,
+) -> None:
+    """ck-en-4 joins the Kairakty auction's story on a weak link (the only story there);
+    the first Cove Kaz report, linking it strongly, opens the Cove Kaz story and takes it."""
+    stories = store(redis_client)
+    auction = await stories.assign(labelled_item("ka-en-4"), NOW)
+    weak = await stories.assign(labelled_item("ck-en-4"), NOW)
+    assert weak.story_id == auction.story_id
+    cove = await stories.assign(labelled_item("ck-en-1"), NOW)
+    assert cove.story_id != auction.story_id
+    assert await stories.story_of("ck-en-4") == cove.story_id
+    auction_story = await stories.story(auction.story_id)
+    cove_story = await stories.story(cove.story_id)
+    assert auction_story is not None
+    assert cove_story is not None
+    assert [i.item_id for i in auction_story.items] == ["ka-en-4"]
+    assert [i.item_id for i in cove_story.items] == ["ck-en-1", "ck-en-4"]
+    assert (await stories.assign(labelled_item("ck-ru-1"), NOW)).story_id == cove.story_id
