@@ -255,7 +255,7 @@ async def test_redis_clusters_the_labelled_set_arriving_all_at_once_as_memory_do
     for one in items:
         update = await stories.assign(one, arrival)
         assert update.story_id == memory.add(one), one.id
-    final = {one.id: await stories.story_of(one.id) for one in labelled.items}
+    final = {one.id: str(await stories.story_of(one.id)) for one in labelled.items}
     assert final == memory.assignment
     alone = MemoryStories(EXTRACTOR)
     for one in labelled.items:
