@@ -21,7 +21,7 @@ import structlog
 from monitor.errors import FeedError, FeedParseError, StoreError
 from monitor.ingest.dedup import ItemRecord, as_update
 from monitor.ingest.fetch import Fetcher, FetchResult, Validators
-from monitor.ingest.prepare import PreparedFeed, PreparedItem, prepare_feed
+from monitor.ingest.prepare import PreparedFeed, PreparedItem, can_alert, prepare_feed
 from monitor.ingest.schedule import (
     PollOutcome,
     cache_lifetime,
@@ -41,17 +41,24 @@ from monitor.stories.volume import VolumeStore
 
 Clock = Callable[[], datetime]
 Preparer = Callable[
-    [Source, FetchResult, datetime, RuleSet, frozenset[str]], Awaitable[PreparedFeed]
+    [Source, FetchResult, datetime, RuleSet, frozenset[str], datetime | None],
+    Awaitable[PreparedFeed],
 ]
 log = structlog.get_logger("monitor.ingest.poll")
 
 
 async def prepare_in_process(
-    source: Source, response: FetchResult, now: datetime, rules: RuleSet, known: frozenset[str]
+    source: Source,
+    response: FetchResult,
+    now: datetime,
+    rules: RuleSet,
+    known: frozenset[str],
+    quiet_before: datetime | None = None,
 ) -> PreparedFeed:
     """The default preparer: on the event loop, for tests, ``--once`` and small deployments."""
     url = response.url or source.url
-    return prepare_feed(source, response.body, response.headers, url, now, rules, known)
+    body, headers = response.body, response.headers
+    return prepare_feed(source, body, headers, url, now, rules, known, quiet_before)
 
 
 def body_digest(body: bytes) -> str:
@@ -188,12 +195,12 @@ async def _fetch_and_record(
         success = _success(source, state.validators, response, (now, tick), None, digest=digest)
         await ctx.store.feed_succeeded(source.name, success)
         return PollResult(source=source.name, status="not-modified", http_status=response.status)
-    prepared = await ctx.prepare(source, response, now, rules, state.known_entries)
-    if prepared.error is not None:
-        raise FeedParseError(source.name, source.url, prepared.error)
     quiet_before = None
     if state.last_success is None and ctx.backfill is not None:  # a new feed's archive
         quiet_before = now - ctx.backfill
+    prepared = await ctx.prepare(source, response, now, rules, state.known_entries, quiet_before)
+    if prepared.error is not None:
+        raise FeedParseError(source.name, source.url, prepared.error)
     new_items, matched, complete = await _record(source, rules, ctx, prepared, quiet_before, now)
     # Validators and entry names are kept only when every item was handled, so a capped poll
     # fetches and considers every entry again; a body cut at ``max_items`` keeps the names of
@@ -247,7 +254,10 @@ async def _record(
     """
     items = list(prepared.items)
     if prepared.rules_version != rules.version:  # prepared before a reload, or not matched
-        items = [rematch(item, rules) for item in items]
+        items = [
+            rematch(item, rules) if can_alert(item.published, quiet_before) else item
+            for item in items
+        ]
     sightings = await ctx.store.triage([item.record for item in items])
     items = [
         replace(item, record=record)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,31 @@ def matched_rules(prepared: PreparedFeed) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def shipped_rules() -> RuleSet:
     return load_rules([REPO / "rules"])
+
+
+async def test_items_that_cannot_alert_are_not_matched_in_a_worker_either(
+    shipped_rules: RuleSet,
+) -> None:
+    """A first poll's archive (published before the backfill window, ``quiet_before``) is
+    recorded without alerting, so it is not matched at all; the same items inside the
+    window are.  The sample items carry no date: they are published when first seen (NOW)."""
+    archive = NOW + timedelta(seconds=1)
+    quiet = prepare_feed(SOURCE, FEED, {}, SOURCE.url, NOW, shipped_rules, quiet_before=archive)
+    assert matched_rules(quiet) == [[], [], []]
+    assert all(not item.record.rules for item in quiet.items)
+    window = NOW - timedelta(hours=24)
+    alerting = prepare_feed(SOURCE, FEED, {}, SOURCE.url, NOW, shipped_rules, quiet_before=window)
+    assert matched_rules(alerting) == matched_rules(
+        prepare_feed(SOURCE, FEED, {}, SOURCE.url, NOW, shipped_rules)
+    )
+    pool = ParserPool(1, shipped_rules)
+    try:
+        prepared = await pool.prepare(
+            SOURCE, response(FEED), NOW, shipped_rules, frozenset(), archive
+        )
+    finally:
+        pool.close()
+    assert [i.record for i in prepared.items] == [i.record for i in quiet.items]
 
 
 async def test_a_worker_matches_as_the_event_loop_does(shipped_rules: RuleSet) -> None:

@@ -126,6 +126,7 @@ class ParserPool:
         now: datetime,
         rules: RuleSet,
         known: frozenset[str],
+        quiet_before: datetime | None = None,
     ) -> PreparedFeed:
         """The ``poll.Preparer`` that runs in a worker.  ``rules`` is what the poll was
         given; the worker matches with the pool's copy and says which version it used (the
@@ -159,6 +160,7 @@ class ParserPool:
                     now,
                     known,
                     budget,
+                    quiet_before,
                 )
         except TimeoutError:
             assert deadline is not None

@@ -93,6 +93,7 @@ def prepare_with_installed_rules(
     now: datetime,
     known: frozenset[str],
     cpu_budget: float | None = None,
+    quiet_before: datetime | None = None,
 ) -> PreparedFeed:
     """``prepare_feed`` with this process's rules, within ``cpu_budget`` seconds of CPU.
 
@@ -101,11 +102,11 @@ def prepare_with_installed_rules(
     with a budget error, while this process stays healthy for the next feed.  A parse stuck
     inside one C call never reaches such a step; the pool's wall deadline covers that."""
     if not cpu_budget or cpu_budget <= 0:
-        return prepare_feed(source, body, headers, url, now, _process_rules, known)
+        return prepare_feed(source, body, headers, url, now, _process_rules, known, quiet_before)
     previous = signal.signal(signal.SIGPROF, _over_budget)
     signal.setitimer(signal.ITIMER_PROF, cpu_budget)
     try:
-        return prepare_feed(source, body, headers, url, now, _process_rules, known)
+        return prepare_feed(source, body, headers, url, now, _process_rules, known, quiet_before)
     except ParseBudgetExceeded:
         return PreparedFeed(0, (), error=budget_message(source, cpu_budget, "CPU"))
     finally:
