@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from monitor.model import Item, Match, TermHit
 from monitor.rules.expr import (
@@ -113,7 +114,7 @@ class ItemText:
     def _regex_hits(self, regex: Regex, field: str) -> Iterable[TermHit]:
         folded = self.folded(field, case=regex.case)
         for found in regex.compiled.finditer(folded.text):
-            start, end = found.span()
+            start, end = shown_span(found, folded.text)
             if start != end:
                 yield self._hit(regex.label, field, folded, regex.case, start, end)
 
@@ -433,3 +434,28 @@ def describe(node: Node) -> str:
 
 def _shorten(text: str, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown_span(found: Any, text: str) -> tuple[int, int]:
+    """The part of a regex match that is the word found, without its boundary groups.
+
+    RE2 has no lookaround, so a rule writes a word boundary as a group around the word
+    (``(^|[^\\pL\\pN])US([^\\pL\\pN$]|$)``), and the match takes the space and hyphen
+    around "US".  A first group at the match's start and a last group at its end that
+    hold no letter or digit are left out, so the quote marks "US", not " US-".
+    """
+    start, end = found.span()
+    groups = found.re.groups
+    if not groups:
+        return start, end
+    first_start, first_end = found.span(1)
+    if first_start == start and first_end >= 0 and not _has_word_char(text[start:first_end]):
+        start = first_end
+    last_start, last_end = found.span(groups)
+    if last_end == end and last_start >= start and not _has_word_char(text[last_start:end]):
+        end = last_start
+    return (start, end) if start < end else found.span()
+
+
+def _has_word_char(text: str) -> bool:
+    return any(char.isalnum() for char in text)

@@ -14,6 +14,7 @@ from monitor.model import Item, Severity, TermHit
 from monitor.rules import (
     Group,
     ItemText,
+    Regex,
     Rule,
     RuleSet,
     SetRef,
@@ -438,3 +439,22 @@ def test_ordered_hits_are_the_distinct_hits_sorted(found: list[TermHit]) -> None
     expected = sorted(set(found), key=order)
     assert [order(hit) for hit in ordered_hits(found)] == [order(hit) for hit in expected]
     assert set(ordered_hits(found)) == set(found)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "shown"),
+    [
+        (r"(^|[^\pL\pN])US([^\pL\pN$]|$)", "offers from a US-backed consortium", "US"),
+        (r"(^|[^\pL\pN])US([^\pL\pN$]|$)", "US", "US"),
+        (r"(^|[^\pL\pN])US([^\pL\pN$]|$)", "the US", "US"),
+        (r"(Tau).?(Ken)", "Tau-Ken Samruk", "Tau-Ken"),  # word groups stay in
+        (r"\$\d+", "a $110 million loan", "$110"),  # no groups: the whole match
+        (r"( )", "a b", " "),  # nothing else to show: the match as it is
+    ],
+)
+def test_a_regex_hit_leaves_out_its_boundary_groups(pattern: str, text: str, shown: str) -> None:
+    """RE2 has no lookaround, so rules write word boundaries as groups; the quote marks the
+    word, not the space and hyphen around it ("a* US-*backed" before)."""
+    (hit,) = all_hits(ItemText(item(text)), Regex.parse(pattern, case=True))
+    assert hit.text == shown
+    assert text[hit.start : hit.end] == shown
