@@ -199,6 +199,81 @@ class SourceNote:
 
 
 @dataclass(frozen=True, slots=True)
+class Translation:
+    """A foreign alert's headline and quoted sentence in English, by a translation service.
+
+    ``unavailable``: the service was asked but failed or missed its deadline, so the alert
+    says "translation unavailable" and its gloss is the English it has.  A text that was
+    not asked for (no quote) stays empty.  ``provider`` names the service, so a reader
+    knows it is a machine's English.
+    """
+
+    title: str = ""
+    quote: str = ""
+    provider: str = ""
+    unavailable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "quote": self.quote,
+            "provider": self.provider,
+            "unavailable": self.unavailable,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Translation:
+        return cls(
+            title=str(data.get("title") or ""),
+            quote=str(data.get("quote") or ""),
+            provider=str(data.get("provider") or ""),
+            unavailable=data.get("unavailable") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleNote:
+    """Another rule that matched the same article, told in the same message (a message per
+    article, see ``monitor.deliver.group``): what it is called, how severe, and whether its
+    part of the message is a follow-up or an update."""
+
+    rule_id: str
+    title: str
+    severity: Severity
+    follow_up: str | None = None
+    update: bool = False
+
+    @property
+    def label(self) -> str:
+        """'Title (MEDIUM)', 'Title (LOW, follow-up: new language)'."""
+        notes = [self.severity.name]
+        if self.follow_up:
+            notes.append(f"follow-up: {self.follow_up}")
+        if self.update:
+            notes.append("updated")
+        return f"{self.title or self.rule_id} ({', '.join(notes)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.rule_id,
+            "title": self.title,
+            "severity": self.severity.label,
+            **({"follow_up": self.follow_up} if self.follow_up else {}),
+            **({"update": True} if self.update else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RuleNote:
+        return cls(
+            rule_id=str(data["id"]),
+            title=str(data.get("title") or ""),
+            severity=Severity.parse(str(data.get("severity") or "medium")),
+            follow_up=str(data["follow_up"]) if data.get("follow_up") else None,
+            update=data.get("update") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """A rule matched an item: the unit that is queued and delivered.
 
@@ -228,6 +303,17 @@ class Match:
     update: bool = False
     """The item was republished with other words, and this rule matches only its new
     version: the alert says "Updated:" (see ``dedup.materially_changed``)."""
+    gloss: str = ""
+    """For an item not in English: what matched and what it names, in English
+    ("Kazakhstan · tungsten · Upper Kairakty"), built offline at matching
+    (``rules.gloss``)."""
+    translation: Translation | None = None
+    """The machine translation of the headline and quote, set by the delivery worker just
+    before sending (``deliver.translate``); None when none was asked for."""
+    also: tuple[RuleNote, ...] = ()
+    """The other rules that matched this article and whose alerts share this message (one
+    message per article, set by the delivery worker just before sending): each channel
+    lists them under the headline."""
 
     @property
     def headline(self) -> str:
@@ -271,6 +357,9 @@ class Match:
             ),
             **({"explanation": self.explanation} if self.explanation else {}),
             **({"update": True} if self.update else {}),
+            **({"gloss": self.gloss} if self.gloss else {}),
+            **({"translation": self.translation.to_dict()} if self.translation else {}),
+            **({"also": [note.to_dict() for note in self.also]} if self.also else {}),
         }
 
     @classmethod
@@ -299,6 +388,11 @@ class Match:
             provenance=tuple(SourceNote.from_dict(n) for n in data.get("provenance") or ()),
             explanation=str(data.get("explanation") or ""),
             update=data.get("update") is True,
+            gloss=str(data.get("gloss") or ""),
+            translation=Translation.from_dict(data["translation"])
+            if isinstance(data.get("translation"), Mapping)
+            else None,
+            also=tuple(RuleNote.from_dict(n) for n in data.get("also") or ()),
         )
 
 
@@ -317,3 +411,6 @@ class PollResult:
     warnings: tuple[str, ...] = field(default=())
     matched_rules: tuple[str, ...] = field(default=())
     """The rule of each match queued (``matches`` of them), for per-rule counts."""
+    host_wait: float = 0.0
+    """Seconds the poll stood aside for its host's turn (``http.per_host``, ``http.host_gap``);
+    not part of ``duration``, which is the poll's own work."""

@@ -294,7 +294,65 @@ class WebhookChannelSettings(_Strict):
         return self.enabled and bool(self.url.get_secret_value())
 
 
-CHANNEL_KINDS = ("console", "slack", "email", "webhook")
+def _apprise_urls(value: object) -> object:
+    """One string (``${APPRISE_URLS}``) may hold several URLs separated by spaces or new
+    lines; an empty one (a variable unset) is no URL at all."""
+    items = value.split() if isinstance(value, str) else value
+    if isinstance(items, list | tuple):
+        return tuple(item for item in items if not (isinstance(item, str) and not item.strip()))
+    return items
+
+
+_APPRISE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]{0,31}://\S+$")
+
+
+class AppriseChannelSettings(_Strict):
+    """Apprise URLs (Teams, Telegram, Matrix, Discord, ntfy, SMS gateways ...): each one is a
+    secret, since tokens sit inside it."""
+
+    urls: Annotated[tuple[SecretStr, ...], BeforeValidator(_apprise_urls)] = Field(
+        default=(), description="Apprise URLs, each sent every alert; a string may hold several"
+    )
+    format: Literal["text", "markdown"] = Field(
+        default="text", description="the body as plain text, or as Markdown for chat apps"
+    )
+    enabled: bool = True
+    timeout: Duration = timedelta(seconds=10)
+    rate_limit: Duration = Field(
+        default=timedelta(seconds=1), description="least time between two posts; 0 switches off"
+    )
+    digest: DigestSettings | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _url_shaped(cls, urls: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for number, url in enumerate(urls, start=1):
+            if not _APPRISE_URL.match(url.get_secret_value().strip()):
+                # The URL itself is not echoed: it holds the service's token.
+                raise ValueError(f"URL {number} is not an Apprise URL (service://...)")
+        return urls
+
+    @property
+    def active(self) -> bool:
+        """No URL (``${APPRISE_URLS:-}`` unset) switches the channel off."""
+        return self.enabled and bool(self.urls)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Each URL, and the parts of it that look like tokens, for the log masker: a library
+        that quotes a URL's token alone must not leak it either."""
+        found: list[str] = []
+        for url in self.urls:
+            text = url.get_secret_value().strip()
+            found.append(text)
+            rest = text.partition("://")[2]
+            userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+            if at and ":" in userinfo:
+                found.append(userinfo.partition(":")[2])  # a password, however short
+            found += [part for part in re.split(r"[/:@?&=#,]+", rest) if len(part) >= 16]
+        return tuple(found)
+
+
+CHANNEL_KINDS = ("console", "slack", "email", "webhook", "apprise")
 
 
 class ChannelsSettings(_Strict):
@@ -302,6 +360,7 @@ class ChannelsSettings(_Strict):
     slack: SlackChannelSettings | None = None
     email: EmailChannelSettings | None = None
     webhook: WebhookChannelSettings | None = None
+    apprise: AppriseChannelSettings | None = None
 
     def active_names(self) -> tuple[str, ...]:
         names = []
@@ -335,6 +394,11 @@ class RouteSettings(_Strict):
     min_severity: SeverityName | None = None
     fallback: bool = Field(default=False, description="only for matches that no other route takes")
     to: tuple[str, ...] = Field(default=(), description="extra email recipients on this route")
+    group_by: Literal["item", "rule"] = Field(
+        default="item",
+        description="item: one message per article listing every rule it matched; "
+        "rule: one message per rule",
+    )
 
 
 class LogSettings(_Strict):
@@ -461,6 +525,65 @@ class OpsSettings(_Strict):
         return url
 
 
+class TranslationSettings(_Strict):
+    """Machine translation of foreign alerts' headline and quote (deliver.translate).
+
+    Off unless ``url`` is set: the gloss (English names of what matched) needs no service.
+    """
+
+    enabled: bool = True
+    provider: Literal["libretranslate"] = Field(
+        default="libretranslate", description="the translation API: LibreTranslate's"
+    )
+    url: str = Field(
+        default="",
+        description="the service's base URL, e.g. http://libretranslate:5000 (POST /translate "
+        "is added); empty (${TRANSLATE_URL:-} unset): no machine translation",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="the service's API key, if it asks for one; a secret"
+    )
+    deadline: Duration = Field(
+        default=timedelta(seconds=3),
+        description="longest an alert waits for its translation; past it the alert goes out "
+        "saying 'translation unavailable'",
+    )
+    cache_ttl: Duration = Field(
+        default=timedelta(days=30), description="how long a translation is kept in Redis"
+    )
+    cooldown: Duration = Field(
+        default=timedelta(seconds=30),
+        description="after a failure the service is not asked for this long (a 429's "
+        "Retry-After, up to 5 min, when longer); cached translations are still used",
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.url)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("translation.url must be an http:// or https:// URL")
+        if parts.username or parts.password or parts.query:
+            raise ValueError(
+                "translation.url must carry no credentials or query (it is logged); "
+                "put the key in translation.api_key"
+            )
+        return url
+
+    @field_validator("deadline")
+    @classmethod
+    def _short_deadline(cls, deadline: timedelta) -> timedelta:
+        if not timedelta(0) < deadline <= timedelta(seconds=30):
+            raise ValueError("translation.deadline must be more than 0 and at most 30s")
+        return deadline
+
+
 class ShutdownSettings(_Strict):
     """How the daemon stops on SIGTERM/SIGINT."""
 
@@ -533,6 +656,7 @@ class Settings(_Strict):
     stories: StoriesSettings = StoriesSettings()
     ops: OpsSettings = OpsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    translation: TranslationSettings | None = None
     base_dir: Path = Field(default=Path(), exclude=True)
 
     @model_validator(mode="after")
@@ -595,6 +719,8 @@ class Settings(_Strict):
             found.append(self.channels.webhook.url.get_secret_value())
             if self.channels.webhook.secret is not None:
                 found.append(self.channels.webhook.secret.get_secret_value())
+        if self.channels.apprise is not None:
+            found += self.channels.apprise.secrets()
         password = urlsplit(self.redis.url).password
         if password:
             found.append(password)
@@ -606,6 +732,8 @@ class Settings(_Strict):
         found += [feed.auth.password.get_secret_value() for feed in self.feeds if feed.auth]
         if self.ops.heartbeat_url is not None:  # a healthchecks.io URL is itself the secret
             found.append(self.ops.heartbeat_url.get_secret_value())
+        if self.translation is not None and self.translation.api_key is not None:
+            found.append(self.translation.api_key.get_secret_value())
         return tuple(secret for secret in found if secret)
 
     def rule_paths(self) -> tuple[Path, ...]:

@@ -292,7 +292,12 @@ async def daemon_parts(
         channels = build_channels(settings, delivering)
         stack.push_async_callback(_close_channels, channels)
         worker = delivery.build_worker(
-            settings, stores.queue, channels, consumer=consumer, clock=clock
+            settings,
+            stores.queue,
+            channels,
+            consumer=consumer,
+            clock=clock,
+            translator=delivery.build_translator(settings, delivering, stores.queue),
         )
         worker.ops_channels = settings.ops.channels
         ops = OpsWatch(

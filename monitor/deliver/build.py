@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import aiohttp
 
 from monitor.deliver.channels import (
+    AppriseChannel,
     Channel,
     ConsoleChannel,
     EmailChannel,
@@ -17,6 +18,7 @@ from monitor.deliver.channels import (
 from monitor.deliver.policy import DigestSchedule, RetryPolicy, Route, send_lease_for
 from monitor.deliver.queue import AlertQueue
 from monitor.deliver.templates import Templates
+from monitor.deliver.translate import AlertTranslator, LibreTranslate, TranslationCache
 from monitor.deliver.worker import MAX_PACE_WAIT, DeliveryPolicy, DeliveryWorker, utcnow
 from monitor.model import Severity
 from monitor.settings import RouteSettings, Settings
@@ -61,6 +63,14 @@ def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[s
             secret=hook.secret.get_secret_value() if hook.secret else None,
             headers=hook.headers,
         )
+    if config.apprise is not None and config.apprise.active:
+        desk = config.apprise
+        channels["apprise"] = AppriseChannel(
+            [url.get_secret_value() for url in desk.urls],
+            timeout=desk.timeout.total_seconds(),
+            min_interval=desk.rate_limit,
+            body_format=desk.format,
+        )
     return channels
 
 
@@ -72,6 +82,7 @@ def route(config: RouteSettings) -> Route:
         min_severity=Severity.parse(config.min_severity) if config.min_severity else None,
         fallback=config.fallback,
         to=config.to,
+        group_by=config.group_by,
     )
 
 
@@ -84,6 +95,11 @@ def send_leases(settings: Settings) -> dict[str, timedelta]:
     if config.slack is not None and config.slack.active:
         wait = pace if config.slack.rate_limit > timedelta(0) else timedelta(0)
         leases["slack"] = send_lease_for(settings.delivery.send_lease, [config.slack.timeout], wait)
+    if config.apprise is not None and config.apprise.active:
+        wait = pace if config.apprise.rate_limit > timedelta(0) else timedelta(0)
+        leases["apprise"] = send_lease_for(
+            settings.delivery.send_lease, [config.apprise.timeout], wait
+        )
     for name, channel in (("email", config.email), ("webhook", config.webhook)):
         if channel is not None and channel.active:
             leases[name] = send_lease_for(
@@ -116,6 +132,23 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
     )
 
 
+def build_translator(
+    settings: Settings, session: aiohttp.ClientSession, queue: AlertQueue
+) -> AlertTranslator | None:
+    """The machine translation of foreign alerts, when ``translation`` configures one:
+    LibreTranslate on the delivery session, cached in the queue's Redis."""
+    config = settings.translation
+    if config is None or not config.active:
+        return None
+    provider = LibreTranslate(
+        config.url,
+        session=session,
+        api_key=config.api_key.get_secret_value() if config.api_key else None,
+    )
+    cache = TranslationCache(queue.client, queue.keys, ttl=config.cache_ttl)
+    return AlertTranslator(provider, cache, deadline=config.deadline, cooldown=config.cooldown)
+
+
 def build_worker(
     settings: Settings,
     queue: AlertQueue,
@@ -123,7 +156,13 @@ def build_worker(
     *,
     consumer: str,
     clock: Callable[[], datetime] = utcnow,
+    translator: AlertTranslator | None = None,
 ) -> DeliveryWorker:
     return DeliveryWorker(
-        queue, channels, delivery_policy(settings), consumer=consumer, clock=clock
+        queue,
+        channels,
+        delivery_policy(settings),
+        consumer=consumer,
+        clock=clock,
+        translator=translator,
     )

@@ -125,6 +125,9 @@ class Route:
     min_severity: Severity | None = None
     fallback: bool = False
     to: tuple[str, ...] = ()
+    group_by: str = "item"
+    """"item": one message per article on this route's channels, listing every rule that
+    matched it; "rule": one message per rule (``monitor.deliver.group``)."""
 
     def takes(self, match: Match) -> bool:
         if self.rules and match.rule_id not in self.rules:
@@ -160,9 +163,7 @@ def route_plan(
     own = [name for name in match.route if name in live]
     if own:
         return dict.fromkeys(own, ())
-    chosen = [route for route in routes if not route.fallback and route.takes(match)]
-    if not chosen:
-        chosen = [route for route in routes if route.fallback and route.takes(match)]
+    chosen = routes_taking(match, routes)
     plan: dict[str, list[str]] = {}
     takes_recipients = set(addressable)
     for route in chosen:
@@ -172,6 +173,27 @@ def route_plan(
                 if name in takes_recipients:
                     extra.extend(r for r in route.to if r not in extra)
     return {name: tuple(extra) for name, extra in plan.items()}
+
+
+def routes_taking(match: Match, routes: Sequence[Route]) -> list[Route]:
+    """The routes a match goes by: every route that takes it, or the fallbacks that do
+    when no other route does."""
+    chosen = [route for route in routes if not route.fallback and route.takes(match)]
+    return chosen or [route for route in routes if route.fallback and route.takes(match)]
+
+
+def rule_by_rule(match: Match, routes: Sequence[Route]) -> frozenset[str]:
+    """Channels on which this match keeps a message of its own (a route taking it there
+    says ``group_by: rule``); on the others it shares one message per article.  A rule's
+    own ``route:`` groups."""
+    if match.route:
+        return frozenset()
+    return frozenset(
+        name
+        for route in routes_taking(match, routes)
+        if route.group_by == "rule"
+        for name in route.channels
+    )
 
 
 # --- silences -----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from monitor.deliver.channels import (
 from monitor.deliver.channels.email import RecipientsRefused
 from monitor.deliver.digest_store import RETRY_DIGEST, DigestStore, parse_matches
 from monitor.deliver.fold import fold_story_updates
+from monitor.deliver.group import by_article, merge_rule_messages
 from monitor.deliver.ops_alerts import ops_routed
 from monitor.deliver.policy import (
     DigestSchedule,
@@ -48,6 +49,7 @@ from monitor.deliver.policy import (
     gives_up,
     group_by_topic,
     route_plan,
+    rule_by_rule,
     send_budget,
     silenced_by,
     story_key,
@@ -57,6 +59,7 @@ from monitor.deliver.queue import AlertQueue, QueuedMatch
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.slack_blocks import GROUP_MAX
 from monitor.deliver.silences import SilenceStore
+from monitor.deliver.translate import AlertTranslator
 from monitor.errors import PermanentDeliveryError, StoreError, TransientDeliveryError
 from monitor.model import Match
 
@@ -169,6 +172,13 @@ class _Send:
     recipients: tuple[str, ...]
     expires: float = float("inf")
     """Event-loop time by which the send must have ended: its lease, less the margin."""
+    shares: bool = False
+    """May share one message with the other rules' alerts about its item (``group``)."""
+
+    @property
+    def article(self) -> tuple[str, str] | None:
+        """What sends sharing one message have in common: the unit and the item."""
+        return (self.unit, self.match.item.id) if self.shares else None
 
 
 @dataclass(slots=True)
@@ -199,8 +209,12 @@ class DeliveryWorker:
         consumer: str,
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
+        translator: AlertTranslator | None = None,
     ) -> None:
         self.queue = queue
+        self.translator = translator
+        """Puts foreign alerts' headline and quote into English just before they are sent
+        (``translate``); None: alerts carry only their gloss."""
         self.channels = channels
         self.policy = policy
         self.consumer = consumer
@@ -329,6 +343,7 @@ class DeliveryWorker:
         report: DeliveryReport,
     ) -> DeliveryReport:
         """One lane per channel, all at once; then finish every entry of the pass."""
+        await self._translate(sends)
         by_entry = {id(p.entry): p for p in progress}
         results = await asyncio.gather(
             *(self._send_channel(name, batch, by_entry, report) for name, batch in sends.items()),
@@ -340,6 +355,33 @@ class DeliveryWorker:
             if isinstance(result, BaseException):
                 raise result
         return report
+
+    async def _translate(self, sends: Mapping[str, list[_Send]]) -> None:
+        """Give the pass's foreign alerts their English, all at once and within the
+        translator's deadline, just before they are rendered.  A translator that breaks
+        costs the alerts their translation, never their delivery."""
+        if self.translator is None or not sends:
+            return
+        by_entry = {id(send.entry): send.match for batch in sends.values() for send in batch}
+        try:
+            translated = await self.translator.translate_all(list(by_entry.values()))
+        except Exception as exc:  # a translator bug must not stop an alert
+            log.exception("translation failed unexpectedly", error=repr(exc))
+            return
+        english = dict(zip(by_entry, translated, strict=True))
+        for batch in sends.values():
+            for send in batch:
+                send.match = english[id(send.entry)]
+
+    async def _translated_digest(self, matches: list[Match]) -> list[Match]:
+        """A digest's foreign headlines in English (see ``_translate``)."""
+        if self.translator is None:
+            return matches
+        try:
+            return await self.translator.translate_titles(matches)
+        except Exception as exc:  # a translator bug must not stop a digest
+            log.exception("translation failed unexpectedly", error=repr(exc))
+            return matches
 
     # -- deciding what to send ------------------------------------------------------------------
 
@@ -385,6 +427,7 @@ class DeliveryWorker:
             report.silenced += 1
             return None
         state = _Progress(entry)
+        alone = rule_by_rule(match, self._routes)
         for channel, unit, recipients in self._plan(entry, match, bound):
             if await self._held_for_digest(entry, match, channel, now):
                 report.digested += 1
@@ -401,7 +444,7 @@ class DeliveryWorker:
                 budget = send_budget(self.policy.lease(channel))
                 expires = asyncio.get_running_loop().time() + budget
                 sends.setdefault(channel, []).append(
-                    _Send(entry, match, channel, unit, recipients, expires)
+                    _Send(entry, match, channel, unit, recipients, expires, channel not in alone)
                 )
                 state.unsettled += 1
             elif verdict == "busy":
@@ -461,23 +504,25 @@ class DeliveryWorker:
         progress: Mapping[int, _Progress],
         report: DeliveryReport,
     ) -> None:
-        """Send everything due to one channel: paced and coalesced when it is rate-limited,
-        a few at a time otherwise."""
+        """Send everything due to one channel, one message per article (``group``): paced
+        and coalesced when it is rate-limited, a few at a time otherwise."""
         channel = self.channels[name]
         interval = min_interval(channel)
+        articles = [[sends[i] for i in group] for group in by_article([s.article for s in sends])]
         if interval <= timedelta(0):
             limit = asyncio.Semaphore(SEND_CONCURRENCY)
 
-            async def one(send: _Send) -> None:
+            async def one(article: list[_Send]) -> None:
                 async with limit:
-                    if asyncio.get_running_loop().time() >= send.expires:
-                        await self._record_retry(send, progress, "no free sender in time", 0.0)
+                    if asyncio.get_running_loop().time() >= min(s.expires for s in article):
+                        for send in article:
+                            await self._record_retry(send, progress, "no free sender in time", 0)
                         return
-                    await self._attempt(channel, [send], progress, report)
+                    await self._attempt(channel, article, progress, report)
 
-            await asyncio.gather(*(one(send) for send in sends))
+            await asyncio.gather(*(one(article) for article in articles))
             return
-        for group in self._groups(channel, sends):
+        for group in self._groups(channel, articles):
             expires = min(send.expires for send in group)
             token = f"{self._token}-{uuid.uuid4().hex[:8]}"
             deadline = send_deadline(channel)
@@ -495,10 +540,16 @@ class DeliveryWorker:
                 with contextlib.suppress(StoreError):  # the slot then ends at its hold
                     await self.queue.paced(name, interval, token)
 
-    def _groups(self, channel: Channel, sends: list[_Send]) -> list[list[_Send]]:
-        if not isinstance(channel, GroupChannel) or len(sends) <= self.policy.burst:
-            return [[send] for send in sends]
-        return [sends[i : i + GROUP_MAX] for i in range(0, len(sends), GROUP_MAX)]
+    def _groups(self, channel: Channel, articles: list[list[_Send]]) -> list[list[_Send]]:
+        """The posts to a rate-limited channel: one per article, or for a burst (more
+        articles than ``burst``) to a channel that coalesces, up to ``GROUP_MAX`` articles
+        per post."""
+        if not isinstance(channel, GroupChannel) or len(articles) <= self.policy.burst:
+            return articles
+        return [
+            [send for article in articles[i : i + GROUP_MAX] for send in article]
+            for i in range(0, len(articles), GROUP_MAX)
+        ]
 
     async def _wait_for_slot(
         self, name: str, interval: timedelta, expires: float, token: str
@@ -563,13 +614,18 @@ class DeliveryWorker:
 
     @staticmethod
     async def _post(channel: Channel, group: list[_Send]) -> None:
+        """One post: the group's articles, each one message for all its rules' alerts."""
         first = group[0]
-        if len(group) > 1 and isinstance(channel, GroupChannel):
-            await channel.send_group([send.match for send in group])
+        messages = [
+            merge_rule_messages([group[i].match for i in article])
+            for article in by_article([send.article for send in group])
+        ]
+        if len(messages) > 1 and isinstance(channel, GroupChannel):
+            await channel.send_group(messages)
         elif first.recipients and isinstance(channel, EmailChannel):
-            await channel.send_to(first.match, first.recipients)
+            await channel.send_to(messages[0], first.recipients)
         else:
-            await channel.send(first.match)
+            await channel.send(messages[0])
 
     # -- recording outcomes ---------------------------------------------------------------------
 
@@ -765,6 +821,7 @@ class DeliveryWorker:
         if not matches:
             await self.digests.close(name, closes)
             return False
+        matches = await self._translated_digest(matches)
         digest = Digest(name, closes, schedule.timezone, _grouped(matches))
         return await self._send_digest(name, digest, now)
 

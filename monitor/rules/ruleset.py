@@ -10,6 +10,7 @@ from monitor.model import Item, Match
 from monitor.rules.engine import Engine
 from monitor.rules.entities import Entity, Lexicon
 from monitor.rules.expr import Rule, TermSet, Trend
+from monitor.rules.gloss import glossed
 from monitor.rules.match import ItemText, match_rule
 
 
@@ -66,9 +67,10 @@ class RuleSet:
         """Every enabled rule that watches the item's feed and matches it, in rule order.
 
         Pure: no clock, no I/O.  The compiled engine scans the item once and evaluates only
-        the rules whose terms occurred; the result equals ``match_reference``.
+        the rules whose terms occurred; the result equals ``match_reference``.  Matches of
+        a foreign-language item carry their English gloss (``gloss``).
         """
-        return self.engine.match(item, self.version)
+        return glossed(self.engine.match(item, self.version), self.lexicon)
 
     def match_reference(self, item: Item) -> list[Match]:
         """``match`` done the plain way: every rule evaluated on its own (tests and benchmarks
@@ -79,4 +81,4 @@ class RuleSet:
             for rule in self.rules
             if rule.enabled and rule.applies_to(item)
         )
-        return [found for found in matches if found is not None]
+        return glossed([found for found in matches if found is not None], self.lexicon)

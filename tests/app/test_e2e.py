@@ -243,11 +243,16 @@ def test_offline_example_prints_alerts_without_network(tmp_path: Path) -> None:
     out = result.stdout
     assert "Upper Kairakty" in out
     assert "darts" not in out
-    # Each of its two events in three languages is one story and one message per rule
-    # (issue 15): the tungsten bids (two rules), the rare-earth licences (one rule).
+    # Each of its two events in three languages is one story (issue 15), and each article
+    # one message listing every rule it matched (issue 16): the tungsten bids (two rules),
+    # the rare-earth licences, the US investment in Uzbekistan.
     messages = [m for m in out.split("\n\n") if m.strip()]
     headlines = [m.splitlines()[0] for m in messages]
-    assert len(messages) == 4, headlines
+    assert len(messages) == 3, headlines
+    [bids] = [m for m in messages if "Upper Kairakty" in m]
+    assert bids.splitlines()[1].startswith("  Also:    US bids, stakes")
+    assert "  Rules:   kz-tungsten-deposits, us-central-asia-critical-minerals" in bids
+    assert "a *US*-backed" in bids
     assert not [h for h in headlines if "Follow-up" in h]
     sources = [
         {s.strip() for s in line.partition("Sources:")[2].split(";")}
@@ -256,7 +261,7 @@ def test_offline_example_prints_alerts_without_network(tmp_path: Path) -> None:
         if "Sources:" in line
     ]  # in the order the feeds' polls happened to settle
     every_language = {"steppe-wire (news, en)", "kuangchan (news, zh)", "nedra (news, ru)"}
-    assert sources.count(every_language) == 3, messages
+    assert sources.count(every_language) == 2, messages
     assert sum("Rare-earth export controls" in h for h in headlines) == 1
     assert "Wheat harvest" not in out
     again = run_monitor("run", "--once", "-c", "examples/offline/monitor.yaml", env=env)

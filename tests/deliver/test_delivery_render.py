@@ -17,6 +17,7 @@ from monitor.deliver.render.email_mime import digest_email, email_message
 from monitor.deliver.render.slack_blocks import (
     slack_blocks,
     slack_digest_payload,
+    slack_digest_payloads,
     slack_group_payload,
     slack_payload,
 )
@@ -59,15 +60,45 @@ def test_a_grouped_slack_message_leads_each_notification_line_with_the_headline(
     assert slack_problems(payload) == []
 
 
-def test_a_slack_digest_groups_by_topic_and_cuts_visibly() -> None:
+def test_a_slack_digest_groups_by_topic_and_lists_every_alert() -> None:
     digest = digest_of(*([Severity.LOW] * 60), Severity.HIGH)  # the HIGH one is in r0
-    payload = slack_digest_payload(digest)
+    [payload] = slack_digest_payloads(digest)
+    assert payload == slack_digest_payload(digest)
     assert slack_problems(payload) == []
     sections = [b["text"]["text"] for b in payload["blocks"] if b["type"] == "section"]
     assert sections[0].startswith("*Rule r0* (21)")  # the topic with the HIGH alert first
-    assert sections[0].endswith("… and 6 more")
     assert [s.split("*")[1] for s in sections[1:]] == ["Rule r1", "Rule r2"]
+    listed = "\n".join(sections)
+    assert all(f"Item {n}>" in listed for n in range(61))
+    assert "more" not in listed
     assert "08:00 Asia/Almaty" in payload["blocks"][0]["text"]["text"]
+
+
+def test_a_long_slack_digest_continues_in_further_posts_within_slacks_limits() -> None:
+    """300 alerts with long headlines: every one listed once, in posts Slack accepts (50
+    blocks, 3,000-character sections), each marked "part k of n"; a topic that goes on in
+    another section says so."""
+    matches = [
+        make_match(f"r{n % 2}", item=f"w:{n}", title=f"Item {n} " + "tungsten " * 20)
+        for n in range(300)
+    ]
+    groups = tuple((topic, tuple(ms)) for topic, ms in group_by_topic(matches))
+    payloads = slack_digest_payloads(Digest("slack", NOW, "Asia/Almaty", groups))
+    assert len(payloads) > 1
+    listed: list[str] = []
+    for part, payload in enumerate(payloads, start=1):
+        assert slack_problems(payload) == []
+        assert len(payload["blocks"]) <= 50
+        header = payload["blocks"][0]["text"]["text"]
+        assert header.endswith(f"part {part} of {len(payloads)}")
+        assert payload["text"].endswith(f"(part {part} of {len(payloads)})")
+        for block in payload["blocks"][1:]:
+            assert len(block["text"]["text"]) <= 3000
+            listed += block["text"]["text"].splitlines()[1:]
+    assert sorted(int(line.split("Item ")[1].split()[0]) for line in listed) == list(range(300))
+    headings = [b["text"]["text"].splitlines()[0] for p in payloads for b in p["blocks"][1:]]
+    assert headings[0] == "*Rule r0* (150)"
+    assert "*Rule r0* (cont.)" in headings
 
 
 def test_a_digest_email_has_both_parts_and_a_stable_message_id() -> None:
@@ -85,8 +116,10 @@ def test_webhook_bodies_follow_the_documented_schema() -> None:
     body = webhook_alert_body(match, story="s1", now=NOW)
     assert set(body) == {
         "schema", "kind", "sent_at", "id", "story", "follow_up", "update", "rule", "item",
-        "terms", "hits", "quote", "story_title", "provenance", "explanation",
+        "terms", "hits", "quote", "story_title", "provenance", "explanation", "gloss",
+        "translation", "also",
     }  # fmt: skip
+    assert body["also"] == []
     assert body["follow_up"] is None
     assert body["update"] is False
     assert body["item"]["alt"] == ""

@@ -489,6 +489,42 @@ async def test_a_digest_slack_did_not_accept_is_sent_later_once(
     assert accepted(slack_server)[0]["text"].startswith("Digest: 1 alerts")
 
 
+async def test_a_long_slack_digest_goes_out_in_parts_and_a_failed_part_resumes_there(
+    queue: AlertQueue, slack_server: SlackServer
+) -> None:
+    """300 alerts in one window: every one listed across the digest's posts; Slack refusing
+    the second post costs a retry of the second and later posts, not a second first post."""
+    clock = Clock(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
+    digests = {"slack": DigestSchedule("0 * * * *")}
+    worker = make_worker(queue, {"slack": slack(slack_server)}, clock=clock, digests=digests)
+    await worker.flush_digests()
+    long = "tungsten " * 20
+    held = [
+        make_match(f"r{n % 2}", item=f"w:{n}", title=f"Item {n} {long}", severity=Severity.LOW)
+        for n in range(300)
+    ]
+    await enqueue(queue.client, PREFIX, *held)
+    digested = 0
+    for _ in range(100):  # a pass reads a batch at a time
+        digested += (await worker.run_once()).digested
+        if digested == 300:
+            break
+    assert digested == 300
+    slack_server.reply(200, "ok")
+    slack_server.reply(503, "service_unavailable")
+    clock.now = datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC)
+    assert await worker.flush_digests() == 0
+    assert [r.reply.status for r in slack_server.requests] == [200, 503]
+    clock.now += timedelta(minutes=2)
+    assert await worker.flush_digests() == 1
+    posts = accepted(slack_server)
+    assert len(posts) >= 3
+    parts = [p["text"].rpartition("(part ")[2].rstrip(")") for p in posts]
+    assert parts == [f"{n} of {len(posts)}" for n in range(1, len(posts) + 1)]
+    listed = json.dumps([p["blocks"] for p in posts], ensure_ascii=False)
+    assert all(listed.count(f"Item {n} ") == 1 for n in range(300))
+
+
 # --- the generic webhook --------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
+from monitor.deliver.channels.apprise import AppriseChannel
 from monitor.deliver.channels.console import ConsoleChannel
 from monitor.deliver.channels.email import EmailChannel, RecipientsRefused
 from monitor.deliver.channels.slack import SlackChannel
@@ -14,6 +15,7 @@ from monitor.deliver.render.digest import Digest
 from monitor.model import Match
 
 __all__ = [
+    "AppriseChannel",
     "Channel",
     "ConsoleChannel",
     "DigestChannel",

@@ -22,7 +22,7 @@ from monitor.deliver.channels.secret import Secret
 from monitor.deliver.channels.session import SessionHolder
 from monitor.deliver.render.digest import Digest
 from monitor.deliver.render.slack_blocks import (
-    slack_digest_payload,
+    slack_digest_payloads,
     slack_group_payload,
     slack_payload,
 )
@@ -195,6 +195,9 @@ class SlackChannel:
         self._sessions = SessionHolder(session)
         self._timeout = timeout
         self.deadline = timedelta(seconds=timeout)
+        self._digest_parts: dict[str, int] = {}
+        """Per digest being sent (its key), how many of its posts Slack accepted: a retry
+        of a digest cut short by an error posts only the rest."""
         """The whole exchange of one post ends within this."""
 
     def __repr__(self) -> str:
@@ -216,8 +219,21 @@ class SlackChannel:
         await self._deliver(slack_group_payload(matches))
 
     async def send_digest(self, digest: Digest) -> None:
-        """Post one digest message."""
-        await self._deliver(slack_digest_payload(digest))
+        """Post a digest: one message, or as many as it takes to list every alert, in order
+        and at most one per ``min_interval``.  A retry after a part failed starts at that part
+        (a replica that takes the retry over, after a crash, starts at the first)."""
+        posts = slack_digest_payloads(digest)
+        done = self._digest_parts.get(digest.key, 0)
+        try:
+            for part in range(done, len(posts)):
+                if part > done and self.min_interval > timedelta(0):
+                    await asyncio.sleep(self.min_interval.total_seconds())
+                await self._deliver(posts[part])
+                self._digest_parts[digest.key] = part + 1
+        except PermanentDeliveryError:
+            self._digest_parts.pop(digest.key, None)  # refused: the digest is given up
+            raise
+        self._digest_parts.pop(digest.key, None)
 
     async def _deliver(self, payload: dict[str, Any]) -> None:
         if not is_webhook_url(self._webhook.reveal()):

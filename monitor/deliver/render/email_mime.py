@@ -27,6 +27,13 @@ from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING, Any, Literal
 
 from monitor.deliver.render.digest import Digest
+from monitor.deliver.render.english import (
+    UNAVAILABLE,
+    english_quote,
+    english_title,
+    gloss_text,
+    machine_note,
+)
 from monitor.deliver.render.quote import quote
 from monitor.deliver.render.strings import (
     PROVENANCE_SHOWN,
@@ -36,6 +43,7 @@ from monitor.deliver.render.strings import (
     clip_bytes,
     format_time,
     new_sources_text,
+    rule_ids_text,
     safe_link,
     source_label,
     story_text,
@@ -353,6 +361,8 @@ def alert_context(match: Match) -> dict[str, Any]:
         "rule_id": clean_line(match.rule_id),
         "rule_title": clean_line(match.headline) or clean_line(match.rule_id),
         "rule_version": clean_line(match.rule_version) or "unknown",
+        "also": [clean_line(note.label) for note in match.also],
+        "rule_ids": rule_ids_text(match),
         "title": clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)",
         "link": safe_link(match.item.link),
         "source": clean_line(match.item.source) or "unknown source",
@@ -366,6 +376,8 @@ def alert_context(match: Match) -> dict[str, Any]:
         ],
         "more_sources": max(0, len(match.provenance) - PROVENANCE_SHOWN),
         "new_sources": new_sources_text(match) if match.follow_up else "",
+        "english": _english(match),
+        "gloss": gloss_text(match),
         "quote": None
         if found is None
         else {
@@ -373,6 +385,21 @@ def alert_context(match: Match) -> dict[str, Any]:
             "clipped_start": found.clipped_start,
             "clipped_end": found.clipped_end,
         },
+    }
+
+
+def _english(match: Match) -> dict[str, Any] | None:
+    """What the templates show beside the original: the headline and quote in English,
+    whether the translation was unavailable, and who translated; None: nothing to show."""
+    title = english_title(match)
+    if not title:
+        return None
+    unavailable = title == UNAVAILABLE
+    return {
+        "title": title,
+        "quote": english_quote(match),
+        "unavailable": unavailable,
+        "note": machine_note(match),
     }
 
 
@@ -389,6 +416,8 @@ def email_subject(match: Match) -> str:
     """One header-safe line: severity, rule title, item title."""
     title = clean_line(match.item.title) or "(untitled)"
     rule = clean_line(match.headline) or clean_line(match.rule_id)
+    if match.also:
+        rule += f" (+{len(match.also)} rule{'s' if len(match.also) > 1 else ''})"
     return clip_bytes(clip(f"[{match.severity.name}] {rule}: {title}", SUBJECT_CHARS), HEADER_BYTES)
 
 

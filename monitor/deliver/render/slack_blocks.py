@@ -13,11 +13,19 @@ from dataclasses import replace
 from typing import Any
 
 from monitor.deliver.render.digest import Digest
+from monitor.deliver.render.english import (
+    english_quote,
+    english_summary,
+    english_title,
+    gloss_text,
+    machine_note,
+)
 from monitor.deliver.render.quote import Quote, quote
 from monitor.deliver.render.strings import (
     ELLIPSIS,
     PROVENANCE_SHOWN,
     TITLE_CHARS,
+    also_text,
     clean_line,
     clip,
     format_time,
@@ -181,6 +189,27 @@ def _slack_quote(found: Quote) -> str:
     return clip(out + end, SLACK_SECTION_CHARS)
 
 
+def _slack_english(match: Match) -> str | None:
+    """The headline in English (or "translation unavailable"), for under the original."""
+    title = english_title(match)
+    if not title:
+        return None
+    note = machine_note(match)
+    line = f"English: {slack_text(title, 4 * TITLE_CHARS)}"
+    return clip(line + (f" ({slack_text(note, 200)})" if note else ""), SLACK_SECTION_CHARS)
+
+
+def _slack_english_quote(match: Match) -> str | None:
+    """The quoted sentence in English, as a block quote under the original one."""
+    text = english_quote(match)
+    return clip(f"> English: {slack_text(text, 2000)}", SLACK_SECTION_CHARS) if text else None
+
+
+def _slack_gloss(match: Match) -> str | None:
+    gloss = gloss_text(match)
+    return f"Gloss: {slack_text(gloss, SLACK_CONTEXT_CHARS - 10)}" if gloss else None
+
+
 def _mrkdwn(text: str) -> dict[str, Any]:
     return {"type": "mrkdwn", "text": text}
 
@@ -210,7 +239,11 @@ def _slack_rule(match: Match) -> str:
     rule = _slack_identifier(match.rule_id, 200)
     title = slack_text(match.rule_title, 300) or rule
     version = _slack_identifier(match.rule_version, 100) or "unknown"
-    return clip(f"Rule {rule} ({title}) · rule set {version}", SLACK_CONTEXT_CHARS)
+    also = "".join(
+        f" · also {_slack_identifier(note.rule_id, 200)} ({slack_text(note.label, 300)})"
+        for note in match.also
+    )
+    return clip(f"Rule {rule} ({title}){also} · rule set {version}", SLACK_CONTEXT_CHARS)
 
 
 def _slack_origin(match: Match) -> str:
@@ -226,7 +259,12 @@ def _slack_fallback(match: Match) -> str:
     first words, and the title is what tells a reader whether to open it.
     """
     title = clip(clean_line(match.item.title), TITLE_CHARS) or "(untitled)"
+    english = english_summary(match)
+    if english:  # a foreign headline: its English (or gloss) right after it
+        title = f"{title} ({clip(english, TITLE_CHARS)})"
     rule = clean_line(match.headline) or clean_line(match.rule_id) or "alert"
+    if match.also:
+        rule = f"{rule}; also {also_text(match)}"
     return slack_text(f"{title} — [{match.severity.name}] {rule}", SLACK_TEXT_CHARS)
 
 
@@ -305,7 +343,15 @@ def slack_alert_context(match: Match) -> dict[str, Any]:
     """
     found = quote(match)
     story = _slack_story(match)
+    english, english_quoted, gloss = (
+        _slack_english(match),
+        _slack_english_quote(match),
+        _slack_gloss(match),
+    )
     return {
+        "english": safe(english) if english is not None else None,
+        "english_quote": safe(english_quoted) if english_quoted is not None else None,
+        "gloss": safe(gloss) if gloss is not None else None,
         "story": safe(story) if story is not None else None,
         "explanation": safe(slack_text(match.explanation, SLACK_SECTION_CHARS))
         if match.explanation
@@ -379,15 +425,15 @@ def _fallback_block(match: Match) -> dict[str, Any]:
 
 GROUP_MAX = 10
 """Most alerts in one grouped Slack message (3 blocks each keeps it well under 50)."""
-DIGEST_LINES = 15
-"""Most alerts listed per topic in a Slack digest; the rest are counted."""
 
 
 def _slack_line(match: Match) -> str:
     """One alert as one mrkdwn line: severity, linked headline, source."""
     emoji = SEVERITY_EMOJI.get(match.severity, "")
     source = slack_text(match.item.source, 100) or "unknown source"
-    return f"{emoji} {_slack_headline(match.item)} · {source}"
+    english = english_summary(match)
+    tail = f" · {slack_text(english, 300)}" if english else ""
+    return f"{emoji} {_slack_headline(match.item)} · {source}{tail}"
 
 
 def slack_group_payload(matches: Sequence[Match]) -> dict[str, Any]:
@@ -400,7 +446,12 @@ def slack_group_payload(matches: Sequence[Match]) -> dict[str, Any]:
     ]
     for match in shown:
         found = quote(match)
-        body = _slack_headline(match.item) + (f"\n{_slack_quote(found)}" if found else "")
+        english = _slack_english(match)
+        body = (
+            _slack_headline(match.item)
+            + (f"\n{english}" if english else "")
+            + (f"\n{_slack_quote(found)}" if found else "")
+        )
         blocks += [
             {"type": "divider"},
             {"type": "section", "text": _mrkdwn(clip(body, SLACK_SECTION_CHARS))},
@@ -418,26 +469,77 @@ def slack_group_payload(matches: Sequence[Match]) -> dict[str, Any]:
     }
 
 
+DIGEST_POST_CHARS = 30_000
+"""Most characters of sections in one digest post: Slack truncates a message past 40,000."""
+DIGEST_LINE_CHARS = 2_000
+"""Most characters of one digest line (a headline's link can be long), so a line always fits
+a section with its topic's heading."""
+
+
 def slack_digest_payload(digest: Digest) -> dict[str, Any]:
-    """A digest as one message: a section per topic listing its alerts, cut visibly."""
-    header = clip(f"Digest · {digest.count} alerts · {digest.local_close()}", SLACK_HEADER_CHARS)
+    """A digest's first post (the only one, unless it is too long for one message)."""
+    return slack_digest_payloads(digest)[0]
+
+
+def slack_digest_payloads(digest: Digest) -> list[dict[str, Any]]:
+    """A digest as Slack posts: every alert listed, by topic, in as few posts as Slack's
+    limits allow (sections of 3,000 characters, 50 blocks a message), each post marked
+    "part 2 of 3" when there are several.  The email digest of the same window lists all of
+    them too; nothing is cut to "… and 285 more"."""
+    posts = _pack_posts(_digest_sections(digest))
+    return [
+        _digest_post(digest, sections, part, len(posts))
+        for part, sections in enumerate(posts, start=1)
+    ]
+
+
+def _digest_sections(digest: Digest) -> list[str]:
+    """Each topic's heading and alert lines, cut into sections of at most 3,000 characters;
+    a topic that goes on in another section says so ("(cont.)")."""
+    sections: list[str] = []
+    for topic, matches in digest.groups:
+        name = slack_text(topic, 200)
+        current = f"*{name}* ({len(matches)})"
+        for match in matches:
+            line = clip(_slack_line(match), DIGEST_LINE_CHARS)
+            if len(current) + 1 + len(line) > SLACK_SECTION_CHARS:
+                sections.append(current)
+                current = f"*{name}* (cont.)"
+            current += "\n" + line
+        sections.append(current)
+    return sections
+
+
+def _pack_posts(sections: list[str]) -> list[list[str]]:
+    """Sections into posts: at most 49 (a header takes one block) and ``DIGEST_POST_CHARS``
+    characters each, in order."""
+    posts: list[list[str]] = [[]]
+    size = 0
+    for section in sections:
+        full = len(posts[-1]) >= SLACK_MAX_BLOCKS - 1 or size + len(section) > DIGEST_POST_CHARS
+        if posts[-1] and full:
+            posts.append([])
+            size = 0
+        posts[-1].append(section)
+        size += len(section)
+    return posts
+
+
+def _digest_post(digest: Digest, sections: list[str], part: int, parts: int) -> dict[str, Any]:
+    of = f" · part {part} of {parts}" if parts > 1 else ""
+    header = clip(
+        f"Digest · {digest.count} alerts · {digest.local_close()}{of}", SLACK_HEADER_CHARS
+    )
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header}}
     ]
-    room = SLACK_MAX_BLOCKS - 2
-    for index, (topic, matches) in enumerate(digest.groups):
-        if index >= room:
-            left = len(digest.groups) - index
-            blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {left} more topics")]})
-            break
-        lines = [f"*{slack_text(topic, 200)}* ({len(matches)})"]
-        lines += [_slack_line(m) for m in matches[:DIGEST_LINES]]
-        if len(matches) > DIGEST_LINES:
-            lines.append(f"… and {len(matches) - DIGEST_LINES} more")
-        blocks.append({"type": "section", "text": _mrkdwn(clip("\n".join(lines), 3000))})
+    blocks += [{"type": "section", "text": _mrkdwn(section)} for section in sections]
+    text = f"Digest: {digest.count} alerts until {digest.local_close()}"
+    if parts > 1:
+        text += f" (part {part} of {parts})"
     return {
-        "text": slack_text(f"Digest: {digest.count} alerts until {digest.local_close()}", 3000),
-        "blocks": blocks[:SLACK_MAX_BLOCKS],
+        "text": slack_text(text, SLACK_TEXT_CHARS),
+        "blocks": blocks,
         "unfurl_links": False,
         "unfurl_media": False,
     }

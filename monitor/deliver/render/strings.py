@@ -89,6 +89,17 @@ def story_text(match: Match) -> str:
     return clip(clean_line(match.story_title), TITLE_CHARS)
 
 
+def also_text(match: Match) -> str:
+    """The other rules sharing this article's message, most severe first: "US bids in
+    Central Asia (MEDIUM); Tungsten (LOW, follow-up: new language)"."""
+    return "; ".join(clean_line(note.label) for note in match.also)
+
+
+def rule_ids_text(match: Match) -> str:
+    """Every rule a message tells, its head first: what to grep the rule files for."""
+    return ", ".join(clean_line(i) for i in (match.rule_id, *(n.rule_id for n in match.also)))
+
+
 def safe_link(url: str) -> str | None:
     """Return ``url`` if it is an absolute http(s) URL, percent-encoding unsafe characters.
 

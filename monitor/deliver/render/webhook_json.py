@@ -38,6 +38,7 @@ def webhook_alert(match: Match, *, story: str) -> dict[str, Any]:
             "version": match.rule_version,
             "tags": list(match.tags),
         },
+        "also": [note.to_dict() for note in match.also],
         "item": {
             "id": item.id,
             "title": clean_line(item.title),
@@ -67,6 +68,30 @@ def webhook_alert(match: Match, *, story: str) -> dict[str, Any]:
             for note in match.provenance
         ],
         "explanation": clean_line(match.explanation) or None,
+        "gloss": clean_line(match.gloss) or None,
+        "translation": _translation(match),
+    }
+
+
+def _translation(match: Match) -> dict[str, Any] | None:
+    """The machine translation beside the original ``item.title`` and ``quote``: null when
+    none was asked for (an English item, or no translation service configured); ``status``
+    "unavailable" (texts null) when the service failed or missed its deadline."""
+    translation = match.translation
+    if translation is None:
+        return None
+    if translation.unavailable:
+        return {
+            "status": "unavailable",
+            "provider": translation.provider,
+            "title": None,
+            "quote": None,
+        }
+    return {
+        "status": "ok",
+        "provider": translation.provider,
+        "title": clean_line(translation.title) or None,
+        "quote": clean_line(translation.quote) or None,
     }
 
 
