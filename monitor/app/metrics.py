@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from monitor.deliver.worker import DeliveryReport
 
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: A host's queue can be long (forty feeds on one site, ``http.host_gap`` apart, is forty
+#: seconds for the last of them); the first bucket counts the polls that did not wait at all.
+HOST_WAIT_BUCKETS = (0.001, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class Metrics:
@@ -50,7 +53,31 @@ class Metrics:
             "monitor_polls", "Feed polls by feed and outcome", ["feed", "outcome"], registry=r
         )
         self.poll_seconds = Histogram(
-            "monitor_poll_duration_seconds", "Time one poll took", buckets=POLL_BUCKETS, registry=r
+            "monitor_poll_duration_seconds",
+            "Time one poll took, less its wait for the host's turn",
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.host_wait_seconds = Histogram(
+            "monitor_poll_host_wait_seconds",
+            "Time one poll waited for its host's turn (http.per_host, http.host_gap)",
+            buckets=HOST_WAIT_BUCKETS,
+            registry=r,
+        )
+        # When each feed last succeeded and last failed, by the clock of the replica that
+        # polled it: the latest of either across replicas says whether a feed is failing now,
+        # however far its backoff has spread its polls (a rate of failed polls would not).
+        self.feed_last_success = Gauge(
+            "monitor_feed_last_success_timestamp_seconds",
+            "When the feed's last successful poll (ok or not modified) ended, Unix time",
+            ["feed"],
+            registry=r,
+        )
+        self.feed_last_failure = Gauge(
+            "monitor_feed_last_failure_timestamp_seconds",
+            "When the feed's last failed poll ended, Unix time",
+            ["feed"],
+            registry=r,
         )
         self.new_items = Counter("monitor_new_items", "Items seen for the first time", registry=r)
         self.deduplicated = Counter(
@@ -105,7 +132,10 @@ class Metrics:
         self.polls.labels(feed=result.source, outcome=outcome).inc()
         if outcome == "skipped":
             return
+        ended = self.feed_last_failure if outcome == "error" else self.feed_last_success
+        ended.labels(feed=result.source).set_to_current_time()
         self.poll_seconds.observe(result.duration)
+        self.host_wait_seconds.observe(result.host_wait)
         self.new_items.inc(result.new_items)
         self.deduplicated.inc(max(0, result.entries - result.new_items))
         self.matches.inc(result.matches)

@@ -9,10 +9,11 @@ matches is ``monitor.stories.settle``; when to poll and whether a feed is health
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ import structlog
 
 from monitor.errors import FeedError, FeedParseError, StoreError
 from monitor.ingest.dedup import ItemRecord, as_update
-from monitor.ingest.fetch import Fetcher, FetchResult, Validators
+from monitor.ingest.fetch import Fetcher, FetchResult, Validators, stepping_out
 from monitor.ingest.prepare import PreparedFeed, PreparedItem, can_alert, prepare_feed
 from monitor.ingest.schedule import (
     PollOutcome,
@@ -106,8 +107,12 @@ async def poll_once(
     A feed error is returned as an "error" result (and recorded on the feed's health), never
     raised: one broken feed must not disturb the others.  Redis errors do propagate, because
     without Redis nothing can be recorded and the caller must back off.
+
+    The result's ``duration`` is the poll's own work: the time it stood aside for its host's
+    turn is reported apart, as ``host_wait`` (``HostWait``).
     """
     started = time.perf_counter()
+    waited = HostWait()
     bound = log.bind(feed=source.name)
     state = await ctx.store.feed_state(source.name)
     tick = tick or ctx.clock()
@@ -115,19 +120,21 @@ async def poll_once(
         bound.debug("poll not due", next_poll_at=state.next_poll_at)
         return PollResult(source=source.name, status="skipped")
     try:
-        result = await _fetch_and_record(source, rules, ctx, state, tick)
+        with stepping_out(waited.pause):
+            result = await _fetch_and_record(source, rules, ctx, state, tick)
     except FeedError as exc:
-        duration = time.perf_counter() - started
-        return await _record_failure(source, ctx, state, exc, duration, tick)
+        failed = await _record_failure(source, ctx, state, exc, waited.working(started), tick)
+        return replace(failed, host_wait=waited.seconds)
     except StoreError:
         raise
     except Exception as exc:  # a bulkhead: one feed's surprise fails that feed, not the pass
         bound.exception("poll raised an unexpected error; the feed fails, the others go on")
-        duration = time.perf_counter() - started
-        return await _record_failure(source, ctx, state, unexpected(source, exc), duration, tick)
+        error = unexpected(source, exc)
+        failed = await _record_failure(source, ctx, state, error, waited.working(started), tick)
+        return replace(failed, host_wait=waited.seconds)
     if state.health_alerted:
         await _tell_health(source, ctx, True, state.failing_since, True, None, ctx.clock())
-    result = replace(result, duration=time.perf_counter() - started)
+    result = replace(result, duration=waited.working(started), host_wait=waited.seconds)
     for warning in result.warnings:
         bound.warning("feed malformed", detail=warning)
     bound.info(
@@ -138,8 +145,34 @@ async def poll_once(
         new_items=result.new_items,
         matches=result.matches,
         duration=round(result.duration, 3),
+        host_wait=round(result.host_wait, 3),
     )
     return result
+
+
+class HostWait:
+    """The seconds one poll stood aside for its host's turn (``fetch.stepping_out``), so that
+    its duration can leave them out: many feeds on one host, a ``host_gap`` apart, would
+    otherwise make a fast site's last feed look as slow as the whole queue before it.
+
+    Registered innermost, it is entered first and left last, so it also covers taking back
+    what the poll lent while it waited (its place among the polls running at once).
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextlib.asynccontextmanager
+    async def pause(self) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def working(self, started: float) -> float:
+        """Seconds since ``started`` (``time.perf_counter()``) less the waits."""
+        return max(0.0, time.perf_counter() - started - self.seconds)
 
 
 def unexpected(source: Source, exc: Exception) -> FeedError:

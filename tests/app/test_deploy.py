@@ -366,7 +366,10 @@ def _alert_rules(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_prometheus_loads_rules_that_alert_on_the_daemons_absence() -> None:
     """absent(up{job=...}) fires when every replica is gone (no series at all), up == 0 when
-    one stops answering; both for the scrape job prometheus.yml defines, after 5 minutes."""
+    one stops answering; both for the scrape job prometheus.yml defines, after 5 minutes, and
+    critical: nothing is being alerted.  The other rules (feeds, dead letters, channels,
+    delivery) page as critical only when no alert goes out at all, and wait at least as long
+    (tests/app/test_prometheus_rules.py checks them with promtool)."""
     (prom_config,) = _docs(DEPLOY / "prometheus.yml")
     (job,) = prom_config["scrape_configs"]
     (rule_file,) = prom_config["rule_files"]
@@ -378,9 +381,13 @@ def test_prometheus_loads_rules_that_alert_on_the_daemons_absence() -> None:
     selector = f'up{{job="{job["job_name"]}"}}'
     assert rules["MonitorAbsent"]["expr"] == f"absent({selector})"
     assert rules["MonitorDown"]["expr"] == f"{selector} == 0"
-    for rule in rules.values():
-        assert _seconds(rule["for"]) == 300
-        assert rule["labels"]["severity"] == "critical"
+    for name in ("MonitorAbsent", "MonitorDown"):
+        assert _seconds(rules[name]["for"]) == 300
+        assert rules[name]["labels"]["severity"] == "critical"
+    critical = {"MonitorAbsent", "MonitorDown", "MonitorManyFeedsFailing", "MonitorDeliveryStalled"}
+    for name, rule in rules.items():
+        assert _seconds(rule["for"]) >= 300, name
+        assert rule["labels"]["severity"] == ("critical" if name in critical else "warning")
         assert rule["annotations"]["summary"]
 
 

@@ -22,6 +22,7 @@ from support.feed_server import FeedServer, rss
 from support.servers import SlackServer
 
 from monitor import __version__
+from monitor.app.daemon import Monitor
 from monitor.app.embedded_redis import EmbeddedRedis, free_port
 from monitor.app.metrics import Metrics
 from monitor.cli import main
@@ -31,6 +32,7 @@ from monitor.deliver.queue import AlertQueue
 from monitor.deliver.worker import DeliveryPolicy, DeliveryWorker
 from monitor.model import PollResult
 from monitor.redisio import Keys
+from monitor.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,6 +84,63 @@ def test_poll_results_are_counted_by_feed_and_outcome() -> None:
     assert found[("monitor_poll_duration_seconds_count", ())] == 3
     assert found[("monitor_stream_length", ())] == 4
     assert found[("monitor_dead_letters", ())] == 2
+
+
+def test_each_feeds_last_success_and_failure_and_the_wait_for_its_host() -> None:
+    """The timestamps the MonitorFeedFailing rule compares across replicas, and the host
+    wait observed beside (not inside) the poll's duration; a skipped poll touches neither."""
+    metrics = Metrics()
+    before = time.time()
+    metrics.observe_poll(PollResult("wire", "ok", 200, duration=0.2, host_wait=3.0))
+    metrics.observe_poll(PollResult("wire", "not-modified", 304, duration=0.1))
+    metrics.observe_poll(PollResult("bad", "error", error="HTTP 500", duration=0.3, host_wait=0.7))
+    metrics.observe_poll(PollResult("late", "skipped"))
+    after = time.time()
+    found = samples(metrics.render().decode())
+    success = "monitor_feed_last_success_timestamp_seconds"
+    failure = "monitor_feed_last_failure_timestamp_seconds"
+    assert before <= found[(success, (("feed", "wire"),))] <= after
+    assert before <= found[(failure, (("feed", "bad"),))] <= after
+    assert (failure, (("feed", "wire"),)) not in found
+    assert (success, (("feed", "bad"),)) not in found
+    assert not any(labels == (("feed", "late"),) for _, labels in found)
+    assert found[("monitor_poll_host_wait_seconds_count", ())] == 3
+    assert found[("monitor_poll_host_wait_seconds_sum", ())] == pytest.approx(3.7)
+    assert found[("monitor_poll_host_wait_seconds_bucket", (("le", "0.001"),))] == 1
+    assert found[("monitor_poll_duration_seconds_sum", ())] == pytest.approx(0.6)
+
+
+async def test_the_wait_for_the_hosts_turn_is_its_own_histogram_not_poll_time(
+    tmp_path: Path, feed_server: FeedServer, own_redis: EmbeddedRedis
+) -> None:
+    """Issue 16: two feeds on one host, turns 1.5 s apart: the second poll waits its turn.
+    The wait is observed in monitor_poll_host_wait_seconds, and both polls' own work, well
+    under a second on loopback, in monitor_poll_duration_seconds."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: t, title: T, severity: high, match: {any: [tungsten]}}\n")
+    lines = []
+    for name in ("first", "second"):
+        feed_server.put(f"/{name}.xml", rss([{"title": "Weather", "guid": name}]))
+        lines.append(f'  - {{name: {name}, url: "{feed_server.url(f"/{name}.xml")}"}}')
+    config = tmp_path / "monitor.yaml"
+    config.write_text(
+        f'redis: {{url: "{own_redis.url}"}}\nfeeds:\n' + "\n".join(lines) + "\n"
+        f'rules: {{paths: ["{rules}"]}}\nchannels: {{console: {{}}}}\n'
+        "ingest: {workers: 0}\nhttp: {host_gap: 1.5s}\n"
+    )
+    async with Monitor(load_settings(config, env={})) as daemon:
+        results = await daemon.poll_all()
+        found = samples(daemon.metrics.render().decode())
+    assert [result.status for result in results] == ["ok", "ok"]
+    times = sorted(feed_server.times["/first.xml"] + feed_server.times["/second.xml"])
+    assert times[1] - times[0] >= 1.4  # the gap was kept
+    waits = sorted(result.host_wait for result in results)
+    assert waits[0] < 0.5 < 1.0 < waits[1]
+    assert found[("monitor_poll_host_wait_seconds_count", ())] == 2
+    assert found[("monitor_poll_host_wait_seconds_sum", ())] == pytest.approx(sum(waits))
+    assert found[("monitor_poll_host_wait_seconds_bucket", (("le", "1.0"),))] == 1
+    assert found[("monitor_poll_duration_seconds_count", ())] == 2
+    assert found[("monitor_poll_duration_seconds_bucket", (("le", "1.0"),))] == 2
 
 
 async def test_sent_failed_and_dead_by_channel_and_consumer_lag(
@@ -190,6 +249,8 @@ def test_metrics_readyz_and_status_of_a_running_daemon(
         assert found[("monitor_rules", ())] == 1
         assert ("monitor_consumer_lag", ()) in found
         assert ("monitor_consumer_lag_seconds", ()) in found
+        assert found[("monitor_poll_host_wait_seconds_count", ())] >= 1
+        assert found[("monitor_feed_last_success_timestamp_seconds", (("feed", "a"),))] > 0
         status, body = fetch(f"{base}/readyz")
         assert status == 200
         assert json.loads(body)["rules"] == "1"
