@@ -245,10 +245,16 @@ def test_offline_example_prints_alerts_without_network(tmp_path: Path) -> None:
     assert "darts" not in out
     # Each of its two events in three languages is one story (issue 15), and each article
     # one message listing every rule it matched (issue 16): the tungsten bids (two rules),
-    # the rare-earth licences, the US investment in Uzbekistan.
+    # the rare-earth licences, the US investment in Uzbekistan; and a Chinese report and a
+    # Russian one that no other language covers, each with its English gloss.
     messages = [m for m in out.split("\n\n") if m.strip()]
     headlines = [m.splitlines()[0] for m in messages]
-    assert len(messages) == 3, headlines
+    assert len(messages) == 5, headlines
+    [chinese] = [m for m in messages if "45个工作日" in m]
+    assert "  Gloss:   China Ministry of Commerce · rare earths" in chinese
+    [russian] = [m for m in messages if "Северный Катпар" in m]
+    assert "Severny Katpar" in russian.split("  Gloss:   ")[1]
+    assert "  Rules:   kz-tungsten-deposits, us-central-asia-critical-minerals" in russian
     [bids] = [m for m in messages if "Upper Kairakty" in m]
     assert bids.splitlines()[1].startswith("  Also:    US bids, stakes")
     assert "  Rules:   kz-tungsten-deposits, us-central-asia-critical-minerals" in bids
@@ -262,7 +268,7 @@ def test_offline_example_prints_alerts_without_network(tmp_path: Path) -> None:
     ]  # in the order the feeds' polls happened to settle
     every_language = {"steppe-wire (news, en)", "kuangchan (news, zh)", "nedra (news, ru)"}
     assert sources.count(every_language) == 2, messages
-    assert sum("Rare-earth export controls" in h for h in headlines) == 1
+    assert sum("Rare-earth export controls" in h for h in headlines) == 2
     assert "Wheat harvest" not in out
     again = run_monitor("run", "--once", "-c", "examples/offline/monitor.yaml", env=env)
     assert again.returncode == 0, again.stderr
