@@ -640,6 +640,104 @@ class HealthSettings(_Strict):
     port: int = Field(default=8080, ge=0, lt=65536, description="0 switches the endpoint off")
 
 
+ConsoleRole = Literal["viewer", "analyst"]
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class ConsoleUserSettings(_Strict):
+    """One account of the console's own login: an Argon2 hash, never a password."""
+
+    password_hash: SecretStr = Field(
+        description="an Argon2 hash made by `monitor console hash-password` ($argon2id$...)"
+    )
+    role: ConsoleRole = Field(default="viewer", description="viewer reads; analyst also acts")
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("$argon2"):
+            # The value is not echoed: a pasted password would land in the error.
+            raise ValueError(
+                "password_hash is not an Argon2 hash; make one with "
+                "`monitor console hash-password` and paste its output"
+            )
+        return value
+
+
+class ConsoleProxySettings(_Strict):
+    """A reverse proxy that authenticates users and names them in a header; the header is
+    believed only on connections from ``trusted`` addresses."""
+
+    header: str = Field(
+        default="X-Forwarded-User", min_length=1, description="the proxy's user-name header"
+    )
+    trusted: tuple[str, ...] = Field(
+        min_length=1, description="the proxy's addresses, as CIDRs (10.0.0.5/32, fd00::/64)"
+    )
+    roles: dict[str, ConsoleRole] = Field(
+        default_factory=dict, description="user name -> role; others get default_role"
+    )
+    default_role: ConsoleRole = "viewer"
+
+    @field_validator("trusted")
+    @classmethod
+    def _cidrs(cls, trusted: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for cidr in trusted:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{cidr!r} is not a network ({exc}); write e.g. 10.0.0.5/32 or 10.0.0.0/24"
+                ) from None
+        return trusted
+
+
+class WebConsoleSettings(_Strict):
+    """The analysts' web console (``monitor.console``): off unless enabled, and never
+    without access control."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, gt=0, lt=65536)
+    proxy: ConsoleProxySettings | None = Field(
+        default=None, description="trust an authenticating reverse proxy's user header"
+    )
+    users: dict[str, ConsoleUserSettings] = Field(
+        default_factory=dict, description="the console's own login: user name -> hash, role"
+    )
+    session_ttl: Duration = Field(
+        default=timedelta(hours=12), description="a login lasts this long"
+    )
+    secure_cookie: bool = Field(
+        default=True,
+        description="mark the session cookie Secure (sent over HTTPS only); false only on a "
+        "loopback host reached over plain HTTP",
+    )
+    login_attempts: int = Field(
+        default=5, ge=1, description="failed logins per user, and per address, per window"
+    )
+    login_window: Duration = Field(
+        default=timedelta(minutes=15), description="the window failed logins are counted in"
+    )
+
+    @model_validator(mode="after")
+    def _access_controlled(self) -> WebConsoleSettings:
+        if self.enabled and self.proxy is None and not self.users:
+            raise ValueError(
+                "console.enabled is true but no access control is configured: set "
+                "console.proxy (a trusted reverse proxy's user header) or console.users "
+                "(the console's own login)"
+            )
+        if not self.secure_cookie and self.host not in _LOOPBACK_HOSTS:
+            raise ValueError(
+                "console.secure_cookie: false is allowed only with a loopback console.host "
+                "(127.0.0.1, ::1, localhost); serve the console over HTTPS instead"
+            )
+        return self
+
+
 class Settings(_Strict):
     redis: RedisSettings = RedisSettings()
     feeds: tuple[FeedSettings, ...] = ()
@@ -653,6 +751,7 @@ class Settings(_Strict):
     history: HistorySettings = HistorySettings()
     delivery: DeliverySettings = DeliverySettings()
     health: HealthSettings = HealthSettings()
+    console: WebConsoleSettings = WebConsoleSettings()
     stories: StoriesSettings = StoriesSettings()
     ops: OpsSettings = OpsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
@@ -734,6 +833,7 @@ class Settings(_Strict):
             found.append(self.ops.heartbeat_url.get_secret_value())
         if self.translation is not None and self.translation.api_key is not None:
             found.append(self.translation.api_key.get_secret_value())
+        found += [user.password_hash.get_secret_value() for user in self.console.users.values()]
         return tuple(secret for secret in found if secret)
 
     def rule_paths(self) -> tuple[Path, ...]:

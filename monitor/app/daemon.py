@@ -39,6 +39,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from monitor.app.health_server import HealthServer
 from monitor.app.reload import file_signature, rules_signature, source_changes
 from monitor.app.runner import HEARTBEAT_TTL, PassSummary, PollSlot, Runner, utcnow
+from monitor.app.wiring import console_server
 from monitor.deliver.ops_alerts import CHECK_EVERY as OPS_CHECK_EVERY
 from monitor.errors import MonitorError, StoreError
 from monitor.ingest.fetch import stepping_out
@@ -347,6 +348,11 @@ class Monitor(Runner):
             started=self._started,
         )
         await health.start()
+        console = console_server(
+            lambda: self.settings, self.parts.stores, lambda: self.sources, self.clock
+        )
+        if console is not None:
+            await console.start()
         background = [
             asyncio.create_task(self._delivery_loop(), name="delivery"),
             asyncio.create_task(self._watch_rules(), name="rules-watch"),
@@ -362,6 +368,8 @@ class Monitor(Runner):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(self._time_left(), 0.1)):
                     await health.stop()
+                    if console is not None:
+                        await console.stop()
             loop.remove_signal_handler(signal.SIGHUP)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from monitor.app.embedded_redis import EmbeddedRedis, running_url
+from monitor.console.server import ConsoleServer, ConsoleStores
 from monitor.deliver import build as delivery
 from monitor.deliver.channels import Channel
 from monitor.deliver.ops_alerts import OpsWatch
@@ -37,6 +38,7 @@ from monitor.ingest.fetch import Fetcher
 from monitor.ingest.poll import PollContext, prepare_in_process
 from monitor.ingest.pool.parsers import ParserPool, worker_count
 from monitor.ingest.state import Store
+from monitor.model import Source
 from monitor.redisio import Keys
 from monitor.rules import RuleSet
 from monitor.settings import OpsSettings, Settings, split_host_port
@@ -332,6 +334,24 @@ async def daemon_parts(
             volume=stores.volume,
         )
         yield DaemonParts(link, stores, channels, worker, ops, pool, poll)
+
+
+def console_server(
+    settings: Callable[[], Settings],
+    stores: Stores,
+    sources: Callable[[], Sequence[Source]],
+    clock: Callable[[], datetime],
+) -> ConsoleServer | None:
+    """The web console over the daemon's stores, when ``console.enabled``; ``settings`` and
+    ``sources`` are read on each request, so a reload's users, roles and feeds apply."""
+    if not settings().console.enabled:
+        return None
+    return ConsoleServer(
+        lambda: settings().console,
+        stores=ConsoleStores(stores.stories, stores.ingest, stores.queue, stores.silences),
+        sources=sources,
+        clock=clock,
+    )
 
 
 def close_parsers(pool: ParserPool) -> None:

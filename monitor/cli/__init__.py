@@ -22,7 +22,7 @@ from monitor import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from monitor.cli import alerts, feeds, health, rules, run, silence, status, stories
+    from monitor.cli import alerts, console, feeds, health, rules, run, silence, status, stories
 
     parser = argparse.ArgumentParser(
         prog="monitor",
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"monitor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, status, rules, feeds, health, alerts, silence, stories):
+    for module in (run, status, rules, feeds, health, alerts, silence, stories, console):
         module.register(commands)
     return parser
 

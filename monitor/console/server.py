@@ -1,0 +1,602 @@
+"""The console's HTTP side: an aiohttp application over the stores, rendered with Jinja2.
+
+Every request passes one middleware that decides who is asking (a trusted proxy's user
+header, or a session cookie from the login form), refuses the unsigned, checks the role and
+the CSRF token of every POST, and adds the security headers.  Handlers only read the stores
+or call their named operations; what a page shows is decided in ``views``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import structlog
+from aiohttp import web
+
+from monitor.console import views
+from monitor.console.access import (
+    Action,
+    Principal,
+    allowed,
+    csrf_ok,
+    csrf_token,
+    networks,
+    proxy_role,
+    proxy_user,
+    safe_next,
+)
+from monitor.console.passwords import verify_password
+from monitor.console.sessions import SessionBook
+from monitor.console.throttle import LoginThrottle, address_key, user_key
+from monitor.deliver.queue import AlertQueue
+from monitor.deliver.silences import SilenceStore
+from monitor.errors import MonitorError, StoreError
+from monitor.ingest.state import Store
+from monitor.model import Source
+from monitor.settings import WebConsoleSettings
+from monitor.stories.store import StoryStore
+
+log = structlog.get_logger("monitor.console")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LOGIN_COOKIE = "monitor_console_login"
+"""A pre-login cookie: the login form's CSRF token is bound to it."""
+MAX_BODY = 64 * 1024
+STORY_WINDOWS = {"24h": timedelta(hours=24), "3d": timedelta(days=3), "7d": timedelta(days=7)}
+DEFAULT_WINDOW = "7d"
+#: Messages a redirect may ask a page to show, by code: never text from the query itself.
+NOTICES = {
+    "retried": "The dead letter was re-queued; a running daemon sends it within seconds.",
+    "retry-gone": "That dead letter is gone: someone retried it already, or it was trimmed.",
+    "silenced": "The silence is in force.",
+    "ended": "The silence was ended.",
+    "end-gone": "That silence had already ended.",
+}
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+"""Who is asking (None: nobody signed in), set by the middleware on every request."""
+SESSION: web.RequestKey[str | None] = web.RequestKey("session_token")
+"""The request's live session token: its CSRF tokens are derived from it."""
+#: Requests that need no signed-in user.
+PUBLIC = frozenset({"/login", "/static/console.css"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleStores:
+    """What the console reads and acts on: the daemon's stores, on its Redis client."""
+
+    stories: StoryStore
+    ingest: Store
+    queue: AlertQueue
+    silences: SilenceStore
+
+
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("monitor.console", "templates"),
+        autoescape=True,  # every page: feed titles, errors and reasons are untrusted text
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+class ConsoleServer:
+    """The console: ``await start()`` listens on ``console.host:console.port`` (or on a
+    socket given, for tests), ``await stop()`` closes it.
+
+    ``config`` and ``sources`` are read on every request, so a reloaded config's users,
+    roles and feeds apply at once; the address and the proxy's networks are read at start.
+    """
+
+    def __init__(
+        self,
+        config: Callable[[], WebConsoleSettings],
+        *,
+        stores: ConsoleStores,
+        sources: Callable[[], Sequence[Source]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        settings = config()
+        if settings.proxy is None and not settings.users:
+            raise MonitorError(
+                "console.enabled is true but no access control is configured",
+                hint="set console.proxy or console.users (see docs/operating.md)",
+            )
+        self.config = config
+        self.stores = stores
+        self.sources = sources
+        self.clock = clock
+        self.sessions = SessionBook(settings.session_ttl)
+        self.throttle = LoginThrottle(settings.login_attempts, settings.login_window)
+        self._trusted = networks(settings.proxy.trusted) if settings.proxy else ()
+        self._login_key = secrets.token_bytes(32)
+        self._templates = _templates()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
+        routes = app.router
+        routes.add_get("/", self.home)
+        routes.add_get("/login", self.login_page)
+        routes.add_post("/login", self.login)
+        routes.add_post("/logout", self.logout)
+        routes.add_get("/stories", self.stories_page)
+        routes.add_get("/stories/{story_id}", self.story_page)
+        routes.add_get("/feeds", self.feeds_page)
+        routes.add_get("/dead", self.dead_page)
+        routes.add_post("/dead/{letter_id}/retry", self.retry_dead)
+        routes.add_get("/silences", self.silences_page)
+        routes.add_post("/silences", self.add_silence)
+        routes.add_post("/silences/{silence_id}/end", self.end_silence)
+        routes.add_static("/static", _static_dir(), show_index=False, follow_symlinks=False)
+        return app
+
+    async def start(self, sock: socket.socket | None = None) -> bool:
+        """Listen; a port in use is logged, not fatal (the daemon's alerts matter more)."""
+        settings = self.config()
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock)
+        else:
+            site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("console not started", port=settings.port, error=str(exc))
+            await runner.cleanup()
+            return False
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else settings.port
+        log.info(
+            "console listening",
+            host=settings.host,
+            port=self.port,
+            proxy=settings.proxy is not None,
+            users=len(settings.users),
+        )
+        return True
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # -- who is asking ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Decide the principal, refuse what it may not do, and add the security headers."""
+        static = request.path.startswith("/static/")
+        try:
+            response = await self._admit(request, handler)
+        except web.HTTPException as exc:  # raised, as aiohttp wants redirects and refusals
+            _harden(exc, static)
+            raise
+        except StoreError as exc:
+            log.error("console: redis unavailable", path=request.path, error=str(exc))
+            response = self._render(
+                request,
+                "message.html.j2",
+                status=503,
+                title="Redis unavailable",
+                message="The console cannot read Redis right now; try again shortly.",
+            )
+        _harden(response, static)
+        return response
+
+    async def _admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        principal, new_token = self._principal(request)
+        request[PRINCIPAL] = principal
+        if request.path in PUBLIC or request.path.startswith("/static/"):
+            return await handler(request)
+        if principal is None:
+            return self._unsigned(request)
+        try:
+            if request.method == "POST":
+                await self._check_post(request, principal)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if new_token is not None:
+                self._set_session_cookie(exc, new_token)
+            raise
+        if new_token is not None:
+            self._set_session_cookie(response, new_token)
+        return response
+
+    def _principal(self, request: web.Request) -> tuple[Principal | None, str | None]:
+        """Who is asking, and a new session token to set (a proxy user's first request).
+
+        A trusted proxy's header wins; it is ignored (and logged) from any other peer.  A
+        login session counts only while its user is still in ``console.users``.
+        """
+        settings = self.config()
+        now = self.clock()
+        token = request.cookies.get(self._cookie_name())
+        session = self.sessions.lookup(token, now)
+        request[SESSION] = token if session is not None else None
+        proxy = settings.proxy
+        if proxy is not None and proxy.header in request.headers:
+            user = proxy_user(_peer(request), request.headers.get(proxy.header), self._trusted)
+            if user:
+                role = proxy_role(user, proxy.roles, proxy.default_role)
+                if session is not None and session.via == "proxy" and session.user == user:
+                    return Principal(user, role, "proxy"), None
+                fresh = self.sessions.open(user, "proxy", now)
+                request[SESSION] = fresh
+                return Principal(user, role, "proxy"), fresh
+            log.warning(
+                "console: proxy user header ignored from an untrusted address",
+                peer=_peer(request),
+                header=proxy.header,
+            )
+        if session is not None and session.via == "login" and session.user in settings.users:
+            return Principal(session.user, settings.users[session.user].role, "login"), None
+        return None, None
+
+    def _unsigned(self, request: web.Request) -> web.StreamResponse:
+        if self.config().users:
+            target = quote(request.path_qs, safe="/?=&")
+            if request.method == "GET":
+                raise web.HTTPSeeOther(f"/login?next={target}")
+            raise web.HTTPSeeOther("/login")
+        return self._render(
+            request,
+            "message.html.j2",
+            status=401,
+            title="Sign in through the proxy",
+            message="This console is reached through the desk's sign-in proxy.",
+        )
+
+    async def _check_post(self, request: web.Request, principal: Principal) -> None:
+        """Every state-changing request: an analyst, with this session's CSRF token."""
+        form = await request.post()
+        token = request.get(SESSION) or ""
+        presented = form.get("csrf")
+        if not csrf_ok(
+            token.encode(), principal.user, presented if isinstance(presented, str) else None
+        ):
+            log.warning(
+                "console: request refused, CSRF token missing or wrong",
+                user=principal.user,
+                path=request.path,
+                peer=_peer(request),
+            )
+            raise self._refusal(request, 403, "Form expired", "Reload the page and try again.")
+        if request.path != "/logout" and not allowed(principal, Action.ACT):
+            log.warning(
+                "console: action refused to a viewer", user=principal.user, path=request.path
+            )
+            raise self._refusal(
+                request, 403, "Not allowed", "Your role is viewer: analysts retry and silence."
+            )
+
+    def _refusal(
+        self, request: web.Request, status: int, title: str, message: str
+    ) -> web.HTTPException:
+        body = self._page(request, "message.html.j2", title=title, message=message)
+        return _http_error(status, body)
+
+    # -- login ------------------------------------------------------------------------------
+
+    def _cookie_name(self) -> str:
+        # The __Host- prefix makes the browser refuse the cookie unless it is Secure, for
+        # this host only, and for every path: it cannot be planted from a sibling domain.
+        return "__Host-monitor_console" if self.config().secure_cookie else "monitor_console"
+
+    def _set_session_cookie(self, response: web.StreamResponse, token: str) -> None:
+        settings = self.config()
+        response.set_cookie(
+            self._cookie_name(),
+            token,
+            max_age=int(settings.session_ttl.total_seconds()),
+            path="/",
+            httponly=True,
+            secure=settings.secure_cookie,
+            samesite="Strict",
+        )
+
+    async def login_page(self, request: web.Request) -> web.StreamResponse:
+        return self._login_form(request, status=200, error="")
+
+    def _login_form(self, request: web.Request, *, status: int, error: str) -> web.StreamResponse:
+        if not self.config().users:
+            return self._unsigned(request)
+        pre = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+        response = self._render(
+            request,
+            "login.html.j2",
+            status=status,
+            error=error,
+            next=safe_next(request.query.get("next")),
+            login_csrf=csrf_token(self._login_key, pre),
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            pre,
+            path="/login",
+            httponly=True,
+            secure=self.config().secure_cookie,
+            samesite="Strict",
+        )
+        return response
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        """Check a sign-in: the pre-login CSRF token, the rate limits, then the password
+        (in a thread: Argon2 costs CPU on purpose).  Failures are logged without it."""
+        settings = self.config()
+        form = await request.post()
+        user = str(form.get("user") or "").strip()
+        password = str(form.get("password") or "")
+        peer = _peer(request) or "-"
+        pre = request.cookies.get(LOGIN_COOKIE) or ""
+        presented = form.get("csrf")
+        if not pre or not csrf_ok(
+            self._login_key, pre, presented if isinstance(presented, str) else None
+        ):
+            log.warning("console: login refused, CSRF token missing or wrong", peer=peer)
+            return self._login_form(request, status=403, error="The form expired; try again.")
+        now = self.clock()
+        keys = (user_key(user), address_key(peer))
+        wait = self.throttle.wait(keys, now)
+        if wait > timedelta(0):
+            log.warning(
+                "console: login rate limited",
+                user=user,
+                peer=peer,
+                retry_after_s=int(wait.total_seconds()),
+            )
+            response = self._login_form(
+                request,
+                status=429,
+                error=f"Too many failed sign-ins; try again in {views.span(wait)}.",
+            )
+            response.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
+            return response
+        account = settings.users.get(user)
+        stored = account.password_hash.get_secret_value() if account else None
+        if not await asyncio.to_thread(verify_password, stored, password):
+            self.throttle.failed(keys, now)
+            log.warning(
+                "console: login failed",
+                user=user,
+                peer=peer,
+                reason="unknown user" if account is None else "wrong password",
+            )
+            return self._login_form(request, status=401, error="Wrong user name or password.")
+        self.throttle.succeeded(user)
+        self.sessions.close(request.cookies.get(self._cookie_name()))
+        token = self.sessions.open(user, "login", now)
+        log.info("console: signed in", user=user, peer=peer)
+        response = web.HTTPSeeOther(safe_next(str(form.get("next") or "/")))
+        self._set_session_cookie(response, token)
+        response.del_cookie(LOGIN_COOKIE, path="/login")
+        raise response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        principal = _signed_in(request)
+        self.sessions.close(request.get(SESSION))
+        log.info("console: signed out", user=principal.user)
+        response = web.HTTPSeeOther("/login" if principal.via == "login" else "/")
+        response.del_cookie(self._cookie_name(), path="/")
+        raise response
+
+    # -- pages ------------------------------------------------------------------------------
+
+    async def home(self, _request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther("/stories")
+
+    async def stories_page(self, request: web.Request) -> web.StreamResponse:
+        window = request.query.get("since", DEFAULT_WINDOW)
+        if window not in STORY_WINDOWS:
+            window = DEFAULT_WINDOW
+        now = self.clock()
+        since = now - STORY_WINDOWS[window]
+        store = self.stores.stories
+        page = views.pager(request.query.get("page"), await store.count_recent(since))
+        stories = await store.recent(since, page.size, offset=page.offset)
+        return self._render(
+            request,
+            "stories.html.j2",
+            title="Stories",
+            section="stories",
+            rows=[views.story_row(story, now) for story in stories],
+            pager=page,
+            window=window,
+            windows=list(STORY_WINDOWS),
+        )
+
+    async def story_page(self, request: web.Request) -> web.StreamResponse:
+        story_id = request.match_info["story_id"]
+        story = await self.stores.stories.story(story_id)
+        if story is None:
+            return self._render(
+                request,
+                "message.html.j2",
+                status=404,
+                title="No such story",
+                message="No story has that id (stories expire after stories.retention).",
+            )
+        rules = await self.stores.stories.rule_states(story.id)
+        return self._render(
+            request,
+            "story.html.j2",
+            title="Story",
+            section="stories",
+            story=views.story_view(story, rules, self.clock()),
+        )
+
+    async def feeds_page(self, request: web.Request) -> web.StreamResponse:
+        sources = list(self.sources())
+        states = await self.stores.ingest.feed_states([source.name for source in sources])
+        rows = views.feed_rows(sources, states, self.clock())
+        counts = {
+            health: sum(1 for r in rows if r.health == health)
+            for health in ("failing", "stale", "never polled", "ok")
+        }
+        return self._render(
+            request, "feeds.html.j2", title="Feeds", section="feeds", rows=rows, counts=counts
+        )
+
+    async def dead_page(self, request: web.Request) -> web.StreamResponse:
+        queue = self.stores.queue
+        page = views.pager(request.query.get("page"), await queue.dead_count())
+        newest = list(reversed(await queue.dead_letters(count=page.offset + page.size)))
+        rows = [views.dead_row(letter) for letter in newest[page.offset :]]
+        return self._render(
+            request, "dead.html.j2", title="Dead letters", section="dead", rows=rows, pager=page
+        )
+
+    async def retry_dead(self, request: web.Request) -> web.StreamResponse:
+        principal = _signed_in(request)
+        letter_id = request.match_info["letter_id"]
+        queue = self.stores.queue
+        letters = {letter.id: letter for letter in await queue.dead_letters(count=queue.keep_dead)}
+        letter = letters.get(letter_id)
+        done = letter is not None and await queue.requeue_dead(letter)
+        log.info(
+            "console: dead letter retried" if done else "console: dead letter not found",
+            user=principal.user,
+            letter=letter_id,
+        )
+        raise web.HTTPSeeOther(f"/dead?notice={'retried' if done else 'retry-gone'}")
+
+    async def silences_page(self, request: web.Request) -> web.StreamResponse:
+        return await self._silences(request, status=200, error="", form={})
+
+    async def _silences(
+        self, request: web.Request, *, status: int, error: str, form: Mapping[str, str]
+    ) -> web.StreamResponse:
+        now = self.clock()
+        silences = await self.stores.silences.active(now)
+        return self._render(
+            request,
+            "silences.html.j2",
+            status=status,
+            title="Silences",
+            section="silences",
+            rows=[views.silence_row(s, now) for s in silences],
+            error=error,
+            form={
+                "target": form.get("target", "rule"),
+                "value": form.get("value", ""),
+                "duration": form.get("duration", "24h"),
+                "reason": form.get("reason", ""),
+            },
+        )
+
+    async def add_silence(self, request: web.Request) -> web.StreamResponse:
+        principal = _signed_in(request)
+        posted = await request.post()
+        form = {key: str(value) for key, value in posted.items() if isinstance(value, str)}
+        wanted = views.silence_request(form)
+        if isinstance(wanted, str):
+            return await self._silences(request, status=400, error=wanted, form=form)
+        silence = await self.stores.silences.add(
+            rule=wanted.rule,
+            tag=wanted.tag,
+            duration=wanted.duration,
+            reason=wanted.reason,
+            now=self.clock(),
+            author=principal.user,
+        )
+        log.info(
+            "console: silence added",
+            user=principal.user,
+            silence=silence.id,
+            rule=silence.rule,
+            tag=silence.tag,
+            ends=silence.ends.isoformat(),
+        )
+        raise web.HTTPSeeOther("/silences?notice=silenced")
+
+    async def end_silence(self, request: web.Request) -> web.StreamResponse:
+        principal = _signed_in(request)
+        silence_id = request.match_info["silence_id"]
+        removed = await self.stores.silences.remove(silence_id)
+        log.info("console: silence ended", user=principal.user, silence=silence_id, found=removed)
+        raise web.HTTPSeeOther(f"/silences?notice={'ended' if removed else 'end-gone'}")
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def _page(self, request: web.Request, template: str, **context: Any) -> str:
+        principal = request.get(PRINCIPAL)
+        token = request.get(SESSION) or ""
+        context.setdefault("section", "")
+        context.setdefault("title", "")
+        return self._templates.get_template(template).render(
+            principal=principal,
+            csrf=csrf_token(token.encode(), principal.user) if principal else "",
+            can_act=allowed(principal, Action.ACT),
+            notice=NOTICES.get(request.query.get("notice", ""), ""),
+            **context,
+        )
+
+    def _render(
+        self, request: web.Request, template: str, *, status: int = 200, **context: Any
+    ) -> web.Response:
+        return web.Response(
+            text=self._page(request, template, **context),
+            status=status,
+            content_type="text/html",
+            charset="utf-8",
+        )
+
+
+def _signed_in(request: web.Request) -> Principal:
+    """The principal of a request the middleware admitted (only those reach handlers)."""
+    principal = request[PRINCIPAL]
+    assert principal is not None, "the middleware admits only signed-in requests here"
+    return principal
+
+
+def _http_error(status: int, body: str) -> web.HTTPException:
+    kinds: dict[int, type[web.HTTPException]] = {
+        400: web.HTTPBadRequest,
+        403: web.HTTPForbidden,
+        404: web.HTTPNotFound,
+    }
+    return kinds.get(status, web.HTTPForbidden)(text=body, content_type="text/html")
+
+
+def _peer(request: web.Request) -> str | None:
+    """The TCP peer's address: the connection's, never a header's."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return None
+
+
+def _harden(response: web.StreamResponse, static: bool) -> None:
+    """Headers on every response: no scripts, no framing, no sniffing, no referrer (links
+    to articles must not tell outlets the console's address), pages never cached."""
+    headers = response.headers
+    headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "no-referrer"
+    if not static:
+        headers["Cache-Control"] = "no-store"
+
+
+def _static_dir() -> Path:
+    return Path(__file__).resolve().parent / "static"

@@ -1,0 +1,361 @@
+"""What each console page shows, as plain values: stories, a story's timeline, feeds, dead
+letters, silences, and the silence form's checks.
+
+Pure: the stores' data classes in, frozen rows out, with ``now`` given.  Untrusted text
+(titles from feeds, errors, reasons) is only cleaned here; the templates escape it.  Secrets
+are masked here, before any template sees them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from monitor.deliver.policy import Silence
+from monitor.deliver.queue import DeadLetter, entry_ms
+from monitor.deliver.render.strings import clean_line, clip
+from monitor.ingest.schedule import is_stale
+from monitor.ingest.state import FeedState
+from monitor.model import Source
+from monitor.redact import mask_text, mask_url
+from monitor.settings import parse_duration
+from monitor.stories.story import RuleState, Story
+
+PAGE_SIZE = 50
+TITLE_WIDTH = 160
+LONGEST_SILENCE = timedelta(days=90)
+MAX_REASON = 500
+
+
+# -- times ------------------------------------------------------------------------------------
+
+
+def span(delta: timedelta) -> str:
+    """A duration as an operator reads it: 45s, 12m, 3h, 2d."""
+    seconds = max(int(delta.total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    return "-" if moment is None else f"{span(now - moment)} ago"
+
+
+def ahead(moment: datetime | None, now: datetime) -> str:
+    if moment is None or moment <= now:
+        return "due"
+    return f"in {span(moment - now)}"
+
+
+def safe_href(link: str) -> str:
+    """A link from a feed, only if it is http(s): a ``javascript:`` or ``data:`` URL would
+    run in the console's origin when clicked, and escaping does not stop that."""
+    try:
+        parts = urlsplit(link.strip())
+    except ValueError:
+        return ""
+    return link.strip() if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+# -- paging -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pager:
+    """One page of a list of ``total`` rows, ``size`` a page; pages count from 1."""
+
+    page: int
+    size: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+    @property
+    def previous(self) -> int | None:
+        return self.page - 1 if self.page > 1 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.page + 1 if self.page < self.pages else None
+
+
+def pager(requested: str | None, total: int, size: int = PAGE_SIZE) -> Pager:
+    """The page asked for in ``?page=``, kept within 1..pages (junk reads as 1)."""
+    try:
+        page = int(requested or "1")
+    except ValueError:
+        page = 1
+    bounds = Pager(1, size, total)
+    return Pager(min(max(page, 1), bounds.pages), size, total)
+
+
+# -- stories ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoryRow:
+    id: str
+    title: str
+    items: int
+    sources: int
+    independent: int
+    languages: str
+    last_seen: str
+    last_seen_ago: str
+
+
+def story_row(story: Story, now: datetime) -> StoryRow:
+    return StoryRow(
+        id=story.id,
+        title=clip(clean_line(story.title), TITLE_WIDTH) or "(untitled)",
+        items=len(story.items),
+        sources=len(story.sources),
+        independent=len(story.owners),
+        languages=", ".join(story.languages) or "-",
+        last_seen=when(story.last_seen),
+        last_seen_ago=ago(story.last_seen, now),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineRow:
+    seen: str
+    published: str
+    source: str
+    kind: str
+    lang: str
+    title: str
+    href: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    rule: str
+    state: str
+    alerted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoryView:
+    id: str
+    title: str
+    first_seen: str
+    first_seen_ago: str
+    last_seen: str
+    last_seen_ago: str
+    items: int
+    sources: int
+    independent: int
+    languages: tuple[str, ...]
+    kinds: tuple[str, ...]
+    provenance: tuple[str, ...]
+    rules: tuple[RuleRow, ...]
+    timeline: tuple[TimelineRow, ...]
+
+
+def story_view(story: Story, rules: Sequence[RuleState], now: datetime) -> StoryView:
+    """A story as its page shows it: spread, provenance, what each rule did, and the
+    timeline of its items in the order they were seen, across languages and sources."""
+    owners = len(story.owners)
+    items = sorted(story.items, key=lambda i: (i.seen_at, i.item_id))
+    return StoryView(
+        id=story.id,
+        title=clean_line(story.title) or "(untitled)",
+        first_seen=when(story.first_seen),
+        first_seen_ago=ago(story.first_seen, now),
+        last_seen=when(story.last_seen),
+        last_seen_ago=ago(story.last_seen, now),
+        items=len(story.items),
+        sources=len(story.sources),
+        independent=owners,
+        languages=story.languages,
+        kinds=story.kinds,
+        provenance=tuple(clean_line(line) for line in story.provenance()),
+        rules=tuple(
+            RuleRow(s.rule_id, s.describe(owners), s.alerted_by is not None) for s in rules
+        ),
+        timeline=tuple(
+            TimelineRow(
+                seen=when(item.seen_at),
+                published=when(item.published),
+                source=item.source,
+                kind=item.kind,
+                lang=item.lang or "?",
+                title=clean_line(item.title) or "(untitled)",
+                href=safe_href(item.link),
+                link=clip(clean_line(item.link), TITLE_WIDTH),
+            )
+            for item in items
+        ),
+    )
+
+
+# -- feeds ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    name: str
+    url: str
+    tags: str
+    health: str
+    last_success: str
+    last_success_ago: str
+    failures: int
+    last_error: str
+    last_error_at: str
+    next_poll: str
+    items_seen: int
+    moved_to: str
+
+
+def feed_health(source: Source, state: FeedState, now: datetime) -> str:
+    """never polled, failing, stale or ok, decided as ``monitor feeds status`` decides."""
+    if state.last_success is None and state.failures == 0:
+        return "never polled"
+    if state.failures:
+        return "failing"
+    if is_stale(state.last_success, source.interval, now, state.next_poll_at):
+        return "stale"
+    return "ok"
+
+
+def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
+    """A feed's stored state as the feeds page shows it; the URL, a permanent move's target
+    and the last error are masked (a feed URL may carry a password or a token)."""
+    failing = state.failures > 0
+    return FeedRow(
+        name=source.name,
+        url=mask_url(source.url),
+        tags=", ".join(source.tags),
+        health=feed_health(source, state, now),
+        last_success=when(state.last_success),
+        last_success_ago=ago(state.last_success, now),
+        failures=state.failures,
+        last_error=clean_line(mask_text(state.last_error or "")) if failing else "",
+        last_error_at=when(state.last_error_at) if failing else "",
+        next_poll=ahead(state.next_poll_at, now),
+        items_seen=state.items_seen,
+        moved_to=mask_url(state.moved_to) if state.moved_to else "",
+    )
+
+
+def feed_rows(
+    sources: Sequence[Source], states: Mapping[str, FeedState], now: datetime
+) -> list[FeedRow]:
+    """Failing and stale feeds first (what needs a look), then by name."""
+    order = {"failing": 0, "stale": 1, "never polled": 2, "ok": 3}
+    rows = [feed_row(s, states.get(s.name, FeedState()), now) for s in sources]
+    return sorted(rows, key=lambda r: (order.get(r.health, 9), r.name))
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    id: str
+    at: str
+    channel: str
+    recipients: str
+    rule: str
+    title: str
+    attempts: int
+    reason: str
+
+
+def dead_row(letter: DeadLetter) -> DeadRow:
+    """A dead letter as ``monitor alerts dead`` lists it, reason masked once more (letters
+    written before masking existed may still hold a secret)."""
+    match = letter.match
+    return DeadRow(
+        id=letter.id,
+        at=when(datetime.fromtimestamp(entry_ms(letter.id) / 1000, UTC)),
+        channel=letter.channel,
+        recipients=", ".join(letter.recipients),
+        rule=match.rule_id if match else "-",
+        title=clip(clean_line(match.item.title), TITLE_WIDTH) if match else "(unreadable)",
+        attempts=letter.attempts,
+        reason=clean_line(mask_text(letter.reason)),
+    )
+
+
+# -- silences ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRow:
+    id: str
+    target: str
+    ends: str
+    left: str
+    author: str
+    reason: str
+    created: str
+
+
+def silence_row(silence: Silence, now: datetime) -> SilenceRow:
+    return SilenceRow(
+        id=silence.id,
+        target=f"rule {silence.rule}" if silence.rule else f"tag {silence.tag}",
+        ends=when(silence.ends),
+        left=span(silence.ends - now),
+        author=silence.author or "-",
+        reason=clean_line(silence.reason),
+        created=when(silence.created),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRequest:
+    """A checked "add a silence" form: exactly one of rule and tag."""
+
+    rule: str | None
+    tag: str | None
+    duration: timedelta
+    reason: str
+
+
+def silence_request(form: Mapping[str, str]) -> SilenceRequest | str:
+    """The silence form's fields checked: a request, or what to fix (shown on the page).
+
+    ``target`` is ``rule`` or ``tag``, ``value`` the rule id or tag, ``duration`` like
+    ``4h`` (up to 90 days), ``reason`` required (it is what the next analyst reads).
+    """
+    target = form.get("target", "")
+    value = clean_line(form.get("value", ""))
+    reason = clean_line(form.get("reason", ""))
+    if target not in ("rule", "tag"):
+        return "choose whether to silence a rule or a tag"
+    if not value or len(value) > 200:
+        return f"name the {target} to silence"
+    try:
+        duration = parse_duration(form.get("duration", ""))
+    except ValueError:
+        return "write the duration like 30m, 4h or 2d"
+    if not timedelta(0) < duration <= LONGEST_SILENCE:
+        return "a silence lasts more than 0 and at most 90d"
+    if not reason:
+        return "say why: the reason is what the next analyst reads"
+    return SilenceRequest(
+        rule=value if target == "rule" else None,
+        tag=value if target == "tag" else None,
+        duration=duration,
+        reason=clip(reason, MAX_REASON),
+    )
