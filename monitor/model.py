@@ -164,6 +164,28 @@ def span_text(delta: timedelta) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def short_span(delta: timedelta) -> str:
+    """A duration as an operator reads it in a table: 45s, 12m, 3h, 2d (the CLI and the
+    console; alert titles use ``span_text``)."""
+    seconds = max(int(delta.total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """'3m ago', or '-' for never."""
+    return "-" if moment is None else f"{short_span(now - moment)} ago"
+
+
+def ahead(moment: datetime | None, now: datetime) -> str:
+    """'in 3m', or 'due' when the moment has come (or was never set)."""
+    if moment is None or moment <= now:
+        return "due"
+    return f"in {short_span(moment - now)}"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceNote:
     """One source of a story as an alert lists it (its provenance).

@@ -39,7 +39,7 @@ from monitor.ingest.onboard import (
 )
 from monitor.ingest.schedule import is_stale
 from monitor.ingest.state import FeedState
-from monitor.model import Source
+from monitor.model import Source, ago, ahead
 from monitor.redact import mask_text, mask_url
 
 
@@ -86,7 +86,7 @@ def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
         health=health,
         last_success=ago(state.last_success, now),
         failures=state.failures,
-        next_poll=_ahead(state.next_poll_at, now),
+        next_poll=ahead(state.next_poll_at, now),
         items_seen=state.items_seen,
         note=note,
     )
@@ -104,25 +104,6 @@ def feed_json(source: Source, state: FeedState, now: datetime) -> dict[str, obje
 def iso_utc(moment: datetime | None) -> str | None:
     """Every ``--json`` time: ISO-8601 in UTC, or None."""
     return None if moment is None else moment.astimezone(UTC).isoformat()
-
-
-def ago(moment: datetime | None, now: datetime) -> str:
-    return "-" if moment is None else f"{span(now - moment)} ago"
-
-
-def _ahead(moment: datetime | None, now: datetime) -> str:
-    if moment is None or moment <= now:
-        return "due"
-    return f"in {span(moment - now)}"
-
-
-def span(delta: timedelta) -> str:
-    """A duration as an operator reads it: 45s, 12m, 3h, 2d."""
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def render_table(rows: list[FeedRow]) -> str:

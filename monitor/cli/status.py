@@ -16,9 +16,11 @@ from monitor.cli.common import (
     Subcommands,
     load_settings_or_exit,
 )
-from monitor.cli.feeds import ago, feed_row, span
+from monitor.cli.feeds import feed_row
 from monitor.deliver.ops_alerts import DEAD_LETTERS_INCIDENT
 from monitor.errors import RuleSetError, StoreError
+from monitor.model import ago
+from monitor.model import short_span as span
 from monitor.redact import clip, mask_text, mask_url
 from monitor.rules import load_rules
 from monitor.settings import Settings

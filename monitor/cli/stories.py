@@ -18,9 +18,10 @@ from monitor.cli.common import (
     Subcommands,
     load_settings_or_exit,
 )
-from monitor.cli.feeds import ago, iso_utc
+from monitor.cli.feeds import iso_utc
 from monitor.deliver.render.strings import clean_line, clip
 from monitor.errors import StoreError
+from monitor.model import ago
 from monitor.settings import parse_duration
 from monitor.stories.store import StoryStore
 from monitor.stories.story import RuleState, Story

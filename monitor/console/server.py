@@ -41,7 +41,7 @@ from monitor.deliver.queue import AlertQueue
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import MonitorError, StoreError
 from monitor.ingest.state import Store
-from monitor.model import Source
+from monitor.model import Source, short_span
 from monitor.settings import WebConsoleSettings
 from monitor.stories.store import StoryStore
 
@@ -364,7 +364,7 @@ class ConsoleServer:
             response = self._login_form(
                 request,
                 status=429,
-                error=f"Too many failed sign-ins; try again in {views.span(wait)}.",
+                error=f"Too many failed sign-ins; try again in {short_span(wait)}.",
             )
             response.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
             return response

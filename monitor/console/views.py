@@ -19,7 +19,8 @@ from monitor.deliver.queue import DeadLetter, entry_ms
 from monitor.deliver.render.strings import clean_line, clip
 from monitor.ingest.schedule import is_stale
 from monitor.ingest.state import FeedState
-from monitor.model import Source
+from monitor.model import Source, ago, ahead
+from monitor.model import short_span as span
 from monitor.redact import mask_text, mask_url
 from monitor.settings import parse_duration
 from monitor.stories.story import RuleState, Story
@@ -33,27 +34,8 @@ MAX_REASON = 500
 # -- times ------------------------------------------------------------------------------------
 
 
-def span(delta: timedelta) -> str:
-    """A duration as an operator reads it: 45s, 12m, 3h, 2d."""
-    seconds = max(int(delta.total_seconds()), 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def ago(moment: datetime | None, now: datetime) -> str:
-    return "-" if moment is None else f"{span(now - moment)} ago"
-
-
-def ahead(moment: datetime | None, now: datetime) -> str:
-    if moment is None or moment <= now:
-        return "due"
-    return f"in {span(moment - now)}"
 
 
 def safe_href(link: str) -> str:

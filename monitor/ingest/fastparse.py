@@ -686,16 +686,22 @@ def _start_category(walk: _Walk, node: etree._Element, attrs: dict[str, str]) ->
     _add_tag(walk, attrs.get("term"), scheme, attrs.get("label"))
 
     def end(node: etree._Element) -> None:
-        value = walk._pop("category", walk._text(node), expecting_text=True)
-        if not value:
-            return
-        tags = walk._context()["tags"]
-        if tags and not tags[-1]["term"]:
-            tags[-1]["term"] = value
-        else:
-            _add_tag(walk, value, None, None)
+        _end_category(walk, walk._text(node))
 
     walk.ends.append(end)
+
+
+def _end_category(walk: _Walk, text: str) -> None:
+    """A category's text: the term of the tag its start made when that has none (RSS
+    ``<category>term</category>``), else a tag of its own, as feedparser does."""
+    value = walk._pop("category", text, expecting_text=True)
+    if not value:
+        return
+    tags = walk._context()["tags"]
+    if tags and not tags[-1]["term"]:
+        tags[-1]["term"] = value
+    else:
+        _add_tag(walk, value, None, None)
 
 
 def _start_itunes_category(walk: _Walk, node: etree._Element, attrs: dict[str, str]) -> None:
@@ -708,14 +714,7 @@ def _start_itunes_category(walk: _Walk, node: etree._Element, attrs: dict[str, s
             if any((part or "").strip() for part in [text, *(child.tail for child in node)]):
                 raise _Fallback
             text = ""
-        value = walk._pop("category", text, expecting_text=True)
-        if not value:
-            return
-        tags = walk._context()["tags"]
-        if tags and not tags[-1]["term"]:
-            tags[-1]["term"] = value
-        else:
-            _add_tag(walk, value, None, None)
+        _end_category(walk, text)
 
     walk.ends.append(end)
 

@@ -17,11 +17,11 @@ from monitor.console.views import (
     pager,
     safe_href,
     silence_request,
-    span,
     story_view,
 )
 from monitor.ingest.state import FeedState
 from monitor.model import Source
+from monitor.model import short_span as span
 from monitor.stories.story import Gate, RuleState, Story, StoryItem
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
