@@ -32,9 +32,10 @@ HSETNX, so exactly one item of a story is told "new language" whatever the repli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -463,6 +464,49 @@ class _Snapshot:
     candidates: tuple[Candidate, ...]
 
 
+class KeyTurns:
+    """Per index key, one assignment at a time in this process.
+
+    Two items conflict only when they share an index key (that is how they find each other),
+    and the commit's check refuses the later one, which then reads and decides again.  Within
+    one process that is wasted work, and in a first poll of a thousand feeds sharing a busy
+    date or deposit it was the common case: 107 items of 50,000 ran out of attempts and
+    opened stories of their own.  Items sharing a key therefore take turns here (keys taken
+    in sorted order, so two items never wait on each other); items with no key in common run
+    at once, and only other replicas can still make a commit retry.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def holding(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        """Hold every key of ``keys`` (waiting for each in turn) until the block ends."""
+        acquired: list[str] = []
+        waiting: list[str] = []
+        try:
+            for key in sorted(set(keys)):
+                waiting = [key]
+                self._holders[key] = self._holders.get(key, 0) + 1
+                await self._locks.setdefault(key, asyncio.Lock()).acquire()
+                acquired.append(key)
+                waiting = []
+            yield
+        finally:
+            for key in acquired:
+                self._locks[key].release()
+            for key in acquired + waiting:
+                self._holders[key] -= 1
+                if not self._holders[key]:
+                    del self._holders[key], self._locks[key]
+
+    @property
+    def keys_held(self) -> int:
+        """Keys an assignment holds or waits for (0 when idle: nothing is kept)."""
+        return len(self._locks)
+
+
 def _member_record(features: Features) -> dict[str, Any]:
     """What the store keeps of a member to compare later items with (``_member`` reads it)."""
     assert features.published is not None, "ingestion gives every item a publication time"
@@ -512,6 +556,7 @@ class StoryStore:
         self._absorb = client.register_script(_ABSORB)
         self._adopt = client.register_script(_ADOPT)
         self._cache: dict[str, _Cached] = {}
+        self._turns = KeyTurns()
 
     # -- assignment -----------------------------------------------------------------------
 
@@ -525,6 +570,11 @@ class StoryStore:
         (logged as a warning), so it is still alerted.
         """
         features = self.extractor.features(item)
+        async with self._turns.holding(features.index_keys()):
+            return await self._assign_held(item, features, now)
+
+    async def _assign_held(self, item: Item, features: Features, now: datetime) -> StoryUpdate:
+        """``assign``, with the item's index keys held (``KeyTurns``)."""
         window = self.window.total_seconds()
         for attempt in range(MAX_ATTEMPTS):
             snapshot = await self._read(features)

@@ -142,3 +142,52 @@ async def test_when_contention_never_lets_a_commit_through_the_item_opens_its_ow
     assert len(stories) >= 2
     counted = alerts(settled)
     assert counted["tungsten"] == counted["koktenkol"] == len(stories)
+
+
+async def test_one_process_never_races_itself_even_with_a_single_attempt(
+    clients: list[aioredis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first poll of many feeds is one process assigning many items at once: items sharing
+    an index key take turns (``KeyTurns``), so even with one optimistic attempt no commit is
+    refused, the twenty reports make one story, and no key is left behind."""
+    monkeypatch.setattr(story_store, "MAX_ATTEMPTS", 1)
+    stories = StoryStore(clients[0], Keys("single"), EXTRACTOR)
+    with capture_logs() as logs:
+        settled = await asyncio.gather(
+            *(assign_and_settle(stories, item) for item in reports(2000))
+        )
+    assert not [e for e in logs if e["event"].startswith("story assignment kept conflicting")]
+    assert len({story for story, _ in settled}) == 1
+    assert alerts(settled) == {"tungsten": 1, "koktenkol": 1}
+    assert stories._turns.keys_held == 0
+
+
+async def test_key_turns_serialise_shared_keys_and_let_others_run() -> None:
+    turns = story_store.KeyTurns()
+    order: list[str] = []
+    first_in = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def holder(name: str, keys: list[str], hold: asyncio.Event | None = None) -> None:
+        async with turns.holding(keys):
+            order.append(f"{name} in")
+            if hold is not None:
+                first_in.set()
+                await hold.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(holder("a", ["k1", "k2"], release_first))
+    await first_in.wait()
+    shared = asyncio.create_task(holder("b", ["k2", "k3"]))
+    await holder("c", ["k4"])  # no key in common with a: runs while a holds k1 and k2
+    assert order == ["a in", "c in", "c out"]
+    waiting = asyncio.create_task(holder("d", ["k1"]))
+    while turns._holders.get("k1") != 2:  # until d waits for k1
+        await asyncio.sleep(0)
+    waiting.cancel()  # cancelled while waiting for k1: leaves nothing behind
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release_first.set()
+    await asyncio.gather(first, shared)
+    assert order == ["a in", "c in", "c out", "a out", "b in", "b out"]
+    assert turns.keys_held == 0
