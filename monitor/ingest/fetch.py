@@ -37,6 +37,8 @@ _T = TypeVar("_T")
 Pause = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 #: What the running task's fetches step out of while they wait, innermost last.
 _STEP_OUT: ContextVar[tuple[Pause, ...]] = ContextVar("step_out", default=())
+_DEADLINE: ContextVar[tuple[asyncio.Timeout, float] | None] = ContextVar("deadline", default=None)
+"""The poll's hard deadline and its length, for ``made_progress`` and ``clock_paused``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +330,38 @@ async def hard_deadline(seconds: float) -> AsyncIterator[None]:
     (``HostGate``), which may take long with many feeds on one site and is no fault of the
     poll's."""
     async with asyncio.timeout(seconds) as deadline:
-        with stepping_out(functools.partial(_clock_stopped, deadline)):
-            yield
+        token = _DEADLINE.set((deadline, seconds))
+        try:
+            with stepping_out(functools.partial(_clock_stopped, deadline)):
+                yield
+        finally:
+            _DEADLINE.reset(token)
+
+
+def made_progress() -> None:
+    """The poll moved on (a parse began, a batch of items was recorded): its hard deadline
+    starts over.  The deadline is there for a poll that hangs; one that records hundreds of
+    items on a loop shared by fifty polls is slow, not hung, and abandoning it would waste
+    its work and fetch the feed again.  Outside ``hard_deadline`` (or with its clock
+    stopped), nothing happens."""
+    current = _DEADLINE.get()
+    if current is None:
+        return
+    deadline, seconds = current
+    if deadline.when() is not None and not deadline.expired():
+        deadline.reschedule(asyncio.get_running_loop().time() + seconds)
+
+
+@contextlib.asynccontextmanager
+async def clock_paused() -> AsyncIterator[None]:
+    """Stop the poll's hard deadline for the block, nothing else: for a wait for a shared
+    resource (a parser process's turn) that is no fault of the poll's."""
+    current = _DEADLINE.get()
+    if current is None:
+        yield
+        return
+    async with _clock_stopped(current[0]):
+        yield
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,13 @@ import structlog
 
 from monitor.errors import FeedError, FeedParseError, StoreError
 from monitor.ingest.dedup import ItemRecord, as_update
-from monitor.ingest.fetch import Fetcher, FetchResult, Validators, stepping_out
+from monitor.ingest.fetch import (
+    Fetcher,
+    FetchResult,
+    Validators,
+    made_progress,
+    stepping_out,
+)
 from monitor.ingest.prepare import PreparedFeed, PreparedItem, can_alert, prepare_feed
 from monitor.ingest.schedule import (
     PollOutcome,
@@ -329,6 +335,7 @@ async def _record(
             ]
             volume = ctx.volume or VolumeStore(ctx.store.client, ctx.store.keys)
             await count_trends(fresh, rules, volume, now)
+        made_progress()  # a batch recorded: slow is not hung (``fetch.made_progress``)
     if updated:
         log.info("items updated", feed=source.name, updated=updated)
     return new_items, tuple(matched), True

@@ -24,7 +24,9 @@ from monitor.ingest.fetch import (
     Fetcher,
     FetchResult,
     Validators,
+    clock_paused,
     hard_deadline,
+    made_progress,
     stepping_out,
 )
 from monitor.model import Source
@@ -334,6 +336,33 @@ async def test_a_fetch_steps_out_only_while_it_waits_for_its_turn(feed_server: F
             second = asyncio.create_task(polite.fetch(source(feed_server.url("/f.xml"))))
         await asyncio.gather(first, second)
     assert events == ["out", "in"]  # the second fetch waited 0.2 s; the first did not
+
+
+async def test_a_poll_that_keeps_making_progress_outlives_its_deadline() -> None:
+    """Each ``made_progress`` (a batch recorded) starts the deadline over: fifteen steps of
+    0.1 s pass a 1 s deadline; the same steps without progress do not."""
+
+    async def steps(progress: bool) -> None:
+        async with hard_deadline(1.0):
+            for _ in range(15):
+                await asyncio.sleep(0.1)
+                if progress:
+                    made_progress()
+
+    await steps(progress=True)
+    with pytest.raises(TimeoutError):
+        await steps(progress=False)
+
+
+async def test_a_polls_deadline_stops_while_it_waits_for_a_shared_turn() -> None:
+    """``clock_paused`` (a wait for a parser process) stops the deadline's clock and starts
+    it again where it stood; outside a deadline it does nothing."""
+    async with hard_deadline(0.5):
+        async with clock_paused():
+            await asyncio.sleep(0.8)
+        await asyncio.sleep(0.1)
+    async with clock_paused():
+        made_progress()
 
 
 async def test_a_polls_hard_deadline_still_cuts_a_hung_request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 from support.commands import kill_daemon, process_running
 
 from monitor.errors import FeedError
-from monitor.ingest.fetch import FetchResult
+from monitor.ingest.fetch import FetchResult, hard_deadline
 from monitor.ingest.pool.parsers import ParserPool, rules_payload
 from monitor.ingest.prepare import PreparedFeed, prepare_feed
 from monitor.model import Source
@@ -76,6 +77,42 @@ async def test_items_that_cannot_alert_are_not_matched_in_a_worker_either(
     finally:
         pool.close()
     assert [i.record for i in prepared.items] == [i.record for i in quiet.items]
+
+
+def busy_feed(items: int) -> bytes:
+    entries = "".join(
+        f"<item><title>Kazakhstan tungsten tender {n}</title><link>https://w.example/{n}</link>"
+        f"<guid>g{n}</guid><description>Astana reviews bids for the deposit {n}.</description>"
+        "</item>"
+        for n in range(items)
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>W</title>'
+        f"{entries}</channel></rss>"
+    ).encode()
+
+
+async def test_polls_waiting_for_a_parser_turn_do_not_run_out_their_deadline(
+    shipped_rules: RuleSet,
+) -> None:
+    """Twelve polls at once with one parser process: each parse takes well under its poll's
+    deadline, but together they take several; the wait for a turn stops the deadline's
+    clock (``fetch.clock_paused``), so none is abandoned."""
+    body = busy_feed(60)
+    pool = ParserPool(1, shipped_rules)
+
+    async def poll() -> PreparedFeed:
+        async with hard_deadline(0.8):
+            return await pool.prepare(SOURCE, response(body), NOW, shipped_rules, frozenset())
+
+    try:
+        started = time.monotonic()
+        prepared = await asyncio.gather(*(poll() for _ in range(12)))
+        took = time.monotonic() - started
+    finally:
+        pool.close()
+    assert all(p.error is None and len(p.items) == 60 for p in prepared)
+    assert took > 0.8, "the test needs the parses together to outlast one deadline"
 
 
 async def test_a_worker_matches_as_the_event_loop_does(shipped_rules: RuleSet) -> None:

@@ -182,8 +182,8 @@ async def test_key_turns_serialise_shared_keys_and_let_others_run() -> None:
     await holder("c", ["k4"])  # no key in common with a: runs while a holds k1 and k2
     assert order == ["a in", "c in", "c out"]
     waiting = asyncio.create_task(holder("d", ["k1"]))
-    while turns._holders.get("k1") != 2:  # until d waits for k1
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: d runs until it waits for k1
+    assert turns._holders["k1"] == 2
     waiting.cancel()  # cancelled while waiting for k1: leaves nothing behind
     with pytest.raises(asyncio.CancelledError):
         await waiting

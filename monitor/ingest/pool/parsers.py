@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from monitor.errors import FeedError
+from monitor.ingest.fetch import clock_paused, made_progress
 from monitor.ingest.pool.process import (
     budget_message,
     prepare_with_installed_rules,
@@ -139,7 +140,8 @@ class ParserPool:
         if self._started is None:
             self.start()
         assert self._started is not None
-        await asyncio.shield(self._started)
+        async with clock_paused():  # the processes starting is no fault of the poll's either
+            await asyncio.shield(self._started)
         url = response.url or source.url
         loop = asyncio.get_running_loop()
         pool = self._pool
@@ -147,9 +149,12 @@ class ParserPool:
         deadline = wall_deadline(budget) if budget else None
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.workers)
+        async with clock_paused():  # waiting for a parser is no fault of the poll's
+            await self._turns.acquire()
+        made_progress()
         try:
             # A turn first, so that the deadline counts the parse, not the wait in the queue.
-            async with self._turns, asyncio.timeout(deadline):
+            async with asyncio.timeout(deadline):
                 return await loop.run_in_executor(
                     pool,
                     prepare_with_installed_rules,
@@ -175,6 +180,8 @@ class ParserPool:
                 hint="if this feed fails so on every poll, it is what kills them (out of "
                 "memory?): lower its 'max_bytes' or remove it",
             ) from None
+        finally:
+            self._turns.release()
 
     def _replace_broken(
         self, broken: ProcessPoolExecutor, rules: RuleSet, *, kill: bool = False
