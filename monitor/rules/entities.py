@@ -93,9 +93,22 @@ class Lexicon:
                 self._patterns[entity.id] = re.compile("|".join(alternatives))
 
     def find(self, folded_text: str) -> frozenset[str]:
-        """The ids of every entity named in ``folded_text`` (text already folded)."""
+        """The ids of every entity named in ``folded_text`` (text already folded).
+
+        A name found only inside a longer name of another entity does not count: "美国商务部"
+        (the US Commerce Department) names the US department, not China's "商务部" it
+        contains."""
         present = {entity for anchor, entity in self._anchors if anchor in folded_text}
-        return frozenset(e for e in present if self._patterns[e].search(folded_text))
+        spans = {e: [m.span() for m in self._patterns[e].finditer(folded_text)] for e in present}
+        found = {e: places for e, places in spans.items() if places}
+        if len(found) < 2:
+            return frozenset(found)
+        kept: set[str] = set()
+        for entity, places in found.items():
+            others = [span for other, spans in found.items() if other != entity for span in spans]
+            if not all(_within(place, others) for place in places):
+                kept.add(entity)
+        return frozenset(kept)
 
     def find_in(self, text: str) -> frozenset[str]:
         """``find`` for raw text."""
@@ -114,3 +127,9 @@ class Lexicon:
         id stored with an older item whose entity has since been removed from the file)."""
         entity = self.entities.get(entity_id)
         return entity.display if entity else entity_id
+
+
+def _within(place: tuple[int, int], others: list[tuple[int, int]]) -> bool:
+    """Pure: does a longer span of ``others`` hold ``place``?"""
+    start, end = place
+    return any(s <= start and end <= e and (e - s) > (end - start) for s, e in others)

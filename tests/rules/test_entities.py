@@ -375,3 +375,13 @@ def test_every_alias_written_in_the_file_finds_its_entity(
     lexicon = Lexicon(load_entities([path]))
     for name in names:
         assert lexicon.find_in(f"News: {name.upper()} said.") == {"x"}, name
+
+
+def test_a_name_inside_a_longer_name_of_another_entity_does_not_count() -> None:
+    """美国商务部 (the US Commerce Department) holds 商务部 (China's ministry): the longer
+    name wins; each alone, or both named apart, is found as written."""
+    lexicon = Lexicon(shipped_entities())
+    assert lexicon.find_in("美国商务部宣布新的出口限制") == {"us-commerce"}
+    assert lexicon.find_in("商务部发布公告") == {"mofcom"}
+    assert lexicon.find_in("美国商务部回应商务部公告") == {"us-commerce", "mofcom"}
+    assert lexicon.find_in("the US Commerce Department and MOFCOM") == {"us-commerce", "mofcom"}
