@@ -1,6 +1,7 @@
 """Matching benchmark: the compiled engine against the reference evaluator, 10 to 10,000 rules.
 
     python bench/bench_match.py [--kinds dense,news] [--sizes 10,100,1000,10000] [--rounds 7]
+    python bench/bench_match.py --before /tmp/engine_before.py   # an older engine beside it
 
 Rules and items are synthetic and deterministic (a fixed seed): a vocabulary of pseudo-words
 in four scripts (Latin for English, Cyrillic for Russian, Cyrillic with Kazakh letters, and
@@ -28,11 +29,19 @@ round, time per item by language), with their range.  The index's memory is what
 ``tracemalloc`` sees while the engine is built: its Python objects; the automata
 (ahocorasick-rs, in Rust) and RE2's sets (C++) allocate outside it.  Prints a Markdown
 table.
+
+``--before FILE`` times another version of ``monitor/rules/engine.py`` (a copy of the committed
+one, say: ``git show HEAD:monitor/rules/engine.py > /tmp/engine_before.py``) in the same
+rounds, each size's rule set built into both engines and both taking their pass in turn, and
+prints the ratios: figures from one run on the same minutes of the machine, which is the only
+fair way to compare two versions on a machine whose speed drifts.  Matching through it is
+what ``RuleSet.match`` does with it (the same glossing), so only the engine differs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import statistics
 import sys
@@ -42,13 +51,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor.model import Item, Severity  # noqa: E402
+from monitor.model import Item, Match, Severity  # noqa: E402
 from monitor.rules import AtLeast, Group, Near, Regex, Rule, RuleSet, Term, fold  # noqa: E402
 from monitor.rules.engine import Engine  # noqa: E402
+from monitor.rules.gloss import glossed  # noqa: E402
 
 SEED = 20260105
 WHEN = datetime(2026, 1, 5, tzinfo=UTC)
@@ -74,12 +85,14 @@ WORDS_PER_SCRIPT = {"en": 12_000, "ru": 12_000, "kk": 9_000, "zh": 12_000}
 
 @dataclass(frozen=True)
 class Built:
-    """One size's rule set, ready to time, with what building its index cost."""
+    """One size's rule set, ready to time, with what building its index cost; ``match`` is
+    ``RuleSet.match``, or the same through the ``--before`` engine."""
 
     rules: int
     ruleset: RuleSet
     keys: int
     memory_mib: float
+    match: Callable[[Item], list[Match]]
 
 
 @dataclass(frozen=True)
@@ -249,13 +262,33 @@ def rate(work: Callable[[Item], object], items: Sequence[Item], seconds: float) 
             return done / elapsed
 
 
-def build(size: int, words: dict[str, list[str]]) -> Built:
+def build(size: int, words: dict[str, list[str]], engine_type: type[Any] = Engine) -> Built:
     rules = make_rules(size, words, random.Random(SEED + size))
     tracemalloc.start()
-    engine = Engine(rules)
+    engine = engine_type(rules)
     memory, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return Built(size, RuleSet(rules, "bench"), engine.keys, memory / 2**20)
+    ruleset = RuleSet(rules, "bench")
+    match = ruleset.match
+    if engine_type is not Engine:
+
+        def match(item: Item) -> list[Match]:
+            return glossed(engine.match(item, ruleset.version), ruleset.lexicon)
+
+    return Built(size, ruleset, engine.keys, memory / 2**20, match)
+
+
+def load_engine(path: str) -> type[Any]:
+    """The ``Engine`` class of another version of ``monitor/rules/engine.py`` (it imports the
+    rest of ``monitor`` from this checkout)."""
+    spec = importlib.util.spec_from_file_location("engine_before", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    engine: type[Any] = module.Engine
+    return engine
 
 
 def time_rounds(
@@ -265,15 +298,14 @@ def time_rounds(
     timings: list[list[dict[str, float]]] = [[] for _ in built]
     for _round in range(rounds):
         for index, size in enumerate(built):
-            timings[index].append(pass_time(size.ruleset, items))
+            timings[index].append(pass_time(size.match, items))
     return timings
 
 
-def pass_time(ruleset: RuleSet, items: Sequence[Item]) -> dict[str, float]:
+def pass_time(match: Callable[[Item], object], items: Sequence[Item]) -> dict[str, float]:
     """Seconds per item by language for one pass of ``RuleSet.match`` over ``items``, in
     their order (the languages in turn, so that each item finds the caches as the item of
     another language left them: the less flattering order)."""
-    match = ruleset.match
     spent = dict.fromkeys(WORDS_PER_SCRIPT, 0.0)
     counts = dict.fromkeys(WORDS_PER_SCRIPT, 0)
     languages = [item.lang or "" for item in items]
@@ -290,18 +322,30 @@ def pass_time(ruleset: RuleSet, items: Sequence[Item]) -> dict[str, float]:
 
 def measure(
     sizes: Sequence[int], words: dict[str, list[str]], items: list[Item], args: argparse.Namespace
-) -> list[Row]:
+) -> tuple[list[Row], list[Row]]:
+    """Rows for this engine and, with ``--before``, for the older one timed beside it."""
     built = [build(size, words) for size in sizes]
+    if args.before:
+        older = load_engine(args.before)
+        built += [build(size, words, older) for size in sizes]
     for size in built:
         for item in items[:50]:
-            size.ruleset.match(item)  # warm the folding tables and caches
+            size.match(item)  # warm the folding tables and caches
+    for size in built[len(sizes) :]:
+        if any(size.match(item) != size.ruleset.match(item) for item in items[:40]):
+            raise SystemExit(f"the --before engine disagrees at {size.rules:,} rules")
     timings = time_rounds(built, items, args.rounds)
     rows = []
+    references: dict[int, float] = {}
     for size, rounds in zip(built, timings, strict=True):
-        matches = sum(len(size.ruleset.match(item)) for item in items) / len(items)
-        reference = rate(size.ruleset.match_reference, items, args.reference_seconds)
+        matches = sum(len(size.match(item)) for item in items) / len(items)
+        if size.rules not in references:
+            references[size.rules] = rate(
+                size.ruleset.match_reference, items, args.reference_seconds
+            )
+        reference = references[size.rules]
         rows.append(Row(size.rules, size.keys, size.memory_mib, matches, tuple(rounds), reference))
-    return rows
+    return rows[: len(sizes)], rows[len(sizes) :]
 
 
 def check_equal(sizes: Sequence[int], words: dict[str, list[str]], items: list[Item]) -> None:
@@ -320,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=2000, help="distinct items (default 2000)")
     parser.add_argument("--rounds", type=int, default=7, help="engine timing rounds (default 7)")
     parser.add_argument("--reference-seconds", type=float, default=2.0)
+    parser.add_argument("--before", help="another engine.py to time beside this one")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     for kind in args.kinds.split(","):
@@ -340,7 +385,7 @@ def run_kind(kind: str, sizes: Sequence[int], args: argparse.Namespace) -> None:
         f"{mean_chars:,.0f} characters on average (en, ru, kk, zh in turn)"
     )
     check_equal(sizes, words, items)
-    rows = measure(sizes, words, items, args)
+    rows, before = measure(sizes, words, items, args)
     print()
     print(
         f"| rules | index keys | index memory | matches/item | engine items/s "
@@ -367,6 +412,37 @@ def run_kind(kind: str, sizes: Sequence[int], args: argparse.Namespace) -> None:
     for row in (first, last):
         costs = ", ".join(f"{lang} {row.micros(lang):,.0f} µs" for lang in WORDS_PER_SCRIPT)
         print(f"engine time per item at {row.rules:,} rules (median): {costs}")
+    print()
+    if before:
+        print_beside(before, rows, args)
+
+
+def print_beside(before: Sequence[Row], after: Sequence[Row], args: argparse.Namespace) -> None:
+    """The ``--before`` engine and this one, timed in the same rounds: medians and ratios."""
+    print(f"### beside {args.before} (same rounds; ratios are medians of per-round ratios)")
+    print()
+    print(
+        "| rules | before items/s | after items/s | after ÷ before "
+        "| before µs en / ru / kk / zh | after µs en / ru / kk / zh |"
+    )
+    print("|---:|---:|---:|---:|---|---|")
+    for old, new in zip(before, after, strict=True):
+        ratios = [b / a for a, b in zip(old.rates(), new.rates(), strict=True)]
+        print(
+            f"| {new.rules:,} | {old.engine_per_second:,.0f} | {new.engine_per_second:,.0f} "
+            f"| {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) "
+            f"| {' / '.join(f'{old.micros(lang):,.0f}' for lang in WORDS_PER_SCRIPT)} "
+            f"| {' / '.join(f'{new.micros(lang):,.0f}' for lang in WORDS_PER_SCRIPT)} |"
+        )
+    print()
+    for name, rows in (("before", before), ("after", after)):
+        first, last = rows[0], rows[-1]
+        slowdowns = [low / high for low, high in zip(first.rates(), last.rates(), strict=True)]
+        print(
+            f"{name}: slowdown from {first.rules:,} to {last.rules:,} rules "
+            f"{statistics.median(slowdowns):.2f}× (rounds {min(slowdowns):.2f}–"
+            f"{max(slowdowns):.2f}×)"
+        )
     print()
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import re2
@@ -55,6 +57,8 @@ from monitor.rules.text import (
 )
 
 _WORD = re.compile(r"[^\W_]+")
+#: The first of a tuple (an automaton's pattern number), for ``map`` in C.
+_FIRST = itemgetter(0)
 
 #: A set of keys of which at least one must occur in the text.  Word keys count from 0,
 #: regex keys from -1 down.
@@ -241,7 +245,7 @@ class _Filed:
     def guard(self, key: int, indexed: _Indexed) -> None:
         """Add to the gate a clause the rule needs that ``key`` does not meet: one more of
         its words, else a wider clause without ``key``, else the other words of a count
-        (every count is of two or more)."""
+        (every count is of two or more), of single words or of groups of spellings."""
         others = indexed.words - {key}
         if others:
             self.gate.add(min(others))
@@ -254,6 +258,14 @@ class _Filed:
             keys, _count = indexed.counts[0]
             self.gate.update(keys - {key})
             return
+        for groups, count in indexed.rest.counted if indexed.rest else ():
+            # ``count`` groups must meet the text; when fewer hold ``key``, one without it
+            # must too: a key of it is needed, if every group is words only (a group with
+            # a regex may meet the text with no key).
+            without = [group.keys for group in groups if key not in group.keys]
+            if len(groups) - len(without) < count and not any(g.regexes for g in groups):
+                self.gate.update(chain.from_iterable(without))
+                return
         self.ungated = True
 
 
@@ -468,12 +480,11 @@ class Engine:
         """``keys_in`` for a field whose scan form is already made."""
         found: set[int] = set()
         if self._scanned is not None:
-            found = {match[0] for match in self._scanned.find_matches_as_indexes(form, True)}
+            found = set(map(_FIRST, self._scanned.find_matches_as_indexes(form, True)))
         if lossy:
             if self._unspaced is not None and maybe_unspaced(folded):
-                first = self._first_unspaced
                 matches = self._unspaced.find_matches_as_indexes(_utf16(folded), True)
-                found.update([first + match[0] for match in matches])
+                found.update(map(self._first_unspaced.__add__, map(_FIRST, matches)))
             if self._others is not None:
                 found |= self._other_keys_in(folded)
         return found
@@ -521,11 +532,12 @@ class Engine:
             self._always.append(indexed)
             return frozenset()
         others = indexed.words - anchor
-        simple = not (indexed.wider or indexed.counts or indexed.rest)
+        words_only = not (indexed.counts or indexed.rest)
+        simple = words_only and not indexed.wider
         for key in anchor:
             filed = filing.setdefault(key, _Filed())
-            if simple and indexed.words <= {key}:
-                filed.sure.append(number)
+            if words_only and indexed.words <= {key} and all(key in c for c in indexed.wider):
+                filed.sure.append(number)  # ``key`` alone meets every need
                 continue
             filed.guard(key, indexed)
             if simple and len(others) == 1 and key in indexed.words:

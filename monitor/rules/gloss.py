@@ -137,6 +137,14 @@ def gloss(hits: Sequence[TermHit], item: Item, lexicon: Lexicon) -> str:
     """
     if not is_foreign(item):
         return ""
+    return _gloss_line(hits, _entity_names(item, lexicon), lexicon)
+
+
+def _entity_names(item: Item, lexicon: Lexicon) -> list[str]:
+    return [lexicon.english(entity) for entity in item_entities(item, lexicon)]
+
+
+def _gloss_line(hits: Sequence[TermHit], entity_names: list[str], lexicon: Lexicon) -> str:
     names: list[str] = []
     labels: list[str] = []
     for hit in hits:
@@ -145,14 +153,20 @@ def gloss(hits: Sequence[TermHit], item: Item, lexicon: Lexicon) -> str:
             names += found
         else:
             labels.append(hit_category(hit))
-    names += [lexicon.english(entity) for entity in item_entities(item, lexicon)]
-    return SEPARATOR.join(distinct([*names, *labels]))
+    return SEPARATOR.join(distinct([*names, *entity_names, *labels]))
 
 
 def glossed(matches: Sequence[Match], lexicon: Lexicon) -> list[Match]:
-    """``matches`` with their gloss set (unchanged when they have none)."""
+    """``matches`` with their gloss set (unchanged when they have none).  What depends on
+    the item alone (is it foreign, which entities it names: a fold of its whole text) is
+    found once per item, not once per match: a Chinese item can match six rules."""
     done: list[Match] = []
+    per_item: dict[int, tuple[Item, list[str] | None]] = {}
     for match in matches:
-        line = gloss(match.hits, match.item, lexicon)
+        known = per_item.get(id(match.item))
+        if known is None or known[0] is not match.item:
+            names = _entity_names(match.item, lexicon) if is_foreign(match.item) else None
+            known = per_item[id(match.item)] = (match.item, names)
+        line = "" if known[1] is None else _gloss_line(match.hits, known[1], lexicon)
         done.append(replace(match, gloss=line) if line else match)
     return done

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from monitor.model import Item, Severity
 from monitor.rules import AtLeast, Group, Near, Node, Regex, Rule, RuleSet, SetRef, Term
-from monitor.rules.engine import Engine, IndexedText, _RegexSet
+from monitor.rules.engine import Engine, IndexedText, _RegexSet, _Rest
 from monitor.rules.text import fold, scan_form
 
 WHEN = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -380,3 +380,51 @@ def test_at_least_is_indexed_under_all_but_count_minus_one_entries() -> None:
     assert [m.rule_id for m in engine.match(item("a b"), "v")] == ["r0"]
     assert [m.rule_id for m in engine.match(item("c d"), "v")] == ["r0"]
     assert engine.match(item("d"), "v") == []
+
+
+def test_at_least_over_words_with_several_spellings_is_gated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A count over Kazakh words (each a group of spellings) is checked only when a word of a
+    second group occurs: one word of "2 of these" can never be enough."""
+    rule = make_rule(
+        0, Group(all_of=(AtLeast(2, (t("қазақстан"), t("шығыс"), t("қорғасын"))),)), True, ()
+    )
+    engine = Engine([rule])
+    checked: list[int] = []
+    original = _Rest.met
+
+    def spy(self: _Rest, text: IndexedText) -> bool:
+        checked.append(1)
+        return original(self, text)
+
+    monkeypatch.setattr(_Rest, "met", spy)
+    assert engine.match(item("Қазақстан жаңалықтары"), "v") == []
+    assert checked == []
+    assert [m.rule_id for m in engine.match(item("Qazaqstan шығыс"), "v")] == ["r0"]
+    assert checked
+
+
+def test_a_count_that_names_a_word_twice_is_met_by_that_word_alone() -> None:
+    """ "2 of a, b, b, c" holds when b alone occurs (it counts twice), so b's own entries
+    must not be gated on the others."""
+    terms = (t("alpha"), t("beta"), t("beta"), t("gamma"))
+    ruleset = RuleSet((make_rule(0, Group(all_of=(AtLeast(2, terms),)), True, ()),), "v")
+    subject = item("beta news")
+    assert [m.rule_id for m in ruleset.match(subject)] == ["r0"]
+    assert ruleset.match(subject) == ruleset.match_reference(subject)
+
+
+def test_a_rule_every_clause_of_which_holds_a_key_is_sure_under_it() -> None:
+    """An ``any:`` of a word and a pair spreads into clauses that all hold that word: filed
+    under it, the rule needs nothing more and is chosen at once, with no check."""
+    match = Group(any_of=(t("kairakty"), Group(all_of=(t("tungsten"), t("tender")))))
+    engine = Engine([make_rule(0, match, True, ())])
+    kairakty = engine.key_words.index(("kairakty", 2))
+    assert kairakty in engine.anchors
+    sure, _gate, _pairs, _counts, _general = engine._filed[kairakty]
+    assert sure == (0,)
+    ruleset = RuleSet((make_rule(0, match, True, ()),), "v")
+    for subject in (item("Kairakty deposit"), item("tungsten tender"), item("tungsten")):
+        assert ruleset.match(subject) == ruleset.match_reference(subject)
+    assert ruleset.match(item("Kairakty deposit"))
