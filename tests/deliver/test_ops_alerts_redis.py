@@ -218,7 +218,7 @@ def test_a_running_daemon_tells_slack_when_redis_is_gone_and_back(
         slack_server.wait_for(1, within=120)
         own_redis.restart_if_dead()
         slack_server.wait_for(2, within=120)
-        time.sleep(6)  # another check or two: nothing more is sent
+        wait_for_checks(own_redis.url, 2, within=120)  # more checks: nothing more is sent
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=40)
@@ -297,6 +297,22 @@ def test_status_shows_an_open_dead_letter_incident(
         client.delete("st:ops:dead-letters")
         client.close()
     assert "ops          dead-letter alert sent 5" in capsys.readouterr().out
+
+
+def wait_for_checks(url: str, count: int, *, within: float) -> None:
+    """Block until the daemon's ops checks have run ``count`` more times: each check writes
+    its probe key first (``AlertQueue.probe``), so the key is removed and waited for again;
+    when the last one appears, the check before it has finished."""
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + within
+        for _ in range(count):
+            client.delete("monitor:ops:probe")
+            while not client.exists("monitor:ops:probe"):
+                assert time.monotonic() < deadline, f"no ops check within {within:g}s"
+                time.sleep(0.05)
+    finally:
+        client.close()
 
 
 def wait_for_heartbeat(url: str, *, within: float) -> None:
