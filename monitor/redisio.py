@@ -16,6 +16,10 @@ Every key monitor uses is named here, so no two modules can disagree.
                                  channel, or channel#<digest> for a subset of its recipients
     P:retry                      matches waiting for their next attempt (sorted set by due time)
     P:suppressed                 matches not sent on purpose: throttled, silenced (stream, capped)
+    P:inbox                      alerts as sent: the match, channel, time, story (stream, capped
+                                 at delivery.keep_sent; deliver.history)
+    P:triage:<rule|item>         an alert's ack and assignment in the console: who, when (hash,
+                                 expires 90 days after its last change)
     P:throttle:<rule|story>:<ch> highest severity alerted for a story, with its owner (string,
                                  expires after delivery.throttle)
     P:silence:<id>               one silence (JSON string, expires with the silence)
@@ -43,6 +47,19 @@ Every key monitor uses is named here, so no two modules can disagree.
     P:ops:dead-letters           the open dead-letter incident: when it began (JSON string)
     P:ops:redis-recovered        when the last Redis outage told to the ops route ended (ms)
     P:ops:probe                  written by every ops check: does Redis take writes? (string)
+    P:feedback:rules             rules with alerts sent or votes, for ``rules stats`` (set)
+    P:feedback:sent:<rule>       a rule's alerts sent: alert key -> first send time, ms (sorted
+                                 set, older than 35 days trimmed on write)
+    P:feedback:votes:<rule>      each alert's latest vote: alert key -> JSON (hash; votes on
+                                 alerts older than 90 days pruned on write)
+    P:feedback:log               every Slack button press: who, what, when, alert, rule, story,
+                                 source (stream, capped)
+    P:slack:alert:<alert>        the item text a Slack message's buttons may need (title,
+                                 summary, link, lang) and when it was sent (JSON, 35 days)
+    P:slack:thread:<rule>|<story>:<channel>  "<channel id> <ts>" of the Slack message a story's
+                                 follow-ups thread under (string, expires with the story)
+    P:slack:seen:<signature>     a Slack request already handled: a replay is refused (string,
+                                 10 minutes)
 """
 
 from __future__ import annotations
@@ -138,6 +155,13 @@ class Keys:
     def suppressed(self) -> str:
         return f"{self.prefix}:suppressed"
 
+    @property
+    def inbox(self) -> str:
+        return f"{self.prefix}:inbox"
+
+    def triage(self, alert_key: str) -> str:
+        return f"{self.prefix}:triage:{alert_key}"
+
     def throttle(self, rule: str, story: str, channel: str) -> str:
         return f"{self.prefix}:throttle:{rule}|{story}:{channel}"
 
@@ -197,3 +221,26 @@ class Keys:
 
     def first_mention(self, rule: str, entity: str) -> str:
         return f"{self.prefix}:first:{rule}|{entity}"
+
+    @property
+    def feedback_rules(self) -> str:
+        return f"{self.prefix}:feedback:rules"
+
+    def feedback_sent(self, rule: str) -> str:
+        return f"{self.prefix}:feedback:sent:{rule}"
+
+    def feedback_votes(self, rule: str) -> str:
+        return f"{self.prefix}:feedback:votes:{rule}"
+
+    @property
+    def feedback_log(self) -> str:
+        return f"{self.prefix}:feedback:log"
+
+    def slack_alert(self, alert: str) -> str:
+        return f"{self.prefix}:slack:alert:{alert}"
+
+    def slack_thread(self, rule: str, story: str, channel: str) -> str:
+        return f"{self.prefix}:slack:thread:{rule}|{story}:{channel}"
+
+    def slack_seen(self, signature: str) -> str:
+        return f"{self.prefix}:slack:seen:{signature}"

@@ -236,8 +236,27 @@ class ConsoleChannelSettings(_Strict):
     digest: DigestSettings | None = None
 
 
+class SlackInteractivitySettings(_Strict):
+    """Where the daemon listens for Slack's button presses (its own small HTTP server)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8082, ge=0, lt=65536, description="0 switches the endpoint off")
+    path: str = Field(default="/slack/actions", pattern=r"^/[A-Za-z0-9/_.-]*$")
+
+
 class SlackChannelSettings(_Strict):
     webhook_url: SecretStr = SecretStr("")
+    bot_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Slack app mode instead of webhook_url: the Bot User OAuth Token (xoxb-...)",
+    )
+    channel: str = Field(default="", description="app mode: the channel id (C0123...) to post to")
+    signing_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="app mode: the app's signing secret; turns on the feedback buttons",
+    )
+    api_url: str = Field(default="https://slack.com/api", pattern=r"^https?://\S+$")
+    interactivity: SlackInteractivitySettings = SlackInteractivitySettings()
     enabled: bool = True
     timeout: Duration = timedelta(seconds=10)
     rate_limit: Duration = Field(
@@ -247,8 +266,38 @@ class SlackChannelSettings(_Strict):
 
     @property
     def active(self) -> bool:
-        """An empty webhook (``${SLACK_WEBHOOK_URL:-}`` with the variable unset) switches it off."""
-        return self.enabled and bool(self.webhook_url.get_secret_value())
+        """An empty webhook or token (``${SLACK_WEBHOOK_URL:-}`` with the variable unset)
+        switches it off."""
+        return self.enabled and (bool(self.webhook_url.get_secret_value()) or self.app)
+
+    @property
+    def app(self) -> bool:
+        """Posting as a Slack app (bot token) rather than to an incoming webhook."""
+        return bool(self.bot_token.get_secret_value())
+
+    @property
+    def buttons(self) -> bool:
+        """Alerts carry feedback buttons: app mode with a signing secret to check presses."""
+        return self.app and bool(self.signing_secret.get_secret_value())
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackChannelSettings:
+        # No value is echoed: each of these is a credential.
+        token = self.bot_token.get_secret_value().strip()
+        if token and self.webhook_url.get_secret_value():
+            raise ValueError(
+                "set either webhook_url (incoming webhook) or bot_token + channel (Slack app), "
+                "not both"
+            )
+        if token and not token.startswith("xoxb-"):
+            raise ValueError("bot_token is not a bot token; use the app's xoxb-... token")
+        if token and not re.fullmatch(r"#?[A-Za-z0-9_.-]{1,80}", self.channel.strip()):
+            raise ValueError("bot_token needs channel: the channel id (C0123ABCD) to post to")
+        if self.signing_secret.get_secret_value() and self.webhook_url.get_secret_value():
+            raise ValueError(
+                "signing_secret is for the Slack app (bot_token); webhook posts carry no buttons"
+            )
+        return self
 
 
 class EmailChannelSettings(_Strict):
@@ -480,6 +529,9 @@ class DeliverySettings(_Strict):
     keep_dead: int = Field(default=10_000, gt=0, description="dead letters kept (oldest dropped)")
     keep_log: int = Field(
         default=10_000, gt=0, description="silenced and throttled matches kept for inspection"
+    )
+    keep_sent: int = Field(
+        default=50_000, gt=0, description="alerts as sent kept for the console's inbox"
     )
     templates: Path = Field(
         default=Path("templates"), description="folder of templates overriding the shipped ones"
@@ -812,6 +864,8 @@ class Settings(_Strict):
         found = []
         if self.channels.slack is not None:
             found.append(self.channels.slack.webhook_url.get_secret_value())
+            found.append(self.channels.slack.bot_token.get_secret_value())
+            found.append(self.channels.slack.signing_secret.get_secret_value())
         if self.channels.email is not None and self.channels.email.password is not None:
             found.append(self.channels.email.password.get_secret_value())
         if self.channels.webhook is not None:

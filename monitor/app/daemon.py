@@ -349,7 +349,11 @@ class Monitor(Runner):
         )
         await health.start()
         console = console_server(
-            lambda: self.settings, self.parts.stores, lambda: self.sources, self.clock
+            lambda: self.settings,
+            self.parts.stores,
+            lambda: self.sources,
+            self.clock,
+            rules=lambda: self.rules,
         )
         if console is not None:
             await console.start()

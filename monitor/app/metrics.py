@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 from collections import Counter as Tally
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -24,6 +25,7 @@ from monitor import __version__
 from monitor.model import PollResult
 
 if TYPE_CHECKING:
+    from monitor.deliver.feedback import RuleStats
     from monitor.deliver.worker import DeliveryReport
 
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -126,6 +128,26 @@ class Metrics:
             "monitor_redis_reconnects", "Times Redis came back after an outage", registry=r
         )
         self.rules = Gauge("monitor_rules", "Rules loaded", registry=r)
+        # Feedback from the desk (the Slack app's buttons), read from Redis about once a
+        # minute: every replica reports the same numbers, so aggregate with max, not sum.
+        self.rule_alerts = Gauge(
+            "monitor_rule_alerts",
+            "Alerts of a rule sent over the window (7d, 30d)",
+            ["rule", "window"],
+            registry=r,
+        )
+        self.rule_feedback = Gauge(
+            "monitor_rule_feedback",
+            "Alerts of a rule sent over the window and judged, by verdict",
+            ["rule", "window", "verdict"],
+            registry=r,
+        )
+        self.rule_precision = Gauge(
+            "monitor_rule_precision",
+            "Alerts judged relevant among those judged, over the window (absent before a vote)",
+            ["rule", "window"],
+            registry=r,
+        )
 
     def observe_poll(self, result: PollResult) -> None:
         outcome = result.status
@@ -159,6 +181,18 @@ class Metrics:
             self.alerts_failed.labels(channel=channel).inc(count)
         for channel, count in report.dead_channels.items():
             self.alerts_dead.labels(channel=channel).inc(count)
+        if report.rule_stats is not None:
+            self.observe_rule_stats(report.rule_stats)
+
+    def observe_rule_stats(self, stats: Iterable[RuleStats]) -> None:
+        """Set each rule's feedback gauges (``rules stats`` shows the same numbers)."""
+        for each in stats:
+            labels = {"rule": each.rule, "window": each.window_label}
+            self.rule_alerts.labels(**labels).set(each.sent)
+            self.rule_feedback.labels(**labels, verdict="relevant").set(each.relevant)
+            self.rule_feedback.labels(**labels, verdict="not_relevant").set(each.not_relevant)
+            if each.precision is not None:
+                self.rule_precision.labels(**labels).set(each.precision)
 
     def observe_lag(self, unread: int, oldest_seconds: float) -> None:
         self.consumer_lag.set(unread)

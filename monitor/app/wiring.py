@@ -27,8 +27,11 @@ from redis.backoff import ExponentialBackoff
 
 from monitor.app.embedded_redis import EmbeddedRedis, running_url
 from monitor.console.server import ConsoleServer, ConsoleStores
+from monitor.console.slack_actions import SlackActionsServer
 from monitor.deliver import build as delivery
 from monitor.deliver.channels import Channel
+from monitor.deliver.feedback_store import FeedbackStore
+from monitor.deliver.history import SentLog
 from monitor.deliver.ops_alerts import OpsWatch
 from monitor.deliver.queue import AlertQueue
 from monitor.deliver.silences import SilenceStore
@@ -183,6 +186,7 @@ class Stores:
     stories: StoryStore
     volume: VolumeStore
     silences: SilenceStore
+    feedback: FeedbackStore
 
     @classmethod
     def build(
@@ -216,6 +220,7 @@ class Stores:
             ),
             volume=VolumeStore(client, keys),
             silences=SilenceStore(client, keys),
+            feedback=FeedbackStore(client, keys),
         )
 
 
@@ -229,14 +234,17 @@ async def command_stores(settings: Settings) -> AsyncIterator[Stores]:
 # -- channels and the daemon's parts ----------------------------------------------------------
 
 
-def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:
-    """One channel object per active channel in the config.
+def build_channels(
+    settings: Settings, session: aiohttp.ClientSession, feedback: FeedbackStore | None = None
+) -> dict[str, Channel]:
+    """One channel object per active channel in the config (``feedback``: the Slack app's
+    threads and alert texts).
 
     Channels refuse unsafe combinations themselves (a password over plain SMTP to a remote
     host, say); that is a config problem, so it is raised as one.
     """
     try:
-        return delivery.build_channels(settings, session)
+        return delivery.build_channels(settings, session, feedback)
     except ValueError as exc:
         raise MonitorError(f"channels: {exc}", hint="fix the channel settings") from None
 
@@ -291,7 +299,7 @@ async def daemon_parts(
         # Alerts have connections of their own: a burst of slow feeds may hold every
         # connection the fetches may use, and an alert must not wait (or time out) behind it.
         delivering = await stack.enter_async_context(aiohttp.ClientSession())
-        channels = build_channels(settings, delivering)
+        channels = build_channels(settings, delivering, stores.feedback)
         stack.push_async_callback(_close_channels, channels)
         worker = delivery.build_worker(
             settings,
@@ -302,6 +310,11 @@ async def daemon_parts(
             translator=delivery.build_translator(settings, delivering, stores.queue),
         )
         worker.ops_channels = settings.ops.channels
+        worker.feedback = stores.feedback
+        actions = slack_actions_server(settings, stores, clock)
+        if actions is not None and await actions.start():
+            stack.push_async_callback(actions.stop)
+        worker.history = SentLog(stores.queue.client, stores.keys, keep=settings.delivery.keep_sent)
         ops = OpsWatch(
             stores.queue,
             channels,
@@ -341,9 +354,11 @@ def console_server(
     stores: Stores,
     sources: Callable[[], Sequence[Source]],
     clock: Callable[[], datetime],
+    rules: Callable[[], RuleSet] | None = None,
 ) -> ConsoleServer | None:
-    """The web console over the daemon's stores, when ``console.enabled``; ``settings`` and
-    ``sources`` are read on each request, so a reload's users, roles and feeds apply."""
+    """The web console over the daemon's stores, when ``console.enabled``; ``settings``,
+    ``sources`` and ``rules`` (the running rule set, for "which rules match") are read on
+    each request, so a reload's users, roles, feeds and rules apply."""
     if not settings().console.enabled:
         return None
     return ConsoleServer(
@@ -351,6 +366,29 @@ def console_server(
         stores=ConsoleStores(stores.stories, stores.ingest, stores.queue, stores.silences),
         sources=sources,
         clock=clock,
+        rules=rules,
+    )
+
+
+def slack_actions_server(
+    settings: Settings, stores: Stores, clock: Callable[[], datetime]
+) -> SlackActionsServer | None:
+    """The endpoint for the Slack app's buttons, when they are on (app mode with a signing
+    secret, ``channels.slack.interactivity.port`` not 0).  It lives as long as the daemon's
+    parts, on a port of its own: see ``console.slack_actions`` for why."""
+    slack = settings.channels.slack
+    if slack is None or not slack.active or not slack.buttons or not slack.interactivity.port:
+        return None
+    where = slack.interactivity
+    return SlackActionsServer(
+        slack.signing_secret.get_secret_value(),
+        feedback=stores.feedback,
+        silences=stores.silences,
+        api=delivery.slack_api(settings, None),
+        clock=clock,
+        host=where.host,
+        port=where.port,
+        path=where.path,
     )
 
 

@@ -22,6 +22,7 @@ from monitor.cli.common import (
     Subcommands,
     load_settings_or_exit,
 )
+from monitor.deliver.feedback import RuleStats, Vote, candidates_yaml, format_precision
 from monitor.errors import FeedError, MonitorError, RuleSetError
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.normalize import normalize_entry
@@ -66,6 +67,7 @@ def register(commands: Subcommands) -> None:
     test.set_defaults(handler=cmd_rules_test)
     _register_match(rule_commands)
     _register_backtest(rule_commands)
+    _register_stats(rule_commands)
 
 
 def _register_match(rule_commands: Subcommands) -> None:
@@ -113,6 +115,22 @@ def _register_backtest(rule_commands: Subcommands) -> None:
         "-c", "--config", help="config file (default: $MONITOR_CONFIG, ./monitor.yaml)"
     )
     backtest.set_defaults(handler=cmd_rules_backtest)
+
+
+def _register_stats(rule_commands: Subcommands) -> None:
+    stats = rule_commands.add_parser(
+        "stats",
+        help="per rule: alerts sent, marked relevant / not relevant, precision over 7 and 30 days",
+    )
+    stats.add_argument(
+        "--candidates",
+        metavar="RULE",
+        help="print the items marked not relevant for RULE as no_match examples (YAML)",
+    )
+    stats.add_argument(
+        "-c", "--config", help="config file (default: $MONITOR_CONFIG, ./monitor.yaml)"
+    )
+    stats.set_defaults(handler=cmd_rules_stats)
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -366,3 +384,50 @@ async def _download(url: str) -> tuple[bytes, dict[str, str]]:
         except FeedError as exc:
             raise ValueError(str(exc)) from None
         return result.body, result.headers
+
+
+# -- feedback ----------------------------------------------------------------------------------
+
+
+def cmd_rules_stats(args: argparse.Namespace) -> int:
+    settings = load_settings_or_exit(args.config)
+    try:
+        if args.candidates:
+            votes = asyncio.run(_votes(settings, args.candidates))
+            sys.stdout.write(candidates_yaml(args.candidates, votes))
+            return EXIT_OK
+        stats = asyncio.run(_stats(settings, datetime.now(UTC)))
+    except MonitorError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print_stats(stats, sys.stdout)
+    return EXIT_OK
+
+
+async def _votes(settings: Settings, rule: str) -> list[Vote]:
+    async with command_stores(settings) as stores:
+        return await stores.feedback.votes(rule)
+
+
+async def _stats(settings: Settings, now: datetime) -> list[RuleStats]:
+    async with command_stores(settings) as stores:
+        return await stores.feedback.stats(now)
+
+
+def print_stats(stats: list[RuleStats], out: TextIO) -> None:
+    """One line per rule: sent, relevant, not relevant and precision for 7 and 30 days."""
+    if not stats:
+        print("no alerts sent and no feedback yet", file=out)
+        return
+    by_rule: dict[str, dict[str, RuleStats]] = {}
+    for each in stats:
+        by_rule.setdefault(each.rule, {})[each.window_label] = each
+    width = max(len("RULE"), *(len(rule) for rule in by_rule))
+    head = "   ".join(f"{'SENT':>5} {'REL':>4} {'NOT':>4} {'PREC ' + w:>8}" for w in ("7d", "30d"))
+    print(f"{'RULE':<{width}}   {head}", file=out)
+    for rule, windows in sorted(by_rule.items()):
+        cells = "   ".join(
+            f"{s.sent:>5} {s.relevant:>4} {s.not_relevant:>4} {format_precision(s.precision):>8}"
+            for s in (windows["7d"], windows["30d"])
+        )
+        print(f"{rule:<{width}}   {cells}", file=out)

@@ -44,7 +44,7 @@ def register(commands: Subcommands) -> None:
 
 
 def describe(silence: Silence, now: datetime) -> str:
-    target = f"rule {silence.rule}" if silence.rule else f"tag {silence.tag}"
+    target = silence.target
     left = int((silence.ends - now).total_seconds() // 60)
     ends = silence.ends.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     by = f" by {silence.author}" if silence.author else ""

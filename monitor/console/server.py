@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
 import structlog
@@ -37,11 +37,21 @@ from monitor.console.access import (
 from monitor.console.passwords import verify_password
 from monitor.console.sessions import SessionBook
 from monitor.console.throttle import LoginThrottle, address_key, user_key
+from monitor.deliver.history import (
+    InboxFilter,
+    ItemHistory,
+    SentLog,
+    TimeRange,
+    is_entry_id,
+    search_query,
+    time_range,
+)
 from monitor.deliver.queue import AlertQueue
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import MonitorError, StoreError
 from monitor.ingest.state import Store
 from monitor.model import Source, short_span
+from monitor.rules import RuleSet
 from monitor.settings import WebConsoleSettings
 from monitor.stories.store import StoryStore
 
@@ -60,6 +70,9 @@ NOTICES = {
     "silenced": "The silence is in force.",
     "ended": "The silence was ended.",
     "end-gone": "That silence had already ended.",
+    "acked": "The alert is acknowledged.",
+    "assigned": "The alert's assignee is set.",
+    "alert-gone": "That alert is no longer in the log (it was trimmed).",
 }
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
 """Who is asking (None: nobody signed in), set by the middleware on every request."""
@@ -67,6 +80,9 @@ SESSION: web.RequestKey[str | None] = web.RequestKey("session_token")
 """The request's live session token: its CSRF tokens are derived from it."""
 #: Requests that need no signed-in user.
 PUBLIC = frozenset({"/login", "/static/console.css"})
+#: The Inbox's and the search's query-string fields (filters).
+INBOX_FORM = ("rule", "tag", "severity", "channel", "lang", "source", "since", "until")
+SEARCH_FORM = ("q", "source", "lang", "since", "until")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +120,7 @@ class ConsoleServer:
         stores: ConsoleStores,
         sources: Callable[[], Sequence[Source]],
         clock: Callable[[], datetime],
+        rules: Callable[[], RuleSet | None] | None = None,
     ) -> None:
         settings = config()
         if settings.proxy is None and not settings.users:
@@ -115,6 +132,10 @@ class ConsoleServer:
         self.stores = stores
         self.sources = sources
         self.clock = clock
+        self.rules: Callable[[], RuleSet | None] = rules or (lambda: None)
+        """The rule set running now (read per request, so a reload applies at once)."""
+        self.sent = SentLog(stores.queue.client, stores.queue.keys)
+        self.history = ItemHistory(stores.ingest.client, stores.ingest.keys)
         self.sessions = SessionBook(settings.session_ttl)
         self.throttle = LoginThrottle(settings.login_attempts, settings.login_window)
         self._trusted = networks(settings.proxy.trusted) if settings.proxy else ()
@@ -140,6 +161,11 @@ class ConsoleServer:
         routes.add_get("/silences", self.silences_page)
         routes.add_post("/silences", self.add_silence)
         routes.add_post("/silences/{silence_id}/end", self.end_silence)
+        routes.add_get("/inbox", self.inbox_page)
+        routes.add_post("/inbox/{entry_id}/ack", self.ack_alert)
+        routes.add_post("/inbox/{entry_id}/assign", self.assign_alert)
+        routes.add_get("/search", self.search_page)
+        routes.add_get("/explain", self.explain_page)
         routes.add_static("/static", _static_dir(), show_index=False, follow_symlinks=False)
         return app
 
@@ -532,6 +558,157 @@ class ConsoleServer:
         log.info("console: silence ended", user=principal.user, silence=silence_id, found=removed)
         raise web.HTTPSeeOther(f"/silences?notice={'ended' if removed else 'end-gone'}")
 
+    # -- inbox, search, explain -------------------------------------------------------------
+
+    async def inbox_page(self, request: web.Request) -> web.StreamResponse:
+        """Alerts as sent, newest first, filtered in Python over a bounded window of the log
+        (``views.INBOX_WINDOW`` entries a request); ``before`` pages on to older ones."""
+        form = _form(request, INBOX_FORM)
+        now = self.clock()
+        error = ""
+        try:
+            wanted = InboxFilter.parse(form)
+            span = time_range(form.get("since", ""), form.get("until", ""), now)
+        except ValueError as exc:
+            wanted, span, error = InboxFilter(), TimeRange(), str(exc)
+        before = request.query.get("before", "")
+        scan = await self.sent.newest(
+            wanted,
+            span,
+            before=before if is_entry_id(before) else None,
+            take=views.INBOX_PAGE,
+            window=views.INBOX_WINDOW,
+        )
+        triage = await self.sent.triage([alert.key for alert in scan.rows])
+        return self._render(
+            request,
+            "inbox.html.j2",
+            status=400 if error else 200,
+            title="Inbox",
+            section="inbox",
+            rows=[views.inbox_row(a, triage[a.key], now) for a in scan.rows],
+            scan=scan,
+            form=form,
+            error=error,
+            severities=views.SEVERITIES,
+            filters=urlencode(_nonempty(form)),
+            back=urlencode(_nonempty({**form, "before": before})),
+            window=views.INBOX_WINDOW,
+            paged=bool(before),
+        )
+
+    async def ack_alert(self, request: web.Request) -> web.StreamResponse:
+        principal = _signed_in(request)
+        return await self._triage(
+            request, lambda key: self.sent.ack(key, principal.user, self.clock()), "acked"
+        )
+
+    async def assign_alert(self, request: web.Request) -> web.StreamResponse:
+        principal = _signed_in(request)
+        posted = await request.post()
+        assignee = views.assignee_name(str(posted.get("assignee") or ""))
+        return await self._triage(
+            request,
+            lambda key: self.sent.assign(key, assignee, principal.user, self.clock()),
+            "assigned",
+        )
+
+    async def _triage(
+        self,
+        request: web.Request,
+        change: Callable[[str], Awaitable[None]],
+        done: str,
+    ) -> web.StreamResponse:
+        """Ack or assign the alert of a log entry, then back to the Inbox page it was on."""
+        principal = _signed_in(request)
+        alert = await self.sent.get(request.match_info["entry_id"])
+        if alert is not None:
+            await change(alert.key)
+        log.info(
+            f"console: alert {done}" if alert else "console: alert not found",
+            user=principal.user,
+            alert=alert.key if alert else request.match_info["entry_id"],
+        )
+        posted = await request.post()
+        back = parse_qsl(str(posted.get("back") or ""))
+        kept = [(k, v) for k, v in back if k in INBOX_FORM or k == "before"]
+        notice = done if alert is not None else "alert-gone"
+        raise web.HTTPSeeOther(f"/inbox?{urlencode([*kept, ('notice', notice)])}")
+
+    async def search_page(self, request: web.Request) -> web.StreamResponse:
+        """Items of the history whose title or summary hold every term, folded as rules
+        fold; newest first, over a bounded window (``views.SEARCH_WINDOW``) a request."""
+        form = _form(request, SEARCH_FORM)
+        now = self.clock()
+        error = ""
+        rows: list[views.SearchRow] = []
+        scan = None
+        try:
+            query = search_query(form.get("q", ""), form.get("source", ""), form.get("lang", ""))
+            span = time_range(form.get("since", ""), form.get("until", ""), now)
+        except ValueError as exc:
+            error = str(exc)
+        else:
+            if any(form.values()):
+                before = request.query.get("before", "")
+                scan = await self.history.search(
+                    query,
+                    span,
+                    before=before if is_entry_id(before) else None,
+                    take=views.SEARCH_PAGE,
+                    window=views.SEARCH_WINDOW,
+                )
+                stories = [await self.stores.stories.story_of(f.item.id) for f in scan.rows]
+                rows = [views.search_row(f, s) for f, s in zip(scan.rows, stories, strict=True)]
+        return self._render(
+            request,
+            "search.html.j2",
+            status=400 if error else 200,
+            title="Search",
+            section="search",
+            rows=rows,
+            scan=scan,
+            form=form,
+            error=error,
+            filters=urlencode(_nonempty(form)),
+            window=views.SEARCH_WINDOW,
+        )
+
+    async def explain_page(self, request: web.Request) -> web.StreamResponse:
+        """Which of the loaded rules match an item of the history (``?item=``) or of a sent
+        alert (``?alert=``), and why; ``?rule=`` explains one more rule, matching or not."""
+        item = None
+        entry_id = request.query.get("item", "")
+        alert_id = request.query.get("alert", "")
+        if entry_id:
+            item = await self.history.get(entry_id)
+        elif alert_id:
+            alert = await self.sent.get(alert_id)
+            match = alert.match() if alert is not None else None
+            item = match.item if match is not None else None
+        rules = self.rules()
+        if item is None or rules is None:
+            return self._render(
+                request,
+                "message.html.j2",
+                status=404 if item is None else 503,
+                title="Nothing to explain",
+                message="No such item: the history keeps items for history.retention."
+                if item is None
+                else "The rules are not loaded in this console.",
+            )
+        asked = " ".join(request.query.get("rule", "").split())[:200]
+        return self._render(
+            request,
+            "explain.html.j2",
+            title="Which rules match",
+            section="search",
+            view=views.explain_view(rules, item, asked),
+            asked=asked,
+            target_item=entry_id,
+            target_alert=alert_id,
+        )
+
     # -- rendering --------------------------------------------------------------------------
 
     def _page(self, request: web.Request, template: str, **context: Any) -> str:
@@ -556,6 +733,15 @@ class ConsoleServer:
             content_type="text/html",
             charset="utf-8",
         )
+
+
+def _form(request: web.Request, names: Sequence[str]) -> dict[str, str]:
+    """The named query-string fields, each one line of at most 200 characters."""
+    return {name: " ".join(request.query.get(name, "").split())[:200] for name in names}
+
+
+def _nonempty(form: Mapping[str, str]) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in form.items() if value]
 
 
 def _signed_in(request: web.Request) -> Principal:

@@ -1,5 +1,6 @@
 """What each console page shows, as plain values: stories, a story's timeline, feeds, dead
-letters, silences, and the silence form's checks.
+letters, silences, and the silence form's checks; the Inbox's sent alerts, search results and
+which rules match an item (``deliver.history`` reads them).
 
 Pure: the stores' data classes in, frozen rows out, with ``now`` given.  Untrusted text
 (titles from feeds, errors, reasons) is only cleaned here; the templates escape it.  Secrets
@@ -14,14 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+from monitor.deliver.history import MAX_NAME, FoundItem, SentAlert, Triage, entry_time
 from monitor.deliver.policy import Silence
 from monitor.deliver.queue import DeadLetter, entry_ms
-from monitor.deliver.render.strings import clean_line, clip
+from monitor.deliver.render.quote import quote
+from monitor.deliver.render.strings import clean_line, clip, collapse_spaces
 from monitor.ingest.schedule import is_stale
 from monitor.ingest.state import FeedState
-from monitor.model import Source, ago, ahead
+from monitor.model import Item, Match, Severity, Source, ago, ahead
 from monitor.model import short_span as span
 from monitor.redact import mask_text, mask_url
+from monitor.rules import RuleSet, explain
+from monitor.rules.expr import Rule
 from monitor.settings import parse_duration
 from monitor.stories.story import RuleState, Story
 
@@ -295,7 +300,7 @@ class SilenceRow:
 def silence_row(silence: Silence, now: datetime) -> SilenceRow:
     return SilenceRow(
         id=silence.id,
-        target=f"rule {silence.rule}" if silence.rule else f"tag {silence.tag}",
+        target=silence.target,
         ends=when(silence.ends),
         left=span(silence.ends - now),
         author=silence.author or "-",
@@ -340,4 +345,209 @@ def silence_request(form: Mapping[str, str]) -> SilenceRequest | str:
         tag=value if target == "tag" else None,
         duration=duration,
         reason=clip(reason, MAX_REASON),
+    )
+
+
+# -- inbox, search, explain -------------------------------------------------------------------
+
+INBOX_PAGE = 25
+"""Alerts a page of the Inbox shows: small pages for a slow link."""
+INBOX_WINDOW = 3_000
+"""Most log entries one Inbox request reads (newest first, within its time range) to fill
+its page; a sparse filter shows what it found and links on to older entries.  Reading
+3,000 costs about 200 ms (the client parses every value in Python)."""
+SEARCH_PAGE = 25
+SEARCH_WINDOW = 3_000
+"""Most history items one search request reads (newest first, within its time range):
+each is folded as rules fold, some 60 µs for an item in Chinese, so 3,000 cost about 200 ms
+when nothing matches."""
+SEVERITIES = tuple(severity.label for severity in Severity)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run of shown text; ``hit`` runs are what a rule or a search found (marked)."""
+
+    text: str
+    hit: bool = False
+
+
+def marked(
+    text: str, spans: Sequence[tuple[int, int]], limit: int = TITLE_WIDTH
+) -> tuple[Run, ...]:
+    """``text`` cut to ``limit`` characters, in runs with ``spans`` marked (overlaps merged)."""
+    text = text[:limit]
+    runs: list[Run] = []
+    done = 0
+    for start, end in sorted(spans):
+        start, end = max(start, done), min(end, len(text))
+        if end <= start:
+            continue
+        runs += [Run(text[done:start]), Run(text[start:end], True)]
+        done = end
+    runs.append(Run(text[done:]))
+    return tuple(Run(collapse_spaces(r.text), r.hit) for r in runs if r.text)
+
+
+def quote_runs(match: Match) -> tuple[Run, ...]:
+    """The sentence an alert quotes around its hit (``render.quote``), marked."""
+    found = quote(match)
+    if found is None:
+        return ()
+    runs = [Run(segment.text, segment.hit) for segment in found.segments]
+    if found.clipped_start:
+        runs.insert(0, Run("… "))
+    if found.clipped_end:
+        runs.append(Run(" …"))
+    return tuple(runs)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    id: str
+    rule: str
+    headline: str
+    severity: str
+    channel: str
+    via: str
+    sent: str
+    sent_ago: str
+    title: str
+    href: str
+    source: str
+    lang: str
+    story: str
+    quote: tuple[Run, ...]
+    terms: str
+    acked: str
+    assignee: str
+    assigned: str
+
+
+def inbox_row(alert: SentAlert, triage: Triage, now: datetime) -> InboxRow:
+    """One sent alert as the Inbox lists it: what went where and when, its story, the quote
+    with its hits, and who acknowledged it or has it."""
+    match = alert.match()
+    item = match.item if match is not None else None
+    acked = ""
+    if triage.acked_by:
+        acked = f"{triage.acked_by}, {ago(triage.acked_at, now)}"
+    assigned = ""
+    if triage.assignee or triage.assigned_by:
+        assigned = f"by {triage.assigned_by or '-'}, {ago(triage.assigned_at, now)}"
+    return InboxRow(
+        id=alert.id,
+        rule=alert.rule,
+        headline=clip(clean_line(match.headline), TITLE_WIDTH) if match else alert.rule,
+        severity=alert.severity.label,
+        channel=alert.channel,
+        via=alert.via,
+        sent=when(alert.sent),
+        sent_ago=ago(alert.sent, now),
+        title=clip(clean_line(item.title), TITLE_WIDTH) or "(untitled)" if item else "(unreadable)",
+        href=safe_href(item.link) if item else "",
+        source=alert.source,
+        lang=alert.lang or "?",
+        story=alert.story,
+        quote=quote_runs(match) if match else (),
+        terms=", ".join(match.terms) if match else "",
+        acked=acked,
+        assignee=triage.assignee,
+        assigned=assigned,
+    )
+
+
+def assignee_name(text: str) -> str:
+    """An assignee as typed: one line, at most ``MAX_NAME`` characters (empty: nobody)."""
+    return clip(clean_line(text), MAX_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRow:
+    id: str
+    title: tuple[Run, ...]
+    href: str
+    source: str
+    lang: str
+    published: str
+    seen: str
+    quote: tuple[Run, ...]
+    story: str
+
+
+def search_row(found: FoundItem, story: str | None) -> SearchRow:
+    """A search result: its title with the terms marked, the sentence of the summary around
+    the first term found there (quoted as an alert quotes), where and when it was seen."""
+    item = found.item
+    in_title = [(h.start, h.end) for h in found.hits if h.field == "title"]
+    in_summary = tuple(h for h in found.hits if h.field == "summary")
+    lead = Match("", "", Severity.INFO, "", item, hits=in_summary)
+    return SearchRow(
+        id=found.id,
+        title=marked(item.title, in_title) or (Run("(untitled)"),),
+        href=safe_href(item.link),
+        source=item.source,
+        lang=item.lang or "?",
+        published=when(item.published),
+        seen=when(entry_time(found.id)),
+        quote=quote_runs(lead) if item.summary.strip() else (),
+        story=story or "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Explained:
+    rule: str
+    title: str
+    severity: str
+    matches: bool
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainView:
+    title: str
+    href: str
+    link: str
+    source: str
+    lang: str
+    published: str
+    version: str
+    rules: int
+    matched: tuple[Explained, ...]
+    asked: Explained | None
+
+
+def explain_view(rules: RuleSet, item: Item, asked: str = "") -> ExplainView:
+    """Which of the loaded rules match the item, and why (``rules match --explain``), plus
+    any one rule ``asked`` for by id, matching or not."""
+    matched = []
+    for found in rules.match(item):
+        rule = rules.get(found.rule_id)
+        if rule is not None:
+            matched.append(_explained(rule, item, True))
+    wanted = rules.get(asked) if asked else None
+    return ExplainView(
+        title=clean_line(item.title) or "(untitled)",
+        href=safe_href(item.link),
+        link=clip(clean_line(mask_url(item.link)), TITLE_WIDTH),
+        source=item.source,
+        lang=item.lang or "?",
+        published=when(item.published),
+        version=rules.version,
+        rules=len(rules),
+        matched=tuple(matched),
+        asked=_explained(wanted, item, any(e.rule == wanted.id for e in matched))
+        if wanted is not None
+        else None,
+    )
+
+
+def _explained(rule: Rule, item: Item, matches: bool) -> Explained:
+    return Explained(
+        rule=rule.id,
+        title=clean_line(rule.title),
+        severity=rule.severity.label,
+        matches=matches,
+        lines=tuple(explain(rule, item)),
     )

@@ -15,6 +15,8 @@ from monitor.deliver.channels import (
     SlackChannel,
     WebhookChannel,
 )
+from monitor.deliver.channels.slack_app import REDIS_MARGIN, SlackAppChannel, SlackWebApi
+from monitor.deliver.feedback_store import FeedbackStore
 from monitor.deliver.policy import DigestSchedule, RetryPolicy, Route, send_lease_for
 from monitor.deliver.queue import AlertQueue
 from monitor.deliver.templates import Templates
@@ -24,15 +26,30 @@ from monitor.model import Severity
 from monitor.settings import RouteSettings, Settings
 
 
-def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Channel]:
-    """One channel object per active channel in the config (ValueError if one is unsafe)."""
+def build_channels(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    feedback: FeedbackStore | None = None,
+) -> dict[str, Channel]:
+    """One channel object per active channel in the config (ValueError if one is unsafe).
+    ``feedback``: where the Slack app keeps its threads and its alerts' text."""
     config = settings.channels
     templates = Templates(settings.resolve_path(settings.delivery.templates))
     templates.check()
     channels: dict[str, Channel] = {}
     if config.console is not None and config.console.enabled:
         channels["console"] = ConsoleChannel()
-    if config.slack is not None and config.slack.active:
+    if config.slack is not None and config.slack.active and config.slack.app:
+        channels["slack"] = SlackAppChannel(
+            slack_api(settings, session),
+            config.slack.channel.strip(),
+            feedback=feedback,
+            buttons=config.slack.buttons,
+            min_interval=config.slack.rate_limit,
+            templates=templates,
+            thread_ttl=max(settings.stories.retention, settings.stories.window),
+        )
+    elif config.slack is not None and config.slack.active:
         channels["slack"] = SlackChannel(
             config.slack.webhook_url.get_secret_value(),
             session=session,
@@ -74,6 +91,18 @@ def build_channels(settings: Settings, session: aiohttp.ClientSession) -> dict[s
     return channels
 
 
+def slack_api(settings: Settings, session: aiohttp.ClientSession | None) -> SlackWebApi:
+    """The Slack Web API client of app mode (the channel's, and the button endpoint's)."""
+    slack = settings.channels.slack
+    assert slack is not None
+    return SlackWebApi(
+        slack.bot_token.get_secret_value(),
+        api_url=slack.api_url,
+        session=session,
+        timeout=slack.timeout.total_seconds(),
+    )
+
+
 def route(config: RouteSettings) -> Route:
     return Route(
         channels=config.channels,
@@ -94,7 +123,8 @@ def send_leases(settings: Settings) -> dict[str, timedelta]:
     leases: dict[str, timedelta] = {}
     if config.slack is not None and config.slack.active:
         wait = pace if config.slack.rate_limit > timedelta(0) else timedelta(0)
-        leases["slack"] = send_lease_for(settings.delivery.send_lease, [config.slack.timeout], wait)
+        deadline = config.slack.timeout + (REDIS_MARGIN if config.slack.app else timedelta(0))
+        leases["slack"] = send_lease_for(settings.delivery.send_lease, [deadline], wait)
     if config.apprise is not None and config.apprise.active:
         wait = pace if config.apprise.rate_limit > timedelta(0) else timedelta(0)
         leases["apprise"] = send_lease_for(

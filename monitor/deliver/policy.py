@@ -201,7 +201,9 @@ def rule_by_rule(match: Match, routes: Sequence[Route]) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class Silence:
-    """Matches of a rule, or with a tag, are recorded but not sent until ``ends``."""
+    """Matches are recorded but not sent until ``ends`` when every criterion given holds:
+    the rule, a tag, the story (as ``story_key`` names it), the item's source (feed name).
+    Silences written before ``story`` and ``source`` existed read as having neither."""
 
     id: str
     ends: datetime
@@ -210,13 +212,34 @@ class Silence:
     tag: str | None = None
     created: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
     author: str = ""
+    story: str | None = None
+    source: str | None = None
 
     def covers(self, match: Match, now: datetime) -> bool:
         if now >= self.ends:
             return False
         if self.rule is not None and match.rule_id != self.rule:
             return False
+        if self.story is not None and story_key(match) != self.story:
+            return False
+        if self.source is not None and match.item.source != self.source:
+            return False
         return self.tag is None or self.tag in match_tags(match)
+
+    @property
+    def target(self) -> str:
+        """What it silences, in words: ``rule r · source s``, ``story story:abc``."""
+        parts = [
+            f"{name} {value}"
+            for name, value in (
+                ("rule", self.rule),
+                ("tag", self.tag),
+                ("story", self.story),
+                ("source", self.source),
+            )
+            if value is not None
+        ]
+        return " · ".join(parts) or "everything"
 
     def to_dict(self) -> dict[str, str | None]:
         return {
@@ -227,6 +250,8 @@ class Silence:
             "tag": self.tag,
             "created": self.created.isoformat(),
             "author": self.author,
+            **({"story": self.story} if self.story is not None else {}),
+            **({"source": self.source} if self.source is not None else {}),
         }
 
     @classmethod
@@ -239,6 +264,8 @@ class Silence:
             tag=data.get("tag") or None,
             created=datetime.fromisoformat(str(data.get("created") or "1970-01-01T00:00:00+00:00")),
             author=str(data.get("author") or ""),
+            story=data.get("story") or None,
+            source=data.get("source") or None,
         )
 
 

@@ -170,6 +170,10 @@ return 1
 RECOVERY_MEMORY = timedelta(days=7)
 
 
+MERGE_CHAIN = 4
+"""Merges followed from a queued match's story to the story it is part of now."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedMatch:
     """A match read from the stream, with the entry id needed to acknowledge it.
@@ -385,6 +389,36 @@ class AlertQueue:
                 await pipe.execute()
 
         await guarded(move)
+
+    async def merged_stories(self, story_ids: Sequence[str]) -> dict[str, str]:
+        """For each story of ``story_ids`` merged into another since its matches were
+        queued (``monitor.stories.store``: a report bridged two stories), the story it is
+        part of now, following up to ``MERGE_CHAIN`` merges; stories not merged are left out."""
+        current: dict[str, str] = {}
+        frontier = list(dict.fromkeys(story_ids))
+        for _ in range(MERGE_CHAIN):
+            step = await self._merged_into(frontier)
+            if not step:
+                break
+            for story, now in current.items():
+                current[story] = step.get(now, now)
+            for story in frontier:
+                if story in step and story not in current:
+                    current[story] = step[story]
+            frontier = list(dict.fromkeys(step.values()))
+        return current
+
+    async def _merged_into(self, story_ids: Sequence[str]) -> dict[str, str]:
+        """One hop: the story each of ``story_ids`` was merged into, for those merged."""
+        if not story_ids:
+            return {}
+        keys = [self.keys.story_merged(story) for story in story_ids]
+
+        async def read() -> list[Any]:
+            return list(await self.client.mget(keys))
+
+        found = await guarded(read)
+        return {story: str(into) for story, into in zip(story_ids, found, strict=True) if into}
 
     async def record_suppressed(self, match: Match, channel: str, reason: str) -> None:
         """Log a match deliberately not sent (silenced, throttled) in a capped stream."""

@@ -29,10 +29,18 @@ class SilenceStore:
         reason: str,
         now: datetime,
         author: str = "",
+        story: str | None = None,
+        source: str | None = None,
     ) -> Silence:
-        """Store a new silence lasting ``duration`` from ``now``."""
-        if (rule is None) == (tag is None):
-            raise ValueError("a silence names exactly one of a rule or a tag")
+        """Store a new silence lasting ``duration`` from ``now``.
+
+        By rule or by tag (exactly one) as before; or by story, by source, or a rule's
+        source (the Slack buttons' mutes), where a tag may not be combined."""
+        if story is None and source is None:
+            if (rule is None) == (tag is None):
+                raise ValueError("a silence names exactly one of a rule or a tag")
+        elif tag is not None:
+            raise ValueError("a silence by story or source names no tag")
         if duration <= timedelta(0):
             raise ValueError("a silence must last a positive time")
         silence = Silence(
@@ -43,6 +51,8 @@ class SilenceStore:
             tag=tag,
             created=now,
             author=author,
+            story=story,
+            source=source,
         )
         seconds = max(1, int(duration.total_seconds()))
         body = json.dumps(silence.to_dict(), ensure_ascii=False)

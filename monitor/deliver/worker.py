@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -35,8 +36,11 @@ from monitor.deliver.channels import (
 )
 from monitor.deliver.channels.email import RecipientsRefused
 from monitor.deliver.digest_store import RETRY_DIGEST, DigestStore, parse_matches
+from monitor.deliver.feedback import RuleStats
+from monitor.deliver.feedback_store import FeedbackStore
 from monitor.deliver.fold import fold_story_updates
 from monitor.deliver.group import by_article, merge_rule_messages
+from monitor.deliver.history import SentLog
 from monitor.deliver.ops_alerts import ops_routed
 from monitor.deliver.policy import (
     DigestSchedule,
@@ -70,6 +74,8 @@ SEND_CONCURRENCY = 8
 """Sends in flight at once to one channel without a rate limit (email, webhook)."""
 MAX_FLIGHTS = 8
 """Passes whose sends may still be running in the background; beyond it a pass waits."""
+STATS_EVERY = timedelta(minutes=1)
+"""How often a pass reads the rules' feedback numbers for the metrics."""
 
 
 def utcnow() -> datetime:
@@ -95,6 +101,9 @@ class DeliveryReport:
     """Sends left for a retry, by channel (``failed`` counts entries)."""
     dead_channels: dict[str, int] = field(default_factory=dict)
     """Dead letters made, by channel ("-" for an unreadable entry)."""
+    rule_stats: tuple[RuleStats, ...] | None = None
+    """Each rule's sent / relevant / not relevant over 7 and 30 days, when this pass read
+    them (``STATS_EVERY``), for the metrics."""
 
     def sent(self, channel: str, count: int = 1) -> None:
         self.channels[channel] = self.channels.get(channel, 0) + count
@@ -222,6 +231,9 @@ class DeliveryWorker:
         self.jitter = jitter
         self.silences = SilenceStore(queue.client, queue.keys)
         self.digests = DigestStore(queue.client, queue.keys)
+        self.history = SentLog(queue.client, queue.keys)
+        """The sent-alert log the console's Inbox reads (``history``); the composition root
+        sets its cap (``delivery.keep_sent``)."""
         self._routes = policy.route_list
         self._backlog: list[Step] = []
         self._flights: set[asyncio.Task[DeliveryReport]] = set()
@@ -231,6 +243,9 @@ class DeliveryWorker:
         self._token = uuid.uuid4().hex[:12]
         self.ops_channels: tuple[str, ...] = ()
         """Channels for operational alerts (``ops.channels``); empty: the routes decide."""
+        self.feedback: FeedbackStore | None = None
+        """Counts each rule's alerts sent, for its precision (``rules stats``); None: not."""
+        self._stats_at: datetime | None = None
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -253,7 +268,20 @@ class DeliveryWorker:
             background = None if block_ms is None else block_ms / 1000
             claimed = {entry.entry_id for entry in stale}
             await self._deliver(entries, report, background, claimed)
+        report.rule_stats = await self._rule_stats(now)
         return report
+
+    async def _rule_stats(self, now: datetime) -> tuple[RuleStats, ...] | None:
+        """The rules' feedback numbers, at most once per ``STATS_EVERY`` (None otherwise)."""
+        if self.feedback is None:
+            return None
+        if self._stats_at is not None and abs(now - self._stats_at) < STATS_EVERY:
+            return None
+        self._stats_at = now
+        try:
+            return tuple(await self.feedback.stats(now))
+        except StoreError:
+            return None
 
     async def settle(self, within: float | None = None) -> bool:
         """Wait (up to ``within`` seconds) for sends still running in the background; True
@@ -313,6 +341,7 @@ class DeliveryWorker:
         silences = await self.silences.active(now)
         progress: list[_Progress] = []
         sends: dict[str, list[_Send]] = {}
+        entries = await self._in_current_stories(entries)
         folded = fold_story_updates(entries, claimed)
         for entry, carrier in folded.folded:
             await self._fold(entry, carrier, report)
@@ -384,6 +413,22 @@ class DeliveryWorker:
             return matches
 
     # -- deciding what to send ------------------------------------------------------------------
+
+    async def _in_current_stories(self, entries: Sequence[QueuedMatch]) -> list[QueuedMatch]:
+        """``entries`` with each match's story as it is now: a story merged into another
+        after its match was queued (a report that arrived later bridged the two) is that
+        other story, so that ``fold`` tells the merged event in one message and throttling
+        counts it as one story."""
+        stories = [e.match.story for e in entries if e.match is not None and e.match.story]
+        merged = await self.queue.merged_stories(stories) if stories else {}
+        if not merged:
+            return list(entries)
+        return [
+            dataclasses.replace(e, match=dataclasses.replace(e.match, story=merged[e.match.story]))
+            if e.match is not None and e.match.story in merged
+            else e
+            for e in entries
+        ]
 
     async def _fold(self, entry: QueuedMatch, carrier: str, report: DeliveryReport) -> None:
         """An entry whose story and rule another entry of this pass tells (``fold``): kept
@@ -641,6 +686,8 @@ class DeliveryWorker:
         await self._step(
             lambda: self.queue.finish_send(send.match.key, send.unit, self.policy.sent_ttl)
         )
+        await self._log_sent([send.match], send.channel, "alert")
+        await self._count_sent(send.match)
         report.sent(send.channel)
         if grouped > 1:
             self._log(send).info("alert sent", grouped=grouped)
@@ -791,6 +838,38 @@ class DeliveryWorker:
     def has_backlog(self) -> bool:
         return bool(self._backlog)
 
+    async def _count_sent(self, match: Match) -> None:
+        """Count an alert sent towards its rule's precision (``feedback``), best effort like
+        ``_log_sent``; while an outage's backlog waits it is not counted."""
+        if self.feedback is None or self._backlog:
+            return
+        try:
+            await self.feedback.record_sent(match, self.clock())
+        except Exception as exc:  # the numbers are for reading later; the send stands
+            log.warning("sent alert not counted", rule=match.rule_id, error=str(exc))
+
+    async def _log_sent(self, matches: Sequence[Match], channel: str, via: str) -> None:
+        """Add alerts just sent to the sent-alert log, best effort: a write that fails is
+        logged and the send still counts as sent.  It is never a ``_step`` that can fail: the
+        backlog replays in order and stops at the first failure, so a write the log keeps
+        refusing (a key of the wrong type, a full Redis) would hold back every outcome after
+        it for ever.  While an outage's backlog waits, the write joins it, after the outcomes
+        it follows, and is tried once when Redis is back."""
+        sent = self.clock()
+
+        async def write() -> None:
+            try:
+                await self.history.record(matches, channel, sent, via=via)
+            except Exception as exc:  # the log is for reading later; the send stands
+                log.warning(
+                    "sent alert not logged", channel=channel, alerts=len(matches), error=str(exc)
+                )
+
+        if self._backlog:
+            self._backlog.append(write)
+            return
+        await write()
+
     # -- digests --------------------------------------------------------------------------------
 
     async def flush_digests(self, on_sent: Callable[[str], None] | None = None) -> int:
@@ -849,6 +928,7 @@ class DeliveryWorker:
             return False
         await self._step(lambda: self.queue.finish_send(digest.key, name, self.policy.sent_ttl))
         await self._step(lambda: self.digests.close(name, digest.closes))
+        await self._log_sent([m for _, ms in digest.groups for m in ms], name, "digest")
         bound.info("digest sent")
         return True
 

@@ -4,6 +4,7 @@ lists both; what is decided per rule (silences, throttling, routes) stays per ru
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
 from email.parser import BytesParser
@@ -134,3 +135,24 @@ async def test_alerts_to_other_recipients_do_not_share_a_message(
     for index in range(2):
         _, text = mail_text(smtp_server, index)
         assert "Also:" not in text
+
+
+async def test_a_story_merged_after_queueing_folds_into_one_message(
+    queue: AlertQueue, slack_server: SlackServer
+) -> None:
+    """An alert queued for story sA and a follow-up queued for sB, after a later report
+    merged sA into sB (``monitor.stories.store``): read in one pass they are one event, so
+    one message; the merge is followed through a chain (sA -> sB -> sC)."""
+    alert = dataclasses.replace(make_match(item="wire:1", title=TITLE), story="sA")
+    follow = dataclasses.replace(
+        make_match(item="other:1", title=TITLE), story="sB", follow_up="new language"
+    )
+    await queue.client.set(queue.keys.story_merged("sA"), "sB")
+    await queue.client.set(queue.keys.story_merged("sB"), "sC")
+    assert await queue.merged_stories(["sA", "sB", "sX"]) == {"sA": "sC", "sB": "sC"}
+    await enqueue(queue.client, PREFIX, alert, follow)
+    report = await make_worker(queue, {"slack": slack(slack_server)}).run_once()
+    assert report.folded == 1
+    [post] = accepted(slack_server)
+    assert post["text"].startswith(f"{TITLE} — [HIGH] Rule kz-tungsten")
+    assert "Follow-up" not in post["text"]

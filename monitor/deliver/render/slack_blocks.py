@@ -8,7 +8,7 @@ clipped to the limit Slack enforces for its place, so a post is never refused fo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -436,8 +436,14 @@ def _slack_line(match: Match) -> str:
     return f"{emoji} {_slack_headline(match.item)} · {source}{tail}"
 
 
-def slack_group_payload(matches: Sequence[Match]) -> dict[str, Any]:
-    """Several alerts in one message: a burst coalesced so Slack sees one post, not many."""
+def slack_group_payload(
+    matches: Sequence[Match],
+    after_each: Callable[[int, Match], list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Several alerts in one message: a burst coalesced so Slack sees one post, not many.
+    ``after_each(number, match)`` gives blocks to follow each alert, ``number`` unique in
+    the message (the Slack app's buttons; at 4 blocks an alert, ``GROUP_MAX`` alerts still
+    fit in 50)."""
     shown = list(matches[:GROUP_MAX])
     top = max(m.severity for m in shown)
     header = clip(f"{SEVERITY_EMOJI.get(top, '')} {len(shown)} alerts".strip(), SLACK_HEADER_CHARS)
@@ -460,6 +466,8 @@ def slack_group_payload(matches: Sequence[Match]) -> dict[str, Any]:
                 "elements": [_mrkdwn(_slack_origin(match)), _mrkdwn(_slack_rule(match))],
             },
         ]
+        if after_each is not None:
+            blocks += after_each(len(blocks), match)
     fallback = "; ".join(_slack_fallback(m) for m in shown)
     return {
         "text": clip(fallback, SLACK_TEXT_CHARS),
