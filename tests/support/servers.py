@@ -188,7 +188,76 @@ class _Running:
         self.stop()
 
 
-class SlackServer(_Running):
+class AioServerThread(_Running):
+    """An aiohttp server on its own event loop in a thread, on a free loopback port: the
+    life cycle every look-alike server shares.  Subclasses add their routes (``_routes``)."""
+
+    label = "test server"
+    """How start-up failures name the server."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._failure: BaseException | None = None
+
+    def _routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    # --- life cycle ---
+
+    def start(self) -> Self:
+        sock = bound_socket()
+        self.port = sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(sock, ready), name=self.label, daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT) or self._failure is not None:
+            self.stop()
+            raise RuntimeError(f"{self.label} did not start: {self._failure!r}")
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and the loop; safe to call twice."""
+        if self._thread is not None and self._loop is not None:
+            if self._thread.is_alive():
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(START_TIMEOUT)
+            self._thread = None
+
+    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(sock))
+            ready.set()
+            loop.run_forever()
+        except BaseException as exc:  # reported by start()
+            self._failure = exc
+            sock.close()
+            ready.set()
+        finally:
+            if self._runner is not None:
+                loop.run_until_complete(self._runner.cleanup())
+            _cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            asyncio.set_event_loop(None)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        app = web.Application()
+        self._routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+
+class SlackServer(AioServerThread):
     """An HTTP server that answers like a Slack incoming webhook.
 
     The webhook path ``/services/T000/B000/<secret>`` answers ``200 ok`` to a valid payload,
@@ -198,18 +267,19 @@ class SlackServer(_Running):
     """
 
     def __init__(self, *, secret: str | None = None, validate: bool = True) -> None:
+        super().__init__()
         self.secret = secret or f"SECRET{secrets.token_hex(8)}"
         self.path = f"/services/T000/B000/{self.secret}"
         self.validate = validate
-        self.port = 0
         self._requests: _Recorder[SlackRequest] = _Recorder()
         self._script: deque[HttpReply] = deque()
         self._default: HttpReply | None = None
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._failure: BaseException | None = None
+
+    label = "Slack test server"
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._handle)
 
     # --- what tests use ---
 
@@ -258,57 +328,6 @@ class SlackServer(_Running):
 
     async def wait_for_async(self, count: int, within: float = 5.0) -> list[SlackRequest]:
         return await self._requests.wait_for_async(count, within)
-
-    # --- life cycle ---
-
-    def start(self) -> Self:
-        sock = bound_socket()
-        self.port = sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, ready), name="slack-server", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(START_TIMEOUT) or self._failure is not None:
-            self.stop()
-            raise RuntimeError(f"Slack test server did not start: {self._failure!r}")
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close every connection and the loop; safe to call twice."""
-        if self._thread is not None and self._loop is not None:
-            if self._thread.is_alive():
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(START_TIMEOUT)
-            self._thread = None
-
-    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
-        assert self._loop is not None
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._serve(sock))
-            ready.set()
-            loop.run_forever()
-        except BaseException as exc:  # reported by start()
-            self._failure = exc
-            sock.close()
-            ready.set()
-        finally:
-            if self._runner is not None:
-                loop.run_until_complete(self._runner.cleanup())
-            _cancel_leftovers(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            asyncio.set_event_loop(None)
-
-    async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
 
     # --- answering ---
 

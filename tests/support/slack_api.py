@@ -10,30 +10,25 @@ took, with its updates, so tests read the channel as a user would.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
 import json
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from support.servers import (
     LOOPBACK,
-    START_TIMEOUT,
-    _cancel_leftovers,
+    AioServerThread,
     _json_or_none,
     _Recorder,
-    _Running,
-    bound_socket,
     slack_problems,
 )
 
@@ -106,22 +101,18 @@ def api_problems(payload: Any) -> list[str]:
     return problems
 
 
-class SlackApiServer(_Running):
+class SlackApiServer(AioServerThread):
     """An HTTP server answering as Slack's Web API does, under ``/api/<method>``."""
 
     def __init__(self, *, token: str = BOT_TOKEN, channels: tuple[str, ...] = (CHANNEL,)) -> None:
+        super().__init__()
         self.token = token
         self.channels = set(channels)
-        self.port = 0
         self._calls: _Recorder[ApiCall] = _Recorder()
         self._script: deque[Scripted] = deque()
         self._lock = threading.Lock()
         self._messages: dict[str, Message] = {}
         self._clock = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._failure: BaseException | None = None
 
     # --- what tests use ---
 
@@ -167,55 +158,10 @@ class SlackApiServer(_Running):
         with self._lock:
             return self._messages[ts]
 
-    # --- life cycle ---
+    label = "Slack API test server"
 
-    def start(self) -> Self:
-        sock = bound_socket()
-        self.port = sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, ready), name="slack-api", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(START_TIMEOUT) or self._failure is not None:
-            self.stop()
-            raise RuntimeError(f"Slack API test server did not start: {self._failure!r}")
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None and self._loop is not None:
-            if self._thread.is_alive():
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(START_TIMEOUT)
-            self._thread = None
-
-    def _run(self, sock: socket.socket, ready: threading.Event) -> None:
-        assert self._loop is not None
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._serve(sock))
-            ready.set()
-            loop.run_forever()
-        except BaseException as exc:  # reported by start()
-            self._failure = exc
-            sock.close()
-            ready.set()
-        finally:
-            if self._runner is not None:
-                loop.run_until_complete(self._runner.cleanup())
-            _cancel_leftovers(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            asyncio.set_event_loop(None)
-
-    async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
 
     # --- answering ---
 
