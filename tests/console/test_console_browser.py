@@ -11,50 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from console.harness import PASSWORDS, Console, StartConsole
+from console.browser import CHROMIUM, NEEDS_CHROMIUM, chromium, sign_in_form
+from console.harness import Console, StartConsole
 from monitor.model import Item
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 HOSTILE = "<script>document.title='owned'</script>Tungsten tender in Karaganda"
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (a dev dependency)")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's Chromium: apt-get install -y chromium chromium-driver",
-)
+pytest.importorskip("selenium.webdriver", reason="selenium (a dev dependency)")
+pytestmark = NEEDS_CHROMIUM
 
 
 def drive(url: str, profile: Path, screenshot: Path) -> dict[str, str]:
     """Sign in through the form as a person would and read the stories page."""
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
-        browser.set_page_load_timeout(30)
+    with chromium(profile) as browser:
         browser.get(f"{url}/stories")  # not signed in: sent to the form
         wait = WebDriverWait(browser, 20)
-        wait.until(expected_conditions.presence_of_element_located((By.ID, "login-user")))
-        browser.find_element(By.ID, "login-user").send_keys("ana")
-        browser.find_element(By.ID, "login-password").send_keys(PASSWORDS["ana"])
-        browser.find_element(By.ID, "login-submit").click()
+        sign_in_form(browser, wait)
         wait.until(expected_conditions.presence_of_element_located((By.ID, "stories")))
         link = browser.find_element(By.CSS_SELECTOR, "a.story-title")
         found = {
@@ -68,8 +44,6 @@ def drive(url: str, profile: Path, screenshot: Path) -> dict[str, str]:
         found["story_page"] = browser.find_element(By.ID, "story-title").text
         browser.save_screenshot(str(screenshot))
         return found
-    finally:
-        browser.quit()
 
 
 @pytest.mark.slow

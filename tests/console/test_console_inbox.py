@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 from support.channel_fixtures import enqueue, make_match
 from support.servers import SlackServer, bound_socket
 
+from console.browser import CHROMIUM, NEEDS_CHROMIUM, chromium, sign_in_form
 from console.harness import (
     KEYS,
-    PASSWORDS,
     Clock,
     Console,
     console_settings,
@@ -282,41 +282,17 @@ async def test_hostile_text_in_alerts_and_assignees_is_escaped(console: Console)
 
 # -- in a real browser --------------------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
 
 def browse_inbox(url: str, profile: Path, screenshot: Path) -> dict[str, str]:
     """Sign in through the form, follow the Inbox link, read the first alert's row."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (a dev dependency)")
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
-        browser.set_page_load_timeout(30)
+    with chromium(profile) as browser:
         wait = WebDriverWait(browser, 20)
         browser.get(f"{url}/login")
-        wait.until(expected_conditions.presence_of_element_located((By.ID, "login-user")))
-        browser.find_element(By.ID, "login-user").send_keys("ana")
-        browser.find_element(By.ID, "login-password").send_keys(PASSWORDS["ana"])
-        browser.find_element(By.ID, "login-submit").click()
+        sign_in_form(browser, wait)
         wait.until(expected_conditions.presence_of_element_located((By.ID, "user")))
         browser.find_element(By.LINK_TEXT, "Inbox").click()
         wait.until(expected_conditions.presence_of_element_located((By.ID, "inbox")))
@@ -331,16 +307,11 @@ def browse_inbox(url: str, profile: Path, screenshot: Path) -> dict[str, str]:
         found["acked"] = browser.find_element(By.CSS_SELECTOR, ".acked").text
         browser.save_screenshot(str(screenshot))
         return found
-    finally:
-        browser.quit()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's Chromium: apt-get install -y chromium chromium-driver",
-)
+@NEEDS_CHROMIUM
 async def test_an_analyst_opens_the_inbox_and_acks_an_alert_in_chromium(
     console: Console, slack_server: SlackServer, tmp_path: Path
 ) -> None:
