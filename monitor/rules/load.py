@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from monitor.errors import Location, RuleFileError, RuleSetError
+from monitor.rules.engine import Engine, IndexedText
 from monitor.rules.entities import Entity
 from monitor.rules.entity_file import EntityDraft, is_entity_file, link_entities, read_entity_file
 from monitor.rules.expr import (
@@ -32,7 +33,7 @@ from monitor.rules.expr import (
     Trend,
     Watch,
 )
-from monitor.rules.match import check_example
+from monitor.rules.match import check_example, evaluate, example_item
 from monitor.rules.ruleset import RuleSet
 from monitor.rules.schema import (
     AtLeastDraft,
@@ -138,6 +139,33 @@ def run_examples(paths: Sequence[Path]) -> list[RuleTest]:
     return [RuleTest(rule, tuple(example_problems(rule))) for rule in result.ruleset]
 
 
+def examples_failing(rules: Sequence[Rule], incomplete: set[str]) -> list[RuleFileError]:
+    """A problem for each example of ``rules`` that does not behave as declared (rules
+    using a term set that could not be read are not tried).
+
+    Every start and every reload runs the examples, a few hundred of them: evaluated on
+    text scanned once through the compiled engine (``IndexedText``), which finds exactly
+    what the reference evaluator finds, they cost a fraction of what the reference costs
+    (it folds and searches every term of a rule again for each example).  An example that
+    fails is then explained by the reference, in its words (``check_example``).
+    """
+    tried = tuple(rule for rule in rules if not set_names(rule.match) & incomplete)
+    if not tried:
+        return []
+    engine = Engine(tried)
+    found: list[RuleFileError] = []
+    for rule in tried:
+        for example in rule.examples:
+            hits = evaluate(rule.match, IndexedText(example_item(example), engine))
+            if (hits is not None) == example.should_match:
+                continue
+            failure = check_example(rule, example)
+            if failure is not None:
+                message, hint = failure
+                found.append(RuleFileError(example.location, message, hint=hint))
+    return found
+
+
 def example_problems(rule: Rule) -> list[RuleFileError]:
     """A problem for each of the rule's examples that does not behave as declared."""
     found: list[RuleFileError] = []
@@ -173,8 +201,10 @@ def _compile(
             digests.append(hashlib.sha256(raw).hexdigest())
         if draft is not None:
             drafts.append(draft)
-    linker = _Linker(drafts, complete=len(drafts) == len(files), examples=examples)
+    linker = _Linker(drafts, complete=len(drafts) == len(files))
     problems.extend(linker.problems)
+    if examples:
+        problems.extend(examples_failing(linker.rules, linker.incomplete))
     if drafts and len(drafts) == len(files) and all(file.written_rules == 0 for file in drafts):
         problems.append(
             RuleFileError(
@@ -309,14 +339,11 @@ class _Linker:
     """Links the files' drafts: term sets are global, rule ids unique, references resolved,
     and every rule's examples are run."""
 
-    def __init__(
-        self, drafts: Sequence[FileDraft], *, complete: bool, examples: bool = True
-    ) -> None:
+    def __init__(self, drafts: Sequence[FileDraft], *, complete: bool) -> None:
         """``complete`` is False when some file could not be read as YAML at all: its
         references are unknown, so no term set is reported unused."""
         self.problems: list[RuleFileError] = []
         self.incomplete: set[str] = set()
-        self.examples = examples
         self.term_sets = self._term_sets(draft for file in drafts for draft in file.term_sets)
         if complete:
             self._unused(frozenset().union(*(file.referenced for file in drafts)))
@@ -375,8 +402,6 @@ class _Linker:
             rule = self._rule(draft)
             if rule is None:
                 continue
-            if self.examples and not set_names(rule.match) & self.incomplete:
-                self.problems.extend(example_problems(rule))
             rules.append(rule)
         return tuple(rules)
 
