@@ -15,7 +15,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -26,8 +26,6 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from monitor.app.embedded_redis import EmbeddedRedis, running_url
-from monitor.console.server import ConsoleServer, ConsoleStores
-from monitor.console.slack_actions import SlackActionsServer
 from monitor.deliver import build as delivery
 from monitor.deliver.channels import Channel
 from monitor.deliver.feedback_store import FeedbackStore
@@ -50,6 +48,10 @@ from monitor.stories.cluster import Extractor
 from monitor.stories.store import StoryStore
 from monitor.stories.story import FollowUpPolicy
 from monitor.stories.volume import VolumeStore
+
+if TYPE_CHECKING:
+    from monitor.console.server import ConsoleServer
+    from monitor.console.slack_actions import SlackActionsServer
 
 log = structlog.get_logger("monitor.app.wiring")
 
@@ -361,6 +363,10 @@ def console_server(
     each request, so a reload's users, roles, feeds and rules apply."""
     if not settings().console.enabled:
         return None
+    # Imported here: the console's templates and views cost every start 0.2 s, spent only
+    # by a daemon that serves it.
+    from monitor.console.server import ConsoleServer, ConsoleStores
+
     return ConsoleServer(
         lambda: settings().console,
         stores=ConsoleStores(stores.stories, stores.ingest, stores.queue, stores.silences),
@@ -379,6 +385,8 @@ def slack_actions_server(
     slack = settings.channels.slack
     if slack is None or not slack.active or not slack.buttons or not slack.interactivity.port:
         return None
+    from monitor.console.slack_actions import SlackActionsServer  # see console_server
+
     where = slack.interactivity
     return SlackActionsServer(
         slack.signing_secret.get_secret_value(),
