@@ -37,7 +37,6 @@ from monitor.ingest.onboard import (
     without_credentials,
     yaml_entry,
 )
-from monitor.ingest.schedule import is_stale
 from monitor.ingest.state import FeedState
 from monitor.model import Source, ago, ahead
 from monitor.redact import mask_text, mask_url
@@ -68,14 +67,7 @@ class FeedRow:
 
 def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:
     """Pure: how a feed's stored state reads to an operator at ``now``."""
-    if state.last_success is None and state.failures == 0:
-        health = "never polled"
-    elif state.failures:
-        health = "failing"
-    elif is_stale(state.last_success, source.interval, now, state.next_poll_at):
-        health = "stale"
-    else:
-        health = "ok"
+    health = state.health(source.interval, now)
     # Masked again here: states stored before masking existed may still hold a password.
     note = mask_text(state.last_error or "") if state.failures else ""
     if state.moved_to:

@@ -20,7 +20,6 @@ from monitor.deliver.policy import Silence
 from monitor.deliver.queue import DeadLetter, entry_ms
 from monitor.deliver.render.quote import quote
 from monitor.deliver.render.strings import clean_line, clip, collapse_spaces
-from monitor.ingest.schedule import is_stale
 from monitor.ingest.state import FeedState
 from monitor.model import Item, Match, Severity, Source, ago, ahead
 from monitor.model import short_span as span
@@ -214,13 +213,7 @@ class FeedRow:
 
 def feed_health(source: Source, state: FeedState, now: datetime) -> str:
     """never polled, failing, stale or ok, decided as ``monitor feeds status`` decides."""
-    if state.last_success is None and state.failures == 0:
-        return "never polled"
-    if state.failures:
-        return "failing"
-    if is_stale(state.last_success, source.interval, now, state.next_poll_at):
-        return "stale"
-    return "ok"
+    return state.health(source.interval, now)
 
 
 def feed_row(source: Source, state: FeedState, now: datetime) -> FeedRow:

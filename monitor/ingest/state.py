@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from monitor.ingest.dedup import ItemRecord
 from monitor.ingest.fetch import Validators
+from monitor.ingest.schedule import is_stale
 from monitor.model import Item, Match
 from monitor.redact import mask_text, mask_url
 from monitor.redisio import Keys, guarded
@@ -268,6 +269,17 @@ class FeedState:
             health_alerted=raw.get("health_alerted") == "1",
             known_entries=frozenset((raw.get("known_entries") or "").split()),
         )
+
+    def health(self, interval: timedelta, now: datetime) -> str:
+        """Pure: "never polled", "failing", "stale" or "ok", as an operator reads the feed at
+        ``now`` (``monitor feeds status`` and the console's feeds page)."""
+        if self.last_success is None and self.failures == 0:
+            return "never polled"
+        if self.failures:
+            return "failing"
+        if is_stale(self.last_success, interval, now, self.next_poll_at):
+            return "stale"
+        return "ok"
 
 
 def _record_keys(record: ItemRecord) -> tuple[str, ...]:
