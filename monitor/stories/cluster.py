@@ -530,6 +530,8 @@ class Candidate:
     members: tuple[Features, ...]
     weak: frozenset[str] = frozenset()
     """Members that joined on a weak link (``STRONG_LINK``): compared, never linked through."""
+    apart: frozenset[str] = frozenset()
+    """Stories an analyst split from this one: never merged with it again (``plan``)."""
 
 
 def within_window(a: Features, b: Features, window_seconds: float) -> bool:
@@ -615,20 +617,25 @@ def plan(
     * an item that links strongly to a weak member of another story (an analysis that
       reached the wrong event's story first, being the only story there) ``adopts`` it.
 
-    A weak link makes no correction: it is too little evidence to move other items.
+    A weak link makes no correction: it is too little evidence to move other items, and
+    none crosses stories an analyst split apart (``Candidate.apart``).
     """
     story, score = decide(extractor, item, candidates, window_seconds)
     if 0 < score < STRONG_LINK:
         return Decision(story, score)
-    absorbs = tuple(
-        c.story_id
+    kept_apart = next((c.apart for c in candidates if c.story_id == story), frozenset())
+    others = [
+        c
         for c in candidates
-        if c.story_id != story and _link(extractor, item, c, window_seconds) >= STRONG_LINK
+        if c.story_id != story and c.story_id not in kept_apart and story not in c.apart
+    ]
+    absorbs = tuple(
+        c.story_id for c in others if _link(extractor, item, c, window_seconds) >= STRONG_LINK
     )
     adopts = tuple(
         (c.story_id, member)
-        for c in candidates
-        if c.story_id != story and c.story_id not in absorbs
+        for c in others
+        if c.story_id not in absorbs
         for member in c.members
         if member.item_id in c.weak
         and within_window(item, member, window_seconds)

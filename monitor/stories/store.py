@@ -110,10 +110,10 @@ return found
 _READ_STORIES = """
 local out = {}
 for s = 1, #ARGV do
-  local times = redis.call('HMGET', KEYS[3 * s - 2], 'first_seen', 'last_seen', 'rev')
+  local times = redis.call('HMGET', KEYS[3 * s - 2], 'first_seen', 'last_seen', 'rev', 'apart')
   if times[1] then
     out[s] = {times[1] .. ':' .. (times[3] or '0'), times[2],
-              redis.call('LRANGE', KEYS[3 * s - 1], tonumber(ARGV[s]), -1)}
+              redis.call('LRANGE', KEYS[3 * s - 1], tonumber(ARGV[s]), -1), times[4] or ''}
   else
     out[s] = {'merged', redis.call('GET', KEYS[3 * s]) or ''}
   end
@@ -142,6 +142,12 @@ for i = 1, #fields, 2 do
   local field, value = fields[i], fields[i + 1]
   if field == 'items' then
     redis.call('HINCRBY', KEYS[5], 'items', tonumber(value))
+  elseif field == 'apart' then
+    local seen, kept = {}, {}
+    for id in string.gmatch((redis.call('HGET', KEYS[5], 'apart') or '') .. ' ' .. value, '%S+') do
+      if not seen[id] and id ~= src and id ~= dst then seen[id] = true; kept[#kept + 1] = id end
+    end
+    redis.call('HSET', KEYS[5], 'apart', table.concat(kept, ' '))
   elseif field == 'last_seen' then
     local mine = tonumber(redis.call('HGET', KEYS[5], field) or '0')
     if tonumber(value) > mine then redis.call('HSET', KEYS[5], field, value) end
@@ -406,6 +412,70 @@ if spoke then out[3] = redis.call('LRANGE', KEYS[3], 0, -1) end
 redis.call('EXPIRE', KEYS[2], ttl)
 return out
 """
+# An analyst splits one item out of its story (src) into a story of its own (dst): its item
+# entry and member move, the two stories are marked apart (the 'apart' fields), so no later
+# item merges them again (``cluster.plan``), and later reports of the item's own event join
+# it through its member, now in dst.
+# KEYS: src hash, items, members; dst hash, items, members; stories zset; item key; the
+#       item's index bucket.
+# ARGV: item id, src id, dst id, ttl s, member cap, item key ttl s, key cap, now ms, then
+#       the item's index fields.
+# Returns 'ok', 'gone' (the item is not in src any more) or 'exists' (dst is taken).
+_SPLIT = """
+local item, src, dst, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local cap, item_ttl, key_cap, now = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), ARGV[8]
+if redis.call('GET', KEYS[8]) ~= src then return 'gone' end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'exists' end
+local entry = nil
+for _, value in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if cjson.decode(value)['id'] == item then entry = value; break end
+end
+if not entry then return 'gone' end
+redis.call('LREM', KEYS[2], 1, entry)
+redis.call('HINCRBY', KEYS[1], 'items', -1)
+for _, value in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  local member = cjson.decode(value)
+  if member['id'] == item then
+    redis.call('LREM', KEYS[3], 1, value)
+    member['weak'] = nil
+    redis.call('RPUSH', KEYS[6], cjson.encode(member))
+    break
+  end
+end
+redis.call('HINCRBY', KEYS[1], 'rev', 1)
+local data = cjson.decode(entry)
+redis.call('HSET', KEYS[4], 'id', dst, 'first_seen', now, 'last_seen', now, 'items', 1,
+  'owners', 1, 'apart', src)
+if data['lang'] and data['lang'] ~= '' then
+  redis.call('HSET', KEYS[4], 'lang:' .. data['lang'], now)
+end
+redis.call('HSET', KEYS[4], 'src:' .. data['source'], now, 'kind:' .. (data['kind'] or 'news'), now)
+local owner = data['owner']
+if not owner or owner == cjson.null or owner == '' then owner = data['source'] end
+redis.call('HSET', KEYS[4], 'owner:' .. owner, now)
+local apart = redis.call('HGET', KEYS[1], 'apart') or ''
+local joined = (apart .. ' ' .. dst):gsub('^ ', '')
+redis.call('HSET', KEYS[1], 'apart', joined)
+redis.call('RPUSH', KEYS[5], entry)
+redis.call('SET', KEYS[8], dst, 'EX', item_ttl)
+for i = 9, #ARGV do
+  local kept = {}
+  local current = redis.call('HGET', KEYS[9], ARGV[i])
+  if current then
+    for id in string.gmatch(current, '%S+') do
+      if id ~= dst then kept[#kept + 1] = id end
+    end
+  end
+  kept[#kept + 1] = dst
+  while #kept > key_cap do table.remove(kept, 1) end
+  redis.call('HSET', KEYS[9], ARGV[i], table.concat(kept, ' '))
+end
+redis.call('ZADD', KEYS[7], now, dst)
+for i = 4, 6 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 'ok'
+"""
 CACHE_STORIES = 4096
 """Stories whose members a store keeps decoded (10 to 15 kB each): members are only ever
 appended, so a cached story costs one short read of its new members instead of all of them,
@@ -555,6 +625,7 @@ class StoryStore:
         self._settle = client.register_script(_SETTLE)
         self._absorb = client.register_script(_ABSORB)
         self._adopt = client.register_script(_ADOPT)
+        self._split = client.register_script(_SPLIT)
         self._cache: dict[str, _Cached] = {}
         self._turns = KeyTurns()
 
@@ -585,7 +656,7 @@ class StoryStore:
             result = await self._commit(item, features, snapshot, story_id, created, now, weak=weak)
             if result is not None:
                 if not result.duplicate:
-                    await self._correct(decision, result.story_id)
+                    await self._correct(decision, result.story_id, item.id)
                 return result
             await asyncio.sleep(_backoff(attempt))
         log.warning(
@@ -600,22 +671,26 @@ class StoryStore:
         assert result is not None, "a forced commit is never refused"
         return result
 
-    async def _correct(self, decision: Decision, story_id: str) -> None:
+    async def _correct(self, decision: Decision, story_id: str, item_id: str) -> None:
         """Apply what the item showed about other stories (``cluster.plan``): stories that
         report its event merge into its story, weak members of other stories that it links
         strongly move to it.  Each step is one atomic script; a step another replica made
         first is skipped.  A merge that keeps losing to new items of the other story is left
         undone (logged): the two stories stay apart, and every item in them still alerts."""
         for absorbed in decision.absorbs:
-            await self._merge(absorbed, story_id, decision)
+            await self._merge(absorbed, story_id, by=f"item {item_id}")
         for source, member in decision.adopts:
             await self._move(member, source, story_id)
 
-    async def _merge(self, source: str, target: str, decision: Decision) -> None:
+    async def _merge(self, source: str, target: str, *, by: str) -> bool:
         cached = self._cache.get(source)
+        if cached is not None:
+            members = cached.members
+        else:  # an analyst's merge, in a process that never compared the story
+            members = tuple(self._member(json.loads(m)) for m in await self._all_members(source))
         fields = [
             (self.keys.story_index(bucket_of(m.published)), key)
-            for m in (cached.members if cached is not None else ())
+            for m in members
             if m.published is not None
             for key in m.index_keys()
         ]
@@ -624,10 +699,56 @@ class StoryStore:
             if status != "retry":
                 if status == "ok":
                     self._cache.pop(source, None)
-                    log.info("stories merged", story=target, merged=source, by=decision.story)
-                return
+                    log.info("stories merged", story=target, merged=source, by=by)
+                return status == "ok"
             await asyncio.sleep(_backoff(attempt))
         log.warning("story merge kept conflicting; left apart", story=target, merged=source)
+        return False
+
+    # -- analysts' corrections ----------------------------------------------------------------
+
+    async def merge_stories(self, source: str, target: str, *, by: str) -> bool:
+        """An analyst's correction: ``source`` reports ``target``'s event.  It is merged as
+        a bridging report merges stories (``_ABSORB``: items, flags and rule states move, a
+        rule that alerted in either stays quiet, the old id reads as ``target``), and the two
+        are no longer kept apart if they were.  False when either story is gone."""
+        if source == target:
+            return False
+        return await self._merge(source, target, by=by)
+
+    async def split_item(
+        self, story_id: str, item_id: str, now: datetime, *, by: str
+    ) -> str | None:
+        """An analyst's correction: ``item_id`` does not report ``story_id``'s event.  It
+        moves to a story of its own (returned), the two stories are kept apart from now on
+        (no later report merges them, ``cluster.plan``), and later reports of the item's own
+        event join its new story.  None when the item is not in that story."""
+        members = await self._all_members(story_id)
+        member = next((json.loads(m) for m in members if json.loads(m).get("id") == item_id), None)
+        features = self._member(member) if member is not None else None
+        fields = list(features.index_keys()) if features is not None else []
+        bucket = bucket_of(features.published) if features and features.published else 0
+        target = story_id_for(f"{item_id}|split")
+        keep = max(1, int(self.retention.total_seconds()))
+        keys = [
+            self.keys.story(story_id),
+            self.keys.story_items(story_id),
+            self.keys.story_members(story_id),
+            self.keys.story(target),
+            self.keys.story_items(target),
+            self.keys.story_members(target),
+            self.keys.stories,
+            self.keys.story_item(item_id),
+            self.keys.story_index(bucket),
+        ]
+        args: list[str | int] = [item_id, story_id, target, keep, MAX_MEMBERS, keep]
+        args += [KEY_STORIES, int(now.timestamp() * 1000), *fields]
+        status = await guarded(lambda: self._split(keys=keys, args=args))
+        if status != "ok":
+            return None
+        self._cache.pop(story_id, None)
+        log.info("story item split out", item=item_id, left=story_id, story=target, by=by)
+        return target
 
     async def _absorb_once(
         self, source: str, target: str, fields: Sequence[tuple[str, str]]
@@ -743,7 +864,8 @@ class StoryStore:
                 cached.weak | {str(data["id"]) for data in decoded if data.get("weak")},
             )
             self._remember(sid, entry_now)
-            candidates.append(Candidate(sid, entry_now.members, entry_now.weak))
+            apart = frozenset(str(entry[3]).split()) if len(entry) > 3 else frozenset()
+            candidates.append(Candidate(sid, entry_now.members, entry_now.weak, apart))
         if merged:
             candidates += await self._candidates(list(dict.fromkeys(merged)), _follow=True)
         return tuple(candidates)

@@ -518,3 +518,23 @@ def test_memory_stories_apply_the_corrections(labelled_features: dict[str, Featu
     assert stories.add_features(f["mq-en-3"]) == event
     assert stories.assignment["mq-en-2"] == event
     assert early not in stories.members
+
+
+def test_stories_an_analyst_split_apart_are_never_merged_or_raided(
+    labelled_features: dict[str, Features],
+) -> None:
+    """The bridging report of the merge test, with the two stories split apart by an
+    analyst (``Candidate.apart``): it joins the stronger and corrects nothing."""
+    f = labelled_features
+    candidates = [
+        Candidate("s-event", (f["mq-ru-2"],), apart=frozenset({"s-early"})),
+        Candidate("s-early", (f["mq-en-2"],), weak=frozenset()),
+    ]
+    decision = plan(EXTRACTOR, f["mq-en-3"], candidates, 72 * 3600.0)
+    assert decision.story == "s-event"
+    assert decision.absorbs == ()
+    one_way = [
+        Candidate("s-event", (f["mq-ru-2"],)),
+        Candidate("s-early", (f["mq-en-2"],), apart=frozenset({"s-event"})),
+    ]
+    assert plan(EXTRACTOR, f["mq-en-3"], one_way, 72 * 3600.0).absorbs == ()

@@ -469,3 +469,48 @@ async def test_a_weak_member_moves_to_the_story_of_its_own_event(
     assert [i.item_id for i in auction_story.items] == ["ka-en-4"]
     assert [i.item_id for i in cove_story.items] == ["ck-en-1", "ck-en-4"]
     assert (await stories.assign(labelled_item("ck-ru-1"), NOW)).story_id == cove.story_id
+
+
+async def test_an_item_an_analyst_splits_out_stays_apart_and_gathers_its_own_reports(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Split out (issue 17: an analyst's correction, kept in Redis, honoured by later
+    items): the item moves to a story of its own; a later report linking both stories
+    strongly joins one and merges nothing; a report of the item's own kind joins it."""
+    stories = store(redis_client)
+    for item_id in ("mq-ru-2", "mq-en-3", "mq-zh-1"):
+        event = (await stories.assign(labelled_item(item_id), NOW)).story_id
+    assert {await stories.story_of(i) for i in ("mq-ru-2", "mq-en-3", "mq-zh-1")} == {event}
+    alone = await stories.split_item(event, "mq-zh-1", NOW, by="ana")
+    assert alone is not None
+    assert alone != event
+    assert await stories.story_of("mq-zh-1") == alone
+    assert await stories.split_item(event, "mq-zh-1", NOW, by="ana") is None  # gone already
+    bridge = await stories.assign(labelled_item("mq-en-1"), NOW)  # links zh-1 and en-3
+    assert bridge.story_id == event
+    assert await stories.story_of("mq-zh-1") == alone  # not merged back
+    own = await stories.assign(labelled_item("mq-zh-2"), NOW)  # its nearest is zh-1
+    assert own.story_id == alone
+    kept = await stories.story(event)
+    assert kept is not None
+    assert {i.item_id for i in kept.items} == {"mq-ru-2", "mq-en-3", "mq-en-1"}
+
+
+async def test_an_analyst_merges_two_stories_even_after_splitting_them(
+    redis_client: aioredis.Redis,
+) -> None:
+    stories = store(redis_client)
+    auction = (await stories.assign(labelled_item("ka-en-1"), NOW)).story_id
+    cove = (await stories.assign(labelled_item("ck-en-1"), NOW)).story_id
+    assert auction != cove
+    assert await stories.merge_stories(cove, auction, by="ana")
+    assert await stories.story_of("ck-en-1") == auction
+    merged = await stories.story(cove)
+    assert merged is not None
+    assert merged.id == auction
+    assert not await stories.merge_stories(cove, auction, by="ana")  # gone: merged already
+    alone = await stories.split_item(auction, "ck-en-1", NOW, by="ana")
+    assert alone is not None
+    assert await stories.merge_stories(alone, auction, by="ana")  # apart no more
+    assert await stories.story_of("ck-en-1") == auction
+    assert await redis_client.hget(stories.keys.story(auction), "apart") == ""
