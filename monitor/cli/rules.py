@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +21,13 @@ from monitor.cli.common import (
     Subcommands,
     load_settings_or_exit,
 )
-from monitor.deliver.feedback import RuleStats, Vote, candidates_yaml, format_precision
+from monitor.deliver.feedback import (
+    RuleStats,
+    Vote,
+    candidates_yaml,
+    format_precision,
+    stats_by_rule,
+)
 from monitor.errors import FeedError, MonitorError, RuleSetError
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.normalize import normalize_entry
@@ -36,6 +41,7 @@ from monitor.rules import (
     run_examples,
     stories_problems,
 )
+from monitor.rules.backtest import Backtest, compare_rule_sets
 from monitor.settings import Settings, parse_duration
 from monitor.stories.trends import replay_trends
 
@@ -258,37 +264,10 @@ async def _history(settings: Settings, since: datetime) -> list[Item]:
         return await stores.ingest.history(since)
 
 
-@dataclass(frozen=True, slots=True)
-class Backtest:
-    """What a draft rule set would have raised over stored items, against the deployed set:
-    ``alerts`` are the draft's matches; ``new`` the ones the deployed rules did not raise;
-    ``gone`` the deployed rules' matches the draft no longer raises."""
-
-    items: int
-    alerts: tuple[Match, ...]
-    new: frozenset[str]
-    gone: tuple[Match, ...]
-
-
 def compare(items: list[Item], deployed: RuleSet, draft: RuleSet) -> Backtest:
     """Match every item with both rule sets, and replay each set's trends over what it
-    matched; alerts are told apart by rule (or trend) id and item id."""
-    before = _would_raise(items, deployed)
-    after = before if draft is deployed else _would_raise(items, draft)
-    keys_before = {match.key.casefold() for match in before}
-    keys_after = {match.key.casefold() for match in after}
-    new = frozenset(match.key for match in after if match.key.casefold() not in keys_before)
-    gone = tuple(match for match in before if match.key.casefold() not in keys_after)
-    return Backtest(len(items), tuple(after), new, gone)
-
-
-def _would_raise(items: list[Item], rules: RuleSet) -> list[Match]:
-    matched = [(item, rules.match(item)) for item in items]
-    alerts = [match for _item, matches in matched for match in matches]
-    if rules.trends:
-        history = [(item, frozenset(m.rule_id for m in matches)) for item, matches in matched]
-        alerts += replay_trends(rules.trends, rules.rules, history, rules.version)
-    return alerts
+    matched (``monitor.rules.backtest``, shared with the console's playground)."""
+    return compare_rule_sets(items, deployed, draft, replay=replay_trends)
 
 
 def print_backtest(
@@ -419,13 +398,11 @@ def print_stats(stats: list[RuleStats], out: TextIO) -> None:
     if not stats:
         print("no alerts sent and no feedback yet", file=out)
         return
-    by_rule: dict[str, dict[str, RuleStats]] = {}
-    for each in stats:
-        by_rule.setdefault(each.rule, {})[each.window_label] = each
+    by_rule = stats_by_rule(stats)
     width = max(len("RULE"), *(len(rule) for rule in by_rule))
     head = "   ".join(f"{'SENT':>5} {'REL':>4} {'NOT':>4} {'PREC ' + w:>8}" for w in ("7d", "30d"))
     print(f"{'RULE':<{width}}   {head}", file=out)
-    for rule, windows in sorted(by_rule.items()):
+    for rule, windows in by_rule.items():
         cells = "   ".join(
             f"{s.sent:>5} {s.relevant:>4} {s.not_relevant:>4} {format_precision(s.precision):>8}"
             for s in (windows["7d"], windows["30d"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ import jinja2
 import structlog
 from aiohttp import web
 
-from monitor.console import views
+from monitor.console import feedback_views, playground, views
 from monitor.console.access import (
     Action,
     Principal,
@@ -37,6 +38,8 @@ from monitor.console.access import (
 from monitor.console.passwords import verify_password
 from monitor.console.sessions import SessionBook
 from monitor.console.throttle import LoginThrottle, address_key, user_key
+from monitor.deliver.feedback import AlertRef, alert_text, candidates_yaml, desk_press
+from monitor.deliver.feedback_store import FeedbackStore, apply_press
 from monitor.deliver.history import (
     InboxFilter,
     ItemHistory,
@@ -50,10 +53,12 @@ from monitor.deliver.queue import AlertQueue
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import MonitorError, StoreError
 from monitor.ingest.state import Store
-from monitor.model import Source, short_span
+from monitor.model import Item, Source, short_span
 from monitor.rules import RuleSet
+from monitor.rules.backtest import Backtest, compare_rule_sets
 from monitor.settings import WebConsoleSettings
 from monitor.stories.store import StoryStore
+from monitor.stories.trends import replay_trends
 
 log = structlog.get_logger("monitor.console")
 
@@ -61,6 +66,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOGIN_COOKIE = "monitor_console_login"
 """A pre-login cookie: the login form's CSRF token is bound to it."""
 MAX_BODY = 64 * 1024
+PLAYGROUND_MAX_BODY = playground.MAX_DRAFT_BYTES + MAX_BODY
+"""The playground's form carries a draft rule file: its own, larger body limit."""
 STORY_WINDOWS = {"24h": timedelta(hours=24), "3d": timedelta(days=3), "7d": timedelta(days=7)}
 DEFAULT_WINDOW = "7d"
 #: Messages a redirect may ask a page to show, by code: never text from the query itself.
@@ -73,6 +80,12 @@ NOTICES = {
     "acked": "The alert is acknowledged.",
     "assigned": "The alert's assignee is set.",
     "alert-gone": "That alert is no longer in the log (it was trimmed).",
+    "judged": "Your feedback is recorded; the Rules page counts it.",
+    "muted": "The silence is in force; the Silences page lists it.",
+    "split": "The item has a story of its own now; later reports will not merge it back.",
+    "split-gone": "That item is no longer in this story.",
+    "merged": "The stories are one now; the other story's address shows this one.",
+    "merge-gone": "Not merged: give the id of another story that still exists.",
 }
 PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
 """Who is asking (None: nobody signed in), set by the middleware on every request."""
@@ -83,6 +96,10 @@ PUBLIC = frozenset({"/login", "/static/console.css"})
 #: The Inbox's and the search's query-string fields (filters).
 INBOX_FORM = ("rule", "tag", "severity", "channel", "lang", "source", "since", "until")
 SEARCH_FORM = ("q", "source", "lang", "since", "until")
+#: The playground's form fields (besides the picked examples ``match`` and ``no_match``).
+PLAYGROUND_FORM = ("title", "summary", "item", "rule", "against", "draft", "scope")
+#: POSTs that change nothing, so viewers may send them (still with the CSRF token).
+READ_ONLY_POSTS = frozenset({"/logout", "/playground"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +153,15 @@ class ConsoleServer:
         """The rule set running now (read per request, so a reload applies at once)."""
         self.sent = SentLog(stores.queue.client, stores.queue.keys)
         self.history = ItemHistory(stores.ingest.client, stores.ingest.keys)
+        self.feedback = FeedbackStore(stores.queue.client, stores.queue.keys)
+        """The desk's votes and rule numbers, shared with the Slack app's buttons."""
         self.sessions = SessionBook(settings.session_ttl)
         self.throttle = LoginThrottle(settings.login_attempts, settings.login_window)
         self._trusted = networks(settings.proxy.trusted) if settings.proxy else ()
         self._login_key = secrets.token_bytes(32)
         self._templates = _templates()
+        self._backtests = asyncio.Semaphore(1)
+        """One playground backtest at a time: each may spend its CPU budget."""
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -155,6 +176,8 @@ class ConsoleServer:
         routes.add_post("/logout", self.logout)
         routes.add_get("/stories", self.stories_page)
         routes.add_get("/stories/{story_id}", self.story_page)
+        routes.add_post("/stories/{story_id}/split", self.split_story_item)
+        routes.add_post("/stories/{story_id}/merge", self.merge_story)
         routes.add_get("/feeds", self.feeds_page)
         routes.add_get("/dead", self.dead_page)
         routes.add_post("/dead/{letter_id}/retry", self.retry_dead)
@@ -164,8 +187,12 @@ class ConsoleServer:
         routes.add_get("/inbox", self.inbox_page)
         routes.add_post("/inbox/{entry_id}/ack", self.ack_alert)
         routes.add_post("/inbox/{entry_id}/assign", self.assign_alert)
+        routes.add_post("/inbox/{entry_id}/feedback", self.feedback_alert)
+        routes.add_get("/rules", self.rules_page)
         routes.add_get("/search", self.search_page)
         routes.add_get("/explain", self.explain_page)
+        routes.add_get("/playground", self.playground_page)
+        routes.add_post("/playground", self.run_playground)
         routes.add_static("/static", _static_dir(), show_index=False, follow_symlinks=False)
         return app
 
@@ -227,6 +254,8 @@ class ConsoleServer:
         return response
 
     async def _admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/playground":
+            request = request.clone(client_max_size=PLAYGROUND_MAX_BODY)
         principal, new_token = self._principal(request)
         request[PRINCIPAL] = principal
         if request.path in PUBLIC or request.path.startswith("/static/"):
@@ -304,12 +333,12 @@ class ConsoleServer:
                 peer=_peer(request),
             )
             raise self._refusal(request, 403, "Form expired", "Reload the page and try again.")
-        if request.path != "/logout" and not allowed(principal, Action.ACT):
+        if request.path not in READ_ONLY_POSTS and not allowed(principal, Action.ACT):
             log.warning(
                 "console: action refused to a viewer", user=principal.user, path=request.path
             )
             raise self._refusal(
-                request, 403, "Not allowed", "Your role is viewer: analysts retry and silence."
+                request, 403, "Not allowed", "Your role is viewer: only analysts change things."
             )
 
     def _refusal(
@@ -467,6 +496,49 @@ class ConsoleServer:
             story=views.story_view(story, rules, self.clock()),
         )
 
+    async def split_story_item(self, request: web.Request) -> web.StreamResponse:
+        """An analyst's correction: the item does not report this story's event.  It gets a
+        story of its own, kept apart from this one by later items (``split_item``)."""
+        principal = _signed_in(request)
+        story_id = request.match_info["story_id"]
+        form = await request.post()
+        item_id = str(form.get("item", "")).strip()
+        moved = (
+            await self.stores.stories.split_item(story_id, item_id, self.clock(), by=principal.user)
+            if item_id
+            else None
+        )
+        log.info(
+            "console: story item split out" if moved else "console: story item not found",
+            user=principal.user,
+            story=story_id,
+            item=item_id,
+            into=moved,
+        )
+        if moved is None:
+            raise web.HTTPSeeOther(f"/stories/{quote(story_id)}?notice=split-gone")
+        raise web.HTTPSeeOther(f"/stories/{quote(moved)}?notice=split")
+
+    async def merge_story(self, request: web.Request) -> web.StreamResponse:
+        """An analyst's correction: this story reports another story's event; it is merged
+        into that one (``merge_stories``) and its page then shows the merged story."""
+        principal = _signed_in(request)
+        story_id = request.match_info["story_id"]
+        form = await request.post()
+        into = views.story_id_of(str(form.get("into", "")))
+        merged = bool(into) and await self.stores.stories.merge_stories(
+            story_id, into, by=principal.user
+        )
+        log.info(
+            "console: stories merged" if merged else "console: stories not merged",
+            user=principal.user,
+            story=story_id,
+            into=into,
+        )
+        if not merged:
+            raise web.HTTPSeeOther(f"/stories/{quote(story_id)}?notice=merge-gone")
+        raise web.HTTPSeeOther(f"/stories/{quote(into)}?notice=merged")
+
     async def feeds_page(self, request: web.Request) -> web.StreamResponse:
         sources = list(self.sources())
         states = await self.stores.ingest.feed_states([source.name for source in sources])
@@ -521,6 +593,7 @@ class ConsoleServer:
             form={
                 "target": form.get("target", "rule"),
                 "value": form.get("value", ""),
+                "only_source": form.get("only_source", ""),
                 "duration": form.get("duration", "24h"),
                 "reason": form.get("reason", ""),
             },
@@ -536,6 +609,8 @@ class ConsoleServer:
         silence = await self.stores.silences.add(
             rule=wanted.rule,
             tag=wanted.tag,
+            story=wanted.story,
+            source=wanted.source,
             duration=wanted.duration,
             reason=wanted.reason,
             now=self.clock(),
@@ -545,8 +620,7 @@ class ConsoleServer:
             "console: silence added",
             user=principal.user,
             silence=silence.id,
-            rule=silence.rule,
-            tag=silence.tag,
+            target=silence.target,
             ends=silence.ends.isoformat(),
         )
         raise web.HTTPSeeOther("/silences?notice=silenced")
@@ -580,6 +654,7 @@ class ConsoleServer:
             window=views.INBOX_WINDOW,
         )
         triage = await self.sent.triage([alert.key for alert in scan.rows])
+        votes = await self.feedback.votes_on([(alert.rule, alert.key) for alert in scan.rows])
         return self._render(
             request,
             "inbox.html.j2",
@@ -587,6 +662,8 @@ class ConsoleServer:
             title="Inbox",
             section="inbox",
             rows=[views.inbox_row(a, triage[a.key], now) for a in scan.rows],
+            judged={a.id: feedback_views.vote_note(votes.get(a.key), now) for a in scan.rows},
+            buttons=feedback_views.BUTTONS,
             scan=scan,
             form=form,
             error=error,
@@ -629,11 +706,56 @@ class ConsoleServer:
             user=principal.user,
             alert=alert.key if alert else request.match_info["entry_id"],
         )
+        raise await _back_to_inbox(request, done if alert is not None else "alert-gone")
+
+    async def feedback_alert(self, request: web.Request) -> web.StreamResponse:
+        """One of the five feedback buttons on an Inbox row, pressed by the signed-in
+        analyst: recorded and applied exactly as a Slack button press is (``apply_press``)."""
+        principal = _signed_in(request)
         posted = await request.post()
-        back = parse_qsl(str(posted.get("back") or ""))
-        kept = [(k, v) for k, v in back if k in INBOX_FORM or k == "before"]
-        notice = done if alert is not None else "alert-gone"
-        raise web.HTTPSeeOther(f"/inbox?{urlencode([*kept, ('notice', notice)])}")
+        action = feedback_views.pressed_action(str(posted.get("action") or ""))
+        if action is None:
+            raise self._refusal(request, 400, "Unknown action", "Reload the page and try again.")
+        alert = await self.sent.get(request.match_info["entry_id"])
+        match = alert.match() if alert is not None else None
+        if alert is None or match is None:
+            raise await _back_to_inbox(request, "alert-gone")
+        now = self.clock()
+        press = desk_press(action, AlertRef.of(match), principal.user)
+        silence = await apply_press(
+            press,
+            now,
+            feedback=self.feedback,
+            silences=self.stores.silences,
+            known=alert_text(match, alert.sent),
+        )
+        log.info(
+            "console: feedback recorded",
+            user=principal.user,
+            action=action.value,
+            alert=alert.key,
+            silence=silence.id if silence else None,
+            target=silence.target if silence else None,
+        )
+        raise await _back_to_inbox(request, "muted" if silence is not None else "judged")
+
+    async def rules_page(self, request: web.Request) -> web.StreamResponse:
+        """Per rule: alerts sent, the desk's votes and precision over 7 and 30 days (the
+        numbers of ``monitor rules stats``), with the items marked not relevant as
+        ``no_match`` candidates to copy."""
+        stats = await self.feedback.stats(self.clock())
+        candidates = {}
+        for rule in sorted({each.rule for each in stats}):
+            votes = await self.feedback.votes(rule)
+            if any(not vote.relevant for vote in votes):
+                candidates[rule] = candidates_yaml(rule, votes)
+        return self._render(
+            request,
+            "rules.html.j2",
+            title="Rules",
+            section="rules",
+            rows=feedback_views.rule_rows(stats, candidates),
+        )
 
     async def search_page(self, request: web.Request) -> web.StreamResponse:
         """Items of the history whose title or summary hold every term, folded as rules
@@ -709,6 +831,136 @@ class ConsoleServer:
             target_alert=alert_id,
         )
 
+    # -- playground -------------------------------------------------------------------------
+
+    async def playground_page(self, request: web.Request) -> web.StreamResponse:
+        """The rule playground; ``?item=`` explains a stored item (a history id, as in
+        Search's links) and ``?rule=`` one rule only.  It changes nothing: viewers use it too."""
+        form = dict.fromkeys(PLAYGROUND_FORM, "")
+        form["item"] = _entry_id(request.query.get("item", ""))
+        form["rule"] = _one_line(request.query.get("rule", ""))
+        return await self._playground(request, form, "explain" if form["item"] else "", {})
+
+    async def run_playground(self, request: web.Request) -> web.StreamResponse:
+        """Explain, backtest a draft, or write examples (``action``); a POST because a draft
+        is too large for a URL, checked for CSRF like every form."""
+        posted = await request.post()
+        form = {name: str(posted.get(name) or "") for name in PLAYGROUND_FORM}
+        form["item"] = _entry_id(form["item"])
+        form["rule"] = _one_line(form["rule"])
+        form["draft"] = playground.draft_text(form["draft"])
+        picks = {
+            kind: [str(value) for value in posted.getall(kind, []) if isinstance(value, str)]
+            for kind in ("match", "no_match")
+        }
+        return await self._playground(request, form, str(posted.get("action") or ""), picks)
+
+    async def _playground(
+        self,
+        request: web.Request,
+        form: dict[str, str],
+        action: str,
+        picks: Mapping[str, Sequence[str]],
+    ) -> web.StreamResponse:
+        deployed = self.rules()
+        status, error = 200, ""
+        draft: RuleSet | None = None
+        problems: list[str] = []
+        wants_draft = action in ("backtest", "examples") or form["against"] == "draft"
+        if action and wants_draft:
+            outcome = await asyncio.to_thread(playground.read_draft, form["draft"])
+            if isinstance(outcome, list):
+                problems, status = outcome, 400
+            else:
+                draft = outcome
+        stored = await self.history.get(form["item"]) if form["item"] else None
+        verdicts: tuple[playground.Verdict, ...] | None = None
+        shown: Item | None = None
+        report: Backtest | None = None
+        rows: list[playground.BacktestRow] = []
+        scan_info: dict[str, Any] = {}
+        examples = ""
+        if action == "explain" and not problems:
+            shown = stored
+            if shown is None and (form["title"].strip() or form["summary"].strip()):
+                shown = playground.pasted_item(form["title"], form["summary"], self.clock())
+            explained = _explain(shown, draft if form["against"] == "draft" else deployed, form)
+            status, error, verdicts = explained
+        elif action in ("backtest", "examples") and draft is not None:
+            if deployed is None:
+                status, error = 503, "The rules are not loaded in this console."
+            elif self._backtests.locked():
+                status, error = 429, "Another backtest is running; try again in a few seconds."
+            else:
+                async with self._backtests:
+                    found, report, scan_info = await self._backtest(deployed, draft)
+                if form["scope"] != "all":
+                    report = playground.same_ids_only(report, draft)
+                rows = playground.backtest_rows(report, {f.item.id: f.id for f in found})
+                if action == "examples":
+                    by_entry = {f.id: f.item for f in found}
+                    if stored is not None:
+                        by_entry[form["item"]] = stored
+                    rule = form["rule"] or (draft.rules[0].id if draft.rules else "")
+                    examples = playground.examples_yaml(
+                        rule,
+                        [by_entry[e] for e in playground.picked_ids(picks["match"], by_entry)],
+                        [by_entry[e] for e in playground.picked_ids(picks["no_match"], by_entry)],
+                    )
+        return self._render(
+            request,
+            "playground.html.j2",
+            status=status,
+            title="Playground",
+            section="playground",
+            form=form,
+            action=action,
+            error=error,
+            problems=problems,
+            deployed=deployed,
+            draft=draft,
+            stored=stored,
+            shown=shown,
+            verdicts=verdicts,
+            report=report,
+            counts=playground.diff_counts(report) if report is not None else {},
+            rows=rows,
+            scan=scan_info,
+            picks={kind: set(values) for kind, values in picks.items()},
+            examples=examples,
+            window=playground.BACKTEST_WINDOW,
+            budget=playground.BACKTEST_SECONDS,
+            max_draft=playground.MAX_DRAFT_BYTES,
+        )
+
+    async def _backtest(
+        self, deployed: RuleSet, draft: RuleSet
+    ) -> tuple[list[Any], Backtest, dict[str, Any]]:
+        """The draft against the deployed rules over the newest ``BACKTEST_WINDOW`` items of
+        the history (as Search reads it), oldest first as the CLI reads them, in a thread and
+        within ``BACKTEST_SECONDS`` (checked between items; RE2 bounds each item's cost)."""
+        window = playground.BACKTEST_WINDOW
+        scan = await self.history.search(search_query(""), TimeRange(), take=window, window=window)
+        found = list(reversed(scan.rows))
+        deadline = time.monotonic() + playground.BACKTEST_SECONDS
+        started = time.monotonic()
+        report = await asyncio.to_thread(
+            compare_rule_sets,
+            [f.item for f in found],
+            deployed,
+            draft,
+            replay=replay_trends,
+            stop=lambda: time.monotonic() > deadline,
+        )
+        info = {
+            "read": len(found),
+            "older": scan.resume is not None or scan.cut,
+            "first": views.when(found[0].item.published) if found else "",
+            "last": views.when(found[-1].item.published) if found else "",
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        return found, report, info
+
     # -- rendering --------------------------------------------------------------------------
 
     def _page(self, request: web.Request, template: str, **context: Any) -> str:
@@ -738,6 +990,36 @@ class ConsoleServer:
 def _form(request: web.Request, names: Sequence[str]) -> dict[str, str]:
     """The named query-string fields, each one line of at most 200 characters."""
     return {name: " ".join(request.query.get(name, "").split())[:200] for name in names}
+
+
+async def _back_to_inbox(request: web.Request, notice: str) -> web.HTTPException:
+    """The redirect back to the Inbox page a row's form was on (only its filter keys)."""
+    posted = await request.post()
+    back = parse_qsl(str(posted.get("back") or ""))
+    kept = [(k, v) for k, v in back if k in INBOX_FORM or k == "before"]
+    return web.HTTPSeeOther(f"/inbox?{urlencode([*kept, ('notice', notice)])}")
+
+
+def _explain(
+    shown: Item | None, rules: RuleSet | None, form: Mapping[str, str]
+) -> tuple[int, str, tuple[playground.Verdict, ...] | None]:
+    """The playground's explain step: status, error and the verdicts."""
+    if shown is None and not form["item"]:
+        return 400, "Paste a title or a summary, or pick an item in Search.", None
+    if shown is None:
+        return 404, "No such item: the history keeps items for history.retention.", None
+    if rules is None:
+        return 503, "The rules are not loaded in this console.", None
+    return 200, "", playground.explain_rules(rules, shown, form["rule"])
+
+
+def _entry_id(text: str) -> str:
+    """A history entry id as given, or "" when it is not one."""
+    return text if is_entry_id(text) else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
 
 
 def _nonempty(form: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -29,10 +29,9 @@ from monitor.deliver.feedback import (
     Press,
     check_signature,
     parse_press,
-    silence_for,
     updated_blocks,
 )
-from monitor.deliver.feedback_store import FeedbackStore
+from monitor.deliver.feedback_store import FeedbackStore, apply_press
 from monitor.deliver.silences import SilenceStore
 from monitor.errors import DeliveryError, StoreError
 from monitor.redact import mask_text
@@ -153,29 +152,15 @@ class SlackActionsServer:
 
     async def _apply(self, press: Press, now: datetime) -> None:
         """Record the press, then its effect: a vote, or a silence by story, by a rule's
-        source, or of the rule."""
-        await self.feedback.record_press(press, now)
+        source, or of the rule (``apply_press``, as the console's Inbox does)."""
+        silence = await apply_press(press, now, feedback=self.feedback, silences=self.silences)
         bound = log.bind(
             user=press.who, action=press.action.value, rule=press.ref.rule, alert=press.ref.alert
         )
-        if press.action.is_vote:
-            await self.feedback.vote(press, now)
-            bound.info("alert judged in Slack")
-            return
-        order = silence_for(press)
-        if order is None:
-            return
-        silence = await self.silences.add(
-            rule=order.rule,
-            tag=None,
-            story=order.story,
-            source=order.source,
-            duration=order.duration,
-            reason=order.reason,
-            now=now,
-            author=press.who,
-        )
-        bound.info("silence added from Slack", silence=silence.id, target=silence.target)
+        if silence is None:
+            bound.info("alert judged in Slack" if press.action.is_vote else "Slack press recorded")
+        else:
+            bound.info("silence added from Slack", silence=silence.id, target=silence.target)
 
     async def _update_message(self, press: Press, now: datetime) -> None:
         """Show who did what under the pressed buttons; a failure is logged, the press

@@ -10,11 +10,13 @@ are masked here, before any template sees them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+from monitor.console.feedback_views import story_criterion
 from monitor.deliver.history import MAX_NAME, FoundItem, SentAlert, Triage, entry_time
 from monitor.deliver.policy import Silence
 from monitor.deliver.queue import DeadLetter, entry_ms
@@ -120,6 +122,7 @@ def story_row(story: Story, now: datetime) -> StoryRow:
 
 @dataclass(frozen=True, slots=True)
 class TimelineRow:
+    item_id: str
     seen: str
     published: str
     source: str
@@ -155,6 +158,17 @@ class StoryView:
     timeline: tuple[TimelineRow, ...]
 
 
+_STORY_ID = re.compile(r"s[0-9a-f]{12}")
+
+
+def story_id_of(text: str) -> str:
+    """A story id from what an analyst pastes: the id, ``story:<id>``, or the story page's
+    address; "" when it is none of them."""
+    last = text.strip().rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    candidate = last.removeprefix("story:")
+    return candidate if _STORY_ID.fullmatch(candidate) else ""
+
+
 def story_view(story: Story, rules: Sequence[RuleState], now: datetime) -> StoryView:
     """A story as its page shows it: spread, provenance, what each rule did, and the
     timeline of its items in the order they were seen, across languages and sources."""
@@ -178,6 +192,7 @@ def story_view(story: Story, rules: Sequence[RuleState], now: datetime) -> Story
         ),
         timeline=tuple(
             TimelineRow(
+                item_id=item.item_id,
                 seen=when(item.seen_at),
                 published=when(item.published),
                 source=item.source,
@@ -304,27 +319,34 @@ def silence_row(silence: Silence, now: datetime) -> SilenceRow:
 
 @dataclass(frozen=True, slots=True)
 class SilenceRequest:
-    """A checked "add a silence" form: exactly one of rule and tag."""
+    """A checked "add a silence" form: a rule, a tag, a story (as ``story_key`` names it) or
+    a source; or a rule only from one source."""
 
     rule: str | None
     tag: str | None
     duration: timedelta
     reason: str
+    story: str | None = None
+    source: str | None = None
 
 
 def silence_request(form: Mapping[str, str]) -> SilenceRequest | str:
     """The silence form's fields checked: a request, or what to fix (shown on the page).
 
-    ``target`` is ``rule`` or ``tag``, ``value`` the rule id or tag, ``duration`` like
-    ``4h`` (up to 90 days), ``reason`` required (it is what the next analyst reads).
+    ``target`` is ``rule``, ``tag``, ``story`` or ``source``, ``value`` what it names;
+    ``only_source`` (with a rule) narrows it to one source; ``duration`` like ``4h`` (up to
+    90 days), ``reason`` required (it is what the next analyst reads).
     """
     target = form.get("target", "")
     value = clean_line(form.get("value", ""))
+    only_source = clean_line(form.get("only_source", ""))
     reason = clean_line(form.get("reason", ""))
-    if target not in ("rule", "tag"):
-        return "choose whether to silence a rule or a tag"
+    if target not in SILENCE_TARGETS:
+        return "choose whether to silence a rule, a tag, a story or a source"
     if not value or len(value) > 200:
         return f"name the {target} to silence"
+    if only_source and (target != "rule" or len(only_source) > 200):
+        return "only a rule can be narrowed to one source"
     try:
         duration = parse_duration(form.get("duration", ""))
     except ValueError:
@@ -338,7 +360,12 @@ def silence_request(form: Mapping[str, str]) -> SilenceRequest | str:
         tag=value if target == "tag" else None,
         duration=duration,
         reason=clip(reason, MAX_REASON),
+        story=story_criterion(value) if target == "story" else None,
+        source=value if target == "source" else (only_source or None),
     )
+
+
+SILENCE_TARGETS = ("rule", "tag", "story", "source")
 
 
 # -- inbox, search, explain -------------------------------------------------------------------

@@ -221,6 +221,8 @@ class Press:
     response_url: str
     blocks: tuple[Mapping[str, Any], ...]
     text: str
+    via: str = "Slack"
+    """Where the press was made: ``Slack``, or ``console`` (``desk_press``)."""
 
     @property
     def who(self) -> str:
@@ -233,6 +235,36 @@ class Press:
         if _SLACK_ID.fullmatch(self.user_id):
             return f"<@{self.user_id}>"
         return _plain(self.user_name or "someone")
+
+
+def desk_press(action: Action, ref: AlertRef, user: str) -> Press:
+    """A press of one of the buttons in the console's Inbox by its signed-in ``user``: the
+    same press a Slack button makes, with no Slack message to update."""
+    return Press(
+        action=action,
+        ref=ref,
+        user_id=user,
+        user_name="",
+        channel_id="",
+        message_ts="",
+        block_id="",
+        response_url="",
+        blocks=(),
+        text="",
+        via="console",
+    )
+
+
+def alert_text(match: Match, sent: datetime) -> dict[str, str]:
+    """What a vote keeps of the item (its ``no_match`` candidate) and when it was sent."""
+    return {
+        "title": match.item.title,
+        "summary": match.item.summary,
+        "link": match.item.link,
+        "lang": match.item.lang or "",
+        "source": match.item.source,
+        "sent": sent.isoformat(),
+    }
 
 
 def _plain(text: str) -> str:
@@ -296,7 +328,7 @@ def silence_for(press: Press) -> SilenceOrder | None:
     """The silence a press asks for: a story (any rule), a rule's source, or a rule for
     24 h; None for a vote."""
     ref = press.ref
-    said = f"Slack: {press.who}"
+    said = f"{press.via}: {press.who}"
     if press.action is Action.MUTE_STORY:
         return SilenceOrder(MUTE_STORY_FOR, f"{said} muted the story", story=ref.story)
     if press.action is Action.MUTE_SOURCE:
@@ -453,6 +485,15 @@ def latest_votes(votes: Iterable[Vote]) -> list[Vote]:
         if held is None or vote.at >= held.at:
             chosen[vote.alert] = vote
     return sorted(chosen.values(), key=lambda v: (v.at, v.alert))
+
+
+def stats_by_rule(stats: Iterable[RuleStats]) -> dict[str, dict[str, RuleStats]]:
+    """The numbers rule by rule (sorted), each by its window's label (``7d``, ``30d``): the
+    one table ``rules stats`` prints and the console's Rules page shows."""
+    by_rule: dict[str, dict[str, RuleStats]] = {}
+    for each in stats:
+        by_rule.setdefault(each.rule, {})[each.window_label] = each
+    return dict(sorted(by_rule.items()))
 
 
 def format_precision(value: float | None) -> str:

@@ -4,13 +4,24 @@ the Slack app needs to remember about its messages (threads, item text, replays)
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from monitor.deliver.feedback import WINDOWS, Press, RuleStats, Vote, latest_votes, rule_stats
-from monitor.deliver.policy import story_key
+from monitor.deliver.feedback import (
+    WINDOWS,
+    Press,
+    RuleStats,
+    Vote,
+    alert_text,
+    latest_votes,
+    rule_stats,
+    silence_for,
+)
+from monitor.deliver.policy import Silence, story_key
+from monitor.deliver.silences import SilenceStore
 from monitor.model import Match
 from monitor.redisio import Keys, guarded
 
@@ -79,17 +90,7 @@ class FeedbackStore:
     async def remember_alert(self, match: Match, now: datetime) -> None:
         """Keep the item's text for a later vote (a ``no_match`` candidate needs it; a
         button's value has no room for it)."""
-        body = json.dumps(
-            {
-                "title": match.item.title,
-                "summary": match.item.summary,
-                "link": match.item.link,
-                "lang": match.item.lang or "",
-                "source": match.item.source,
-                "sent": now.isoformat(),
-            },
-            ensure_ascii=False,
-        )
+        body = json.dumps(alert_text(match, now), ensure_ascii=False)
         seconds = int(KEEP_SENT.total_seconds())
         await guarded(lambda: self.client.set(self.keys.slack_alert(match.key), body, ex=seconds))
 
@@ -139,6 +140,7 @@ class FeedbackStore:
             "source": press.ref.source,
             "channel": press.channel_id,
             "ts": press.message_ts,
+            "via": press.via,
         }
         await guarded(
             lambda: self.client.xadd(
@@ -153,10 +155,14 @@ class FeedbackStore:
         )
         return [dict(fields) for _, fields in found]
 
-    async def vote(self, press: Press, now: datetime) -> Vote:
-        """Record a relevant / not relevant vote as the alert's latest."""
+    async def vote(
+        self, press: Press, now: datetime, *, known: Mapping[str, str] | None = None
+    ) -> Vote:
+        """Record a relevant / not relevant vote as the alert's latest.  The item's text is
+        the one kept when the Slack app sent it, else ``known`` (``feedback.alert_text``:
+        the console has the alert as sent)."""
         ref = press.ref
-        text = await self.alert_text(ref.alert)
+        text = await self.alert_text(ref.alert) or dict(known or {})
         sent = await self.sent_at(ref.alert, ref.rule)
         if sent is None and text.get("sent"):
             sent = datetime.fromisoformat(text["sent"])
@@ -201,6 +207,30 @@ class FeedbackStore:
                 continue  # a damaged record costs its vote, not the stats
         return latest_votes(votes)
 
+    async def votes_on(self, alerts: Sequence[tuple[str, str]]) -> dict[str, Vote]:
+        """The latest vote on each of ``alerts`` (rule, alert key) that has one, by alert."""
+        if not alerts:
+            return {}
+
+        async def read() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for rule, alert in alerts:
+                    pipe.hget(self.keys.feedback_votes(rule), alert)
+                found: list[Any] = await pipe.execute()
+                return found
+
+        found = await guarded(read)
+        votes: dict[str, Vote] = {}
+        for body in found:
+            if not body:
+                continue
+            try:
+                vote = Vote.from_dict(json.loads(body))
+            except (ValueError, KeyError, TypeError):
+                continue
+            votes[vote.alert] = vote
+        return votes
+
     # -- numbers ------------------------------------------------------------------------------
 
     async def stats(self, now: datetime, rules: list[str] | None = None) -> list[RuleStats]:
@@ -212,3 +242,33 @@ class FeedbackStore:
             votes = await self.votes(rule)
             found += [rule_stats(rule, sent, votes, now, window) for window in WINDOWS]
         return found
+
+
+async def apply_press(
+    press: Press,
+    now: datetime,
+    *,
+    feedback: FeedbackStore,
+    silences: SilenceStore,
+    known: Mapping[str, str] | None = None,
+) -> Silence | None:
+    """Record a press (Slack's or the console's), then its effect: a vote (None back), or
+    the silence a mute or a snooze asks for (``feedback.silence_for``), authored by whoever
+    pressed.  The Slack endpoint and the console's Inbox both act through this one path."""
+    await feedback.record_press(press, now)
+    if press.action.is_vote:
+        await feedback.vote(press, now, known=known)
+        return None
+    order = silence_for(press)
+    if order is None:
+        return None
+    return await silences.add(
+        rule=order.rule,
+        tag=None,
+        story=order.story,
+        source=order.source,
+        duration=order.duration,
+        reason=order.reason,
+        now=now,
+        author=press.who,
+    )

@@ -99,6 +99,16 @@ def lint_rules(paths: Sequence[Path]) -> list[RuleFileError]:
     return _compile(paths, rules_required=False).problems
 
 
+def load_rule_text(raw: bytes, name: str) -> RuleSet:
+    """The rule set of one rule file given as bytes (a draft pasted in the console); raises
+    ``RuleSetError`` holding every problem ``lint_rules`` would report, at ``name:line:col``.
+    Nothing is read from disk but the shipped entity list."""
+    result = _compile([], texts=[(name, raw)])
+    if result.problems or result.ruleset is None:
+        raise RuleSetError(result.problems)
+    return result.ruleset
+
+
 def load_rules(paths: Sequence[Path]) -> RuleSet:
     """The rule set under ``paths``; raises ``RuleSetError`` holding every problem if there is
     any, and then returns nothing: never a partial set."""
@@ -178,13 +188,19 @@ def example_problems(rule: Rule) -> list[RuleFileError]:
 
 
 def _compile(
-    paths: Sequence[Path], *, examples: bool = True, rules_required: bool = True
+    paths: Sequence[Path],
+    *,
+    examples: bool = True,
+    rules_required: bool = True,
+    texts: Sequence[tuple[str, bytes]] = (),
 ) -> _Result:
+    """``texts``: rule files given as (name, bytes) besides the files under ``paths``."""
     files = find_rule_files(paths)
+    names = [str(path) for path in files] + [name for name, _raw in texts]
     problems: list[RuleFileError] = []
     written_entity_files = find_entity_files(paths)
     entities, entity_files = _entities_or_shipped(written_entity_files, problems)
-    if not files and (rules_required or not written_entity_files):
+    if not names and (rules_required or not written_entity_files):
         where = ", ".join(str(path) for path in paths) or "."
         problems.append(
             RuleFileError(
@@ -195,33 +211,34 @@ def _compile(
         )
     drafts: list[FileDraft] = []
     digests: list[str] = []
-    for path in files:
-        draft, raw = _read(path, problems)
+    read = [_read(path, problems) for path in files]
+    read += [(_parse(raw, name, problems), raw) for name, raw in texts]
+    for draft, raw in read:
         if raw is not None:
             digests.append(hashlib.sha256(raw).hexdigest())
         if draft is not None:
             drafts.append(draft)
-    linker = _Linker(drafts, complete=len(drafts) == len(files))
+    linker = _Linker(drafts, complete=len(drafts) == len(names))
     problems.extend(linker.problems)
     if examples:
         problems.extend(examples_failing(linker.rules, linker.incomplete))
-    if drafts and len(drafts) == len(files) and all(file.written_rules == 0 for file in drafts):
+    if drafts and len(drafts) == len(names) and all(file.written_rules == 0 for file in drafts):
         problems.append(
             RuleFileError(
-                Location(str(files[0])),
+                Location(names[0]),
                 "the rule files define no rules",
                 hint="a rule set with only term sets would never alert; add a rule under "
                 "'rules:' or check the rules path in the config",
             )
         )
     problems.sort(key=_sort_key)
-    if problems or not files:
+    if problems or not names:
         return _Result(None, problems)
     ruleset = RuleSet(
         rules=linker.rules,
         version=rules_version(digests),
         term_sets=MappingProxyType(dict(linker.term_sets)),
-        paths=tuple(str(path) for path in files),
+        paths=tuple(names),
         trends=linker.trends,
         entities=entities,
         entity_paths=tuple(str(path) for path in entity_files),
@@ -305,14 +322,18 @@ def _read(path: Path, problems: list[RuleFileError]) -> tuple[FileDraft | None, 
     except OSError as exc:
         problems.append(RuleFileError(Location(name), f"cannot read rule file: {exc.strerror}"))
         return None, None
+    return _parse(raw, name, problems), raw
+
+
+def _parse(raw: bytes, name: str, problems: list[RuleFileError]) -> FileDraft | None:
     try:
         doc = load_yaml_bytes(raw, name)
     except YamlSourceError as exc:
         problems.append(RuleFileError(exc.location, exc.message, hint=exc.hint))
-        return None, raw
+        return None
     draft, file_problems = read_rule_file(doc)
     problems.extend(_entity_hint(problem) for problem in file_problems)
-    return draft, raw
+    return draft
 
 
 _ENTITIES_IN_RULE_FILE = "unknown key 'entities' in a rule file"

@@ -159,7 +159,7 @@ def _form(**changes: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("form", "problem"),
     [
-        (_form(target="story"), "choose whether"),
+        (_form(target="term"), "choose whether"),
         (_form(value="  "), "name the rule"),
         (_form(target="tag", value=""), "name the tag"),
         (_form(duration="soon"), "write the duration"),
