@@ -9,6 +9,7 @@ regexes, every lint problem at ``draft:line:col``); the backtest is the CLI's
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,6 +110,19 @@ def draft_ids(draft: RuleSet) -> frozenset[str]:
     """The rule and trend ids the draft defines, case-folded."""
     ids = [rule.id for rule in draft.rules] + [trend.id for trend in draft.trends]
     return frozenset(rule_id.casefold() for rule_id in ids)
+
+
+def deployed_like(deployed: RuleSet, draft: RuleSet) -> RuleSet:
+    """The deployed rules (and trends) that the draft defines too: what the default scope
+    compares a draft with.  Matching only these, rather than every deployed rule and then
+    dropping the others' alerts, is what keeps a backtest of one rule within a second over
+    the window (1.5 s of 1.7 s went to rules the page then left out)."""
+    ids = draft_ids(draft)
+    return dataclasses.replace(
+        deployed,
+        rules=tuple(rule for rule in deployed.rules if rule.id.casefold() in ids),
+        trends=tuple(trend for trend in deployed.trends if trend.id.casefold() in ids),
+    )
 
 
 def same_ids_only(report: Backtest, draft: RuleSet) -> Backtest:

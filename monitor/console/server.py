@@ -892,8 +892,13 @@ class ConsoleServer:
             elif self._backtests.locked():
                 status, error = 429, "Another backtest is running; try again in a few seconds."
             else:
+                compared = (
+                    deployed
+                    if form["scope"] == "all"
+                    else playground.deployed_like(deployed, draft)
+                )
                 async with self._backtests:
-                    found, report, scan_info = await self._backtest(deployed, draft)
+                    found, report, scan_info = await self._backtest(compared, draft)
                 if form["scope"] != "all":
                     report = playground.same_ids_only(report, draft)
                 rows = playground.backtest_rows(report, {f.item.id: f.id for f in found})
