@@ -205,6 +205,39 @@ end
 return 'ok'
 """
 
+# What an item brings to the story it joins, shared by the scripts that move items: the
+# story's flags (the first item of a language, source, kind, owner: HSETNX, so a flag's time is
+# the first one) with the owner count, and the index fields (ARGV[first..]) of one bucket
+# naming the story, most recent last, at most key_cap stories a field.
+_JOIN_ITEM = """
+local function mark_item(hash, data, now)
+  if data['lang'] and data['lang'] ~= '' then
+    redis.call('HSETNX', hash, 'lang:' .. data['lang'], now)
+  end
+  redis.call('HSETNX', hash, 'src:' .. data['source'], now)
+  redis.call('HSETNX', hash, 'kind:' .. (data['kind'] or 'news'), now)
+  local owner = data['owner']
+  if not owner or owner == cjson.null or owner == '' then owner = data['source'] end
+  if redis.call('HSETNX', hash, 'owner:' .. owner, now) == 1 then
+    redis.call('HINCRBY', hash, 'owners', 1)
+  end
+end
+local function index_under(bucket, story, first, key_cap)
+  for i = first, #ARGV do
+    local kept = {}
+    local current = redis.call('HGET', bucket, ARGV[i])
+    if current then
+      for id in string.gmatch(current, '%S+') do
+        if id ~= story then kept[#kept + 1] = id end
+      end
+    end
+    kept[#kept + 1] = story
+    while #kept > key_cap do table.remove(kept, 1) end
+    redis.call('HSET', bucket, ARGV[i], table.concat(kept, ' '))
+  end
+end
+"""
+
 # Moves one item that joined a story (src) on a weak link to the story (dst) of a report
 # that links it strongly.  Its item entry and member leave src (whose 'rev' changes, so
 # replicas decode src's members again), join dst with dst's flags set from the item, and
@@ -214,7 +247,9 @@ return 'ok'
 # ARGV: item id, src id, dst id, member JSON, ttl s, member cap, item key ttl s, key cap,
 #       then the item's index fields.
 # Returns 'ok', or 'gone' when the item is no longer in src (another replica moved it).
-_ADOPT = """
+_ADOPT = (
+    _JOIN_ITEM
+    + """
 local item, src, dst, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, cap, item_ttl, key_cap = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 if redis.call('GET', KEYS[8]) ~= src or redis.call('EXISTS', KEYS[4]) == 0 then
@@ -236,32 +271,13 @@ local now = redis.call('HGET', KEYS[4], 'last_seen')
 redis.call('RPUSH', KEYS[5], entry)
 redis.call('HINCRBY', KEYS[4], 'items', 1)
 if redis.call('LLEN', KEYS[6]) < cap then redis.call('RPUSH', KEYS[6], member) end
-if data['lang'] and data['lang'] ~= '' then
-  redis.call('HSETNX', KEYS[4], 'lang:' .. data['lang'], now)
-end
-redis.call('HSETNX', KEYS[4], 'src:' .. data['source'], now)
-redis.call('HSETNX', KEYS[4], 'kind:' .. (data['kind'] or 'news'), now)
-local owner = data['owner']
-if not owner or owner == cjson.null or owner == '' then owner = data['source'] end
-if redis.call('HSETNX', KEYS[4], 'owner:' .. owner, now) == 1 then
-  redis.call('HINCRBY', KEYS[4], 'owners', 1)
-end
+mark_item(KEYS[4], data, now)
 redis.call('SET', KEYS[8], dst, 'EX', item_ttl)
-for i = 9, #ARGV do
-  local kept = {}
-  local current = redis.call('HGET', KEYS[9], ARGV[i])
-  if current then
-    for id in string.gmatch(current, '%S+') do
-      if id ~= dst then kept[#kept + 1] = id end
-    end
-  end
-  kept[#kept + 1] = dst
-  while #kept > key_cap do table.remove(kept, 1) end
-  redis.call('HSET', KEYS[9], ARGV[i], table.concat(kept, ' '))
-end
+index_under(KEYS[9], dst, 9, key_cap)
 for i = 4, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
 return 'ok'
 """
+)
 
 # KEYS: index buckets read (n), then: write bucket, story hash, items list, members list,
 #       stories zset, item key.
@@ -421,7 +437,9 @@ return out
 # ARGV: item id, src id, dst id, ttl s, member cap, item key ttl s, key cap, now ms, then
 #       the item's index fields.
 # Returns 'ok', 'gone' (the item is not in src any more) or 'exists' (dst is taken).
-_SPLIT = """
+_SPLIT = (
+    _JOIN_ITEM
+    + """
 local item, src, dst, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local cap, item_ttl, key_cap, now = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), ARGV[8]
 if redis.call('GET', KEYS[8]) ~= src then return 'gone' end
@@ -445,37 +463,21 @@ end
 redis.call('HINCRBY', KEYS[1], 'rev', 1)
 local data = cjson.decode(entry)
 redis.call('HSET', KEYS[4], 'id', dst, 'first_seen', now, 'last_seen', now, 'items', 1,
-  'owners', 1, 'apart', src)
-if data['lang'] and data['lang'] ~= '' then
-  redis.call('HSET', KEYS[4], 'lang:' .. data['lang'], now)
-end
-redis.call('HSET', KEYS[4], 'src:' .. data['source'], now, 'kind:' .. (data['kind'] or 'news'), now)
-local owner = data['owner']
-if not owner or owner == cjson.null or owner == '' then owner = data['source'] end
-redis.call('HSET', KEYS[4], 'owner:' .. owner, now)
+  'owners', 0, 'apart', src)
+mark_item(KEYS[4], data, now)
 local apart = redis.call('HGET', KEYS[1], 'apart') or ''
 local joined = (apart .. ' ' .. dst):gsub('^ ', '')
 redis.call('HSET', KEYS[1], 'apart', joined)
 redis.call('RPUSH', KEYS[5], entry)
 redis.call('SET', KEYS[8], dst, 'EX', item_ttl)
-for i = 9, #ARGV do
-  local kept = {}
-  local current = redis.call('HGET', KEYS[9], ARGV[i])
-  if current then
-    for id in string.gmatch(current, '%S+') do
-      if id ~= dst then kept[#kept + 1] = id end
-    end
-  end
-  kept[#kept + 1] = dst
-  while #kept > key_cap do table.remove(kept, 1) end
-  redis.call('HSET', KEYS[9], ARGV[i], table.concat(kept, ' '))
-end
+index_under(KEYS[9], dst, 9, key_cap)
 redis.call('ZADD', KEYS[7], now, dst)
 for i = 4, 6 do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ttl) end
 end
 return 'ok'
 """
+)
 CACHE_STORIES = 4096
 """Stories whose members a store keeps decoded (10 to 15 kB each): members are only ever
 appended, so a cached story costs one short read of its new members instead of all of them,
