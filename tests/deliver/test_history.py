@@ -370,8 +370,11 @@ def test_a_one_term_search_finds_exactly_what_the_same_rule_term_finds(
 ) -> None:
     """The search is the rules' matching: same folding, same words, same hits."""
     target = item("".join(title), "".join(summary))
+    terms = query_terms(query)
+    if len(terms) != 1:  # "sao paulo" unquoted is two terms, both wanted: not one rule term
+        return
     try:
-        term = Term.parse(query_terms(query)[0])
+        term = Term.parse(terms[0])
     except TermSyntaxError:
         return
     expected = node_hits(term, ItemText(target), ("title", "summary"))

@@ -95,24 +95,32 @@ def busy_feed(items: int) -> bytes:
 async def test_polls_waiting_for_a_parser_turn_do_not_run_out_their_deadline(
     shipped_rules: RuleSet,
 ) -> None:
-    """Twelve polls at once with one parser process: each parse takes well under its poll's
-    deadline, but together they take several; the wait for a turn stops the deadline's
-    clock (``fetch.clock_paused``), so none is abandoned."""
+    """Sixteen polls at once with one parser process: each parse takes well under its poll's
+    deadline, but together they take several deadlines; the wait for a turn stops the
+    deadline's clock (``fetch.clock_paused``), so none is abandoned.  The deadline is set
+    from one parse timed here, so the test holds on a fast machine and a busy one alike."""
     body = busy_feed(60)
     pool = ParserPool(1, shipped_rules)
 
-    async def poll() -> PreparedFeed:
-        async with hard_deadline(0.8):
-            return await pool.prepare(SOURCE, response(body), NOW, shipped_rules, frozenset())
+    async def prepare() -> PreparedFeed:
+        return await pool.prepare(SOURCE, response(body), NOW, shipped_rules, frozenset())
+
+    async def poll(deadline: float) -> PreparedFeed:
+        async with hard_deadline(deadline):
+            return await prepare()
 
     try:
+        await prepare()  # the pool's start is not what is measured
         started = time.monotonic()
-        prepared = await asyncio.gather(*(poll() for _ in range(12)))
+        await prepare()
+        deadline = 5 * (time.monotonic() - started)
+        started = time.monotonic()
+        prepared = await asyncio.gather(*(poll(deadline) for _ in range(16)))
         took = time.monotonic() - started
     finally:
         pool.close()
     assert all(p.error is None and len(p.items) == 60 for p in prepared)
-    assert took > 0.8, "the test needs the parses together to outlast one deadline"
+    assert took > deadline, "the test needs the parses together to outlast one deadline"
 
 
 async def test_a_worker_matches_as_the_event_loop_does(shipped_rules: RuleSet) -> None:
