@@ -324,7 +324,7 @@ async def _stepped_out() -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def hard_deadline(seconds: float) -> AsyncIterator[None]:
+async def hard_deadline(seconds: float) -> AsyncIterator[asyncio.Timeout]:
     """``asyncio.timeout(seconds)`` around a whole poll, so that nothing in it can hang its
     feed for ever, except that its clock stops while a fetch waits for its host's turn
     (``HostGate``), which may take long with many feeds on one site and is no fault of the
@@ -333,7 +333,7 @@ async def hard_deadline(seconds: float) -> AsyncIterator[None]:
         token = _DEADLINE.set((deadline, seconds))
         try:
             with stepping_out(functools.partial(_clock_stopped, deadline)):
-                yield
+                yield deadline
         finally:
             _DEADLINE.reset(token)
 
