@@ -631,6 +631,11 @@ class StoryStore:
         self._cache: dict[str, _Cached] = {}
         self._turns = KeyTurns()
 
+    @property
+    def _keep_seconds(self) -> int:
+        """How long story keys live after their last write (``retention``, at least 1 s)."""
+        return max(1, int(self.retention.total_seconds()))
+
     # -- assignment -----------------------------------------------------------------------
 
     async def assign(self, item: Item, now: datetime) -> StoryUpdate:
@@ -731,18 +736,8 @@ class StoryStore:
         fields = list(features.index_keys()) if features is not None else []
         bucket = bucket_of(features.published) if features and features.published else 0
         target = story_id_for(f"{item_id}|split")
-        keep = max(1, int(self.retention.total_seconds()))
-        keys = [
-            self.keys.story(story_id),
-            self.keys.story_items(story_id),
-            self.keys.story_members(story_id),
-            self.keys.story(target),
-            self.keys.story_items(target),
-            self.keys.story_members(target),
-            self.keys.stories,
-            self.keys.story_item(item_id),
-            self.keys.story_index(bucket),
-        ]
+        keep = self._keep_seconds
+        keys = self._moving_keys(story_id, target, item_id, bucket)
         args: list[str | int] = [item_id, story_id, target, keep, MAX_MEMBERS, keep]
         args += [KEY_STORIES, int(now.timestamp() * 1000), *fields]
         status = await guarded(lambda: self._split(keys=keys, args=args))
@@ -756,7 +751,7 @@ class StoryStore:
         self, source: str, target: str, fields: Sequence[tuple[str, str]]
     ) -> str:
         """One try of ``_ABSORB``: 'ok', 'gone' or 'retry' (see the script)."""
-        keep = max(1, int(self.retention.total_seconds()))
+        keep = self._keep_seconds
         item_ids = await self._item_ids(source)
         keys = [
             self.keys.story(source),
@@ -776,6 +771,21 @@ class StoryStore:
         args += [len(fields), *(field for _, field in fields)]
         return str(await guarded(lambda: self._absorb(keys=keys, args=args)))
 
+    def _moving_keys(self, source: str, target: str, item_id: str, bucket: int) -> list[str]:
+        """The KEYS of ``_ADOPT`` and ``_SPLIT``, which move one item between stories: each
+        story's hash, items and members, the stories zset, the item's key, its index bucket."""
+        return [
+            self.keys.story(source),
+            self.keys.story_items(source),
+            self.keys.story_members(source),
+            self.keys.story(target),
+            self.keys.story_items(target),
+            self.keys.story_members(target),
+            self.keys.stories,
+            self.keys.story_item(item_id),
+            self.keys.story_index(bucket),
+        ]
+
     async def _item_ids(self, story_id: str) -> list[str]:
         key = self.keys.story_items(story_id)
 
@@ -786,18 +796,8 @@ class StoryStore:
 
     async def _move(self, member: Features, source: str, target: str) -> None:
         assert member.published is not None
-        keep = max(1, int(self.retention.total_seconds()))
-        keys = [
-            self.keys.story(source),
-            self.keys.story_items(source),
-            self.keys.story_members(source),
-            self.keys.story(target),
-            self.keys.story_items(target),
-            self.keys.story_members(target),
-            self.keys.stories,
-            self.keys.story_item(member.item_id),
-            self.keys.story_index(bucket_of(member.published)),
-        ]
+        keep = self._keep_seconds
+        keys = self._moving_keys(source, target, member.item_id, bucket_of(member.published))
         record = json.dumps(_member_record(member), ensure_ascii=False)
         args: list[str | int] = [member.item_id, source, target, record, keep, MAX_MEMBERS]
         args += [keep, KEY_STORIES, *member.index_keys()]
@@ -913,7 +913,7 @@ class StoryStore:
         # Relative to ``now`` (the caller's clock, which tests set freely), never EXPIREAT
         # on the bucket's own time: an item published months ago must stay findable by the
         # other reports of its event arriving after it.
-        keep = max(1, int(self.retention.total_seconds()))
+        keep = self._keep_seconds
         member = _member_record(features)
         if weak:
             member["weak"] = 1
@@ -1002,7 +1002,7 @@ class StoryStore:
         ]
         args: list[str | int] = [
             item_id,
-            max(1, int(self.retention.total_seconds())),
+            self._keep_seconds,
             1 if tell else 0,
             len(rules),
         ]
